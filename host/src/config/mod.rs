@@ -1,0 +1,350 @@
+//! Configuration: cryptofeed's proxy schema, extended for pools.
+//!
+//! Three sources, merged with precedence env > YAML > code ([`ConfigBuilder`]):
+//! the programmatic builder, the YAML `proxy:` block (read with serde-saphyr), and
+//! `CRYPTOFEED_PROXY_*` variables. Raw input is parsed first ([`raw`]), then validated
+//! into types that cannot hold a bad value ([`model`]); every problem is reported at
+//! once, each with its path. This layer knows nothing about sockets.
+
+mod env;
+mod model;
+mod raw;
+mod url;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use env::ENV_PREFIX;
+pub use model::*;
+pub use url::{
+    Credentials, Endpoint, ProxyUrl, REDACTED, SUPPORTED_SCHEMES, Scheme, UrlError, redact_text,
+};
+
+use raw::{RawConnection, RawConnectionMap, RawFile, RawMember, RawPool, RawProxy, RawProxyMap};
+use raw::{RawPoolMap, RawSettings, Scalar};
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Which source the bad value came from.
+    pub source: Source,
+    /// Where: `exchanges.binance.http.pool[2].url`, a variable name, or a file.
+    pub path: String,
+    /// What is wrong, never with a credential in it.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(source: Source, path: String, message: impl Into<String>) -> Self {
+        Problem {
+            source,
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// One or more problems, all of them.
+    #[error("{}", display_problems(problems))]
+    Invalid {
+        /// Every problem found, in the order found.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems, if this is a validation failure.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let mut s = format!(
+        "invalid proxy configuration ({} problem{}):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str("\n  ");
+        s.push_str(&p.to_string());
+    }
+    s
+}
+
+/// A proxy-config built in code: one proxy, a pool, or direct.
+#[derive(Clone, Debug)]
+pub struct ProxyEntry(RawProxy);
+
+impl ProxyEntry {
+    /// One proxy; the URL is checked by [`ConfigBuilder::build`].
+    pub fn url(url: impl Into<String>) -> Self {
+        ProxyEntry(RawProxy::Map(RawProxyMap {
+            url: Some(Scalar::Str(url.into())),
+            ..Default::default()
+        }))
+    }
+
+    /// A pool of proxies (round_robin unless [`ProxyEntry::strategy`] says otherwise).
+    pub fn pool<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let members = urls
+            .into_iter()
+            .map(|u| RawMember::Shorthand(u.into()))
+            .collect();
+        ProxyEntry(RawProxy::Map(RawProxyMap {
+            pool: Some(RawPool::Map(RawPoolMap {
+                proxies: Some(members),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }))
+    }
+
+    /// A forced direct connection.
+    pub fn direct() -> Self {
+        ProxyEntry(RawProxy::Shorthand(validate::DIRECT.to_owned()))
+    }
+
+    /// Sets `timeout_seconds`.
+    pub fn timeout_seconds(mut self, seconds: u64) -> Self {
+        self.map().timeout_seconds = Some(Scalar::Int(seconds as i64));
+        self
+    }
+
+    /// Sets the pool's strategy (a built-in name or a `.wasm` path).
+    pub fn strategy(mut self, strategy: impl Into<String>) -> Self {
+        self.map().strategy = Some(Scalar::Str(strategy.into()));
+        self
+    }
+
+    fn map(&mut self) -> &mut RawProxyMap {
+        if let RawProxy::Shorthand(s) = &self.0 {
+            self.0 = RawProxy::Map(RawProxyMap {
+                url: Some(Scalar::Str(s.clone())),
+                ..Default::default()
+            });
+        }
+        match &mut self.0 {
+            RawProxy::Map(m) => m,
+            RawProxy::Shorthand(_) => unreachable!("converted above"),
+        }
+    }
+}
+
+/// Builds a [`Config`] from code, YAML and env, with precedence env > YAML > code.
+///
+/// ```
+/// use proxypool::config::{ConfigBuilder, ProxyEntry, Transport};
+/// let config = ConfigBuilder::new()
+///     .enabled(true)
+///     .default_proxy(Transport::Http, ProxyEntry::url("socks5://127.0.0.1:1080"))
+///     .yaml_str("proxy: {exchanges: {binance: {websocket: 'socks5h://10.0.0.1:1080'}}}")
+///     .env_vars([("CRYPTOFEED_PROXY_DEFAULT__HTTP__TIMEOUT_SECONDS", "10")])
+///     .build()
+///     .unwrap();
+/// assert!(!config.route(Some("BINANCE"), Transport::Websocket).is_direct());
+/// ```
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    code: RawSettings,
+    yaml: Option<Result<Option<RawSettings>, Problem>>,
+    env: Vec<(String, String)>,
+    read_error: Option<ConfigError>,
+}
+
+impl ConfigBuilder {
+    /// An empty builder: proxying disabled, nothing set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `enabled` in code.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.code.enabled = Some(Scalar::Bool(enabled));
+        self
+    }
+
+    /// Sets the default entry's upstream for `transport` in code.
+    pub fn default_proxy(mut self, transport: Transport, entry: ProxyEntry) -> Self {
+        let conn = self
+            .code
+            .default
+            .get_or_insert_with(|| RawConnection::Map(RawConnectionMap::default()));
+        set_transport(conn, transport, entry);
+        self
+    }
+
+    /// Sets one exchange's upstream for `transport` in code.
+    pub fn exchange_proxy(
+        mut self,
+        exchange: impl Into<String>,
+        transport: Transport,
+        entry: ProxyEntry,
+    ) -> Self {
+        let conn = self
+            .code
+            .exchanges
+            .get_or_insert_with(Default::default)
+            .entry(exchange.into())
+            .or_insert(None)
+            .get_or_insert_with(|| RawConnection::Map(RawConnectionMap::default()));
+        set_transport(conn, transport, entry);
+        self
+    }
+
+    /// Uses the `proxy:` block of a YAML document (other top-level keys are ignored:
+    /// they belong to the rest of a cryptofeed config).
+    pub fn yaml_str(mut self, yaml: &str) -> Self {
+        self.yaml = Some(parse_yaml(yaml, "yaml"));
+        self
+    }
+
+    /// Reads a YAML file, as [`ConfigBuilder::yaml_str`].
+    pub fn yaml_file(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.yaml = Some(parse_yaml(&text, &path.display().to_string())),
+            Err(source) => {
+                self.read_error = Some(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        self
+    }
+
+    /// Uses these variables as the environment (only `CRYPTOFEED_PROXY_*` are read).
+    pub fn env_vars<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self
+    }
+
+    /// Uses the process environment.
+    pub fn process_env(self) -> Self {
+        self.env_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// Merges and validates everything, reporting every problem at once.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        if let Some(e) = self.read_error {
+            return Err(e);
+        }
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let mut layers = vec![(Source::Code, self.code)];
+        match self.yaml {
+            Some(Ok(Some(y))) => layers.push((Source::Yaml, y)),
+            Some(Err(p)) => problems.push(p),
+            Some(Ok(None)) | None => {}
+        }
+        if let Some(e) = env::from_vars(self.env, &mut problems, &mut warnings) {
+            layers.push((Source::Env, e));
+        }
+        let merged = validate::merge(layers, &mut problems);
+        let mut config = validate::validate(merged, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        for (path, pool) in config.pools() {
+            if pool.members.iter().all(|m| !m.enabled) {
+                warnings.push(format!("{path}: every member is disabled"));
+            }
+        }
+        config.warnings = warnings;
+        Ok(config)
+    }
+}
+
+fn set_transport(conn: &mut RawConnection, transport: Transport, entry: ProxyEntry) {
+    if let RawConnection::Shorthand(s) = conn {
+        *conn = RawConnection::Map(RawConnectionMap {
+            http: Some(RawProxy::Shorthand(std::mem::take(s))),
+            ..Default::default()
+        });
+    }
+    if let RawConnection::Map(m) = conn {
+        match transport {
+            Transport::Http => m.http = Some(entry.0),
+            Transport::Websocket => m.websocket = Some(entry.0),
+        }
+    }
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Option<RawSettings>, Problem> {
+    let options = serde_saphyr::Options::default();
+    match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, options) {
+        Ok(file) => Ok(file.and_then(|f| f.proxy).map(validate::root_to_settings)),
+        // The snippet quotes the file, so it may quote a credential.
+        Err(e) => Err(Problem::new(
+            Source::Yaml,
+            origin.to_owned(),
+            redact_text(&e.to_string()),
+        )),
+    }
+}
+
+impl Config {
+    /// Loads the way the CLI does: the YAML file if given, then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut b = ConfigBuilder::new();
+        if let Some(p) = path {
+            b = b.yaml_file(p);
+        }
+        b.process_env().build()
+    }
+
+    /// Every pool, with its path (`exchanges.binance.http`).
+    pub fn pools(&self) -> impl Iterator<Item = (String, &PoolSpec)> {
+        let default = self.default.iter().map(|c| ("default".to_owned(), c));
+        let exchanges = self
+            .exchanges
+            .iter()
+            .map(|(k, c)| (format!("exchanges.{k}"), c));
+        default.chain(exchanges).flat_map(|(path, c)| {
+            Transport::ALL
+                .into_iter()
+                .filter_map(move |t| match c.upstream(t) {
+                    Some(Upstream::Pool(p)) => Some((format!("{path}.{t}"), p)),
+                    _ => None,
+                })
+        })
+    }
+}

@@ -1,0 +1,393 @@
+//! Validated configuration: types that cannot hold an invalid value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::url::ProxyUrl;
+
+/// cryptofeed's default for `timeout_seconds`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// cryptofeed's default pool member weight.
+pub const DEFAULT_WEIGHT: f64 = 1.0;
+/// cryptofeed's default health-check interval.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// cryptofeed's default health-check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// cryptofeed's default health-check retry count.
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
+/// Successes before a down proxy is up again: HAProxy's `rise 2`, so one lucky probe
+/// does not bring a flapping proxy back.
+pub const DEFAULT_RISE: u32 = 2;
+/// Failures before an up proxy is down: HAProxy's `fall 3`; passive detection and the
+/// breaker react faster than probes do, so probes can afford to be patient.
+pub const DEFAULT_FALL: u32 = 3;
+
+/// The kind of traffic a route carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// REST over HTTP (cryptofeed's `http`, alias `rest`).
+    Http,
+    /// WebSocket streams (cryptofeed's `websocket`, alias `ws`).
+    Websocket,
+}
+
+impl Transport {
+    /// Both transports, in display order.
+    pub const ALL: [Transport; 2] = [Transport::Http, Transport::Websocket];
+
+    /// The name used in YAML and log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Websocket => "websocket",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "http" | "rest" => Ok(Transport::Http),
+            "websocket" | "ws" => Ok(Transport::Websocket),
+            _ => Err(format!(
+                "unknown transport {s:?} (expected http or websocket)"
+            )),
+        }
+    }
+}
+
+/// Where a value came from; later sources win: env > YAML > code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The built-in default (nothing set it).
+    #[default]
+    Default,
+    /// The programmatic builder.
+    Code,
+    /// The YAML `proxy:` block.
+    Yaml,
+    /// `CRYPTOFEED_PROXY_*` variables.
+    Env,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::Code => "code",
+            Source::Yaml => "yaml",
+            Source::Env => "env",
+        })
+    }
+}
+
+/// One proxy and the bound on connect plus handshake through it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyEndpoint {
+    /// The proxy.
+    pub url: ProxyUrl,
+    /// Bounds the TCP connect, TLS and proxy handshake together.
+    pub timeout: Duration,
+}
+
+/// A built-in selection strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BuiltinStrategy {
+    /// Each eligible proxy in turn.
+    RoundRobin,
+    /// Uniform, or proportional to weight.
+    Random,
+    /// The proxy with the fewest active leases.
+    LeastConnections,
+}
+
+impl BuiltinStrategy {
+    /// All built-ins.
+    pub const ALL: [BuiltinStrategy; 3] = [
+        BuiltinStrategy::RoundRobin,
+        BuiltinStrategy::Random,
+        BuiltinStrategy::LeastConnections,
+    ];
+
+    /// The one snake_case name used everywhere.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuiltinStrategy::RoundRobin => "round_robin",
+            BuiltinStrategy::Random => "random",
+            BuiltinStrategy::LeastConnections => "least_connections",
+        }
+    }
+}
+
+/// Which strategy selects from a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StrategyRef {
+    /// A module shipped inside proxypool.
+    Builtin(BuiltinStrategy),
+    /// A WebAssembly component file, relative to the working directory.
+    Wasm(PathBuf),
+}
+
+impl Default for StrategyRef {
+    fn default() -> Self {
+        StrategyRef::Builtin(BuiltinStrategy::RoundRobin)
+    }
+}
+
+impl fmt::Display for StrategyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrategyRef::Builtin(b) => f.write_str(b.as_str()),
+            StrategyRef::Wasm(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// How an active health probe tests a proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeMethod {
+    /// A TCP connect to the proxy (cryptofeed's default).
+    Tcp,
+    /// A full proxy handshake to `target` (`host:port`).
+    Handshake {
+        /// Where the probe asks the proxy to connect.
+        target: String,
+    },
+    /// An HTTP GET of `url` through the proxy.
+    Http {
+        /// What to fetch.
+        url: String,
+    },
+    /// ICMP echo to the proxy's host.
+    Ping,
+}
+
+impl ProbeMethod {
+    /// The YAML name of the method.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProbeMethod::Tcp => "tcp",
+            ProbeMethod::Handshake { .. } => "handshake",
+            ProbeMethod::Http { .. } => "http",
+            ProbeMethod::Ping => "ping",
+        }
+    }
+}
+
+/// Active health checking of a pool's members.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheck {
+    /// Whether probes run at all.
+    pub enabled: bool,
+    /// What a probe does.
+    pub method: ProbeMethod,
+    /// Time between probes of one proxy.
+    pub interval: Duration,
+    /// Bound on one probe.
+    pub timeout: Duration,
+    /// Attempts per probe before it counts as failed.
+    pub retry_count: u32,
+    /// Consecutive successes that bring a proxy up.
+    pub rise: u32,
+    /// Consecutive failures that take a proxy down.
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            method: ProbeMethod::Tcp,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            retry_count: DEFAULT_HEALTH_RETRIES,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        }
+    }
+}
+
+/// One proxy of a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolMember {
+    /// The proxy.
+    pub url: ProxyUrl,
+    /// Relative share for weighted strategies, 0.1 to 10.
+    pub weight: f64,
+    /// A disabled member is never selected.
+    pub enabled: bool,
+}
+
+/// A pool of proxies behind one route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSpec {
+    /// The members, never empty.
+    pub members: Vec<PoolMember>,
+    /// How a member is chosen.
+    pub strategy: StrategyRef,
+    /// Active health checking.
+    pub health_check: HealthCheck,
+    /// Bounds connect plus handshake through any member.
+    pub timeout: Duration,
+}
+
+/// What one transport of one entry says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Upstream {
+    /// Connect directly, on purpose.
+    Direct,
+    /// Through one proxy.
+    Proxy(ProxyEndpoint),
+    /// Through a pool of proxies.
+    Pool(PoolSpec),
+}
+
+/// Connection-proxies: one optional upstream per transport.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Connection {
+    /// REST traffic.
+    pub http: Option<Upstream>,
+    /// WebSocket traffic.
+    pub websocket: Option<Upstream>,
+}
+
+impl Connection {
+    /// The upstream for `transport`, if this entry sets one.
+    pub fn upstream(&self, transport: Transport) -> Option<&Upstream> {
+        match transport {
+            Transport::Http => self.http.as_ref(),
+            Transport::Websocket => self.websocket.as_ref(),
+        }
+    }
+}
+
+/// The validated proxy configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub(crate) enabled: bool,
+    pub(crate) default: Option<Connection>,
+    pub(crate) exchanges: BTreeMap<String, Connection>,
+    pub(crate) sources: Sources,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Which source set each top-level field (the unit of precedence).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sources {
+    /// Who set `enabled`.
+    pub enabled: Source,
+    /// Who set `default`.
+    pub default: Source,
+    /// Who set each exchange's entry (lowercase names).
+    pub exchanges: BTreeMap<String, Source>,
+}
+
+/// Why a route is what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteOrigin {
+    /// `enabled` is false: everything is direct.
+    Disabled,
+    /// The exchange's own entry.
+    Exchange,
+    /// The default entry (the exchange had none for this transport).
+    Default,
+    /// Neither the exchange nor the default says anything.
+    Unset,
+}
+
+/// What `(exchange, transport)` resolves to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Route<'a> {
+    /// Direct, one proxy, or a pool; `None` for an implicit direct connection.
+    pub upstream: Option<&'a Upstream>,
+    /// Which entry decided.
+    pub origin: RouteOrigin,
+    /// Which source set that entry.
+    pub source: Source,
+}
+
+impl Route<'_> {
+    /// Whether this route connects without any proxy.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.upstream, None | Some(Upstream::Direct))
+    }
+}
+
+impl Config {
+    /// Whether proxying is on at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The default entry.
+    pub fn default_connection(&self) -> Option<&Connection> {
+        self.default.as_ref()
+    }
+
+    /// The per-exchange entries, by lowercase name.
+    pub fn exchanges(&self) -> &BTreeMap<String, Connection> {
+        &self.exchanges
+    }
+
+    /// Which source set each top-level value.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Things worth knowing that are not errors (an ignored variable, say).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Resolves `(exchange, transport)` as cryptofeed does: disabled is direct; then the
+    /// exchange's entry for the transport (names match case-insensitively); then the
+    /// default's; then direct. The entry is taken whole.
+    pub fn route(&self, exchange: Option<&str>, transport: Transport) -> Route<'_> {
+        if !self.enabled {
+            return Route {
+                upstream: None,
+                origin: RouteOrigin::Disabled,
+                source: self.sources.enabled,
+            };
+        }
+        if let Some(name) = exchange {
+            let found = self.exchanges.get(name).map(|c| (name, c)).or_else(|| {
+                self.exchanges
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(k, c)| (k.as_str(), c))
+            });
+            if let Some((key, up)) = found.and_then(|(k, c)| c.upstream(transport).map(|u| (k, u)))
+            {
+                return Route {
+                    upstream: Some(up),
+                    origin: RouteOrigin::Exchange,
+                    source: self.sources.exchanges.get(key).copied().unwrap_or_default(),
+                };
+            }
+        }
+        match self.default.as_ref().and_then(|d| d.upstream(transport)) {
+            Some(up) => Route {
+                upstream: Some(up),
+                origin: RouteOrigin::Default,
+                source: self.sources.default,
+            },
+            None => Route {
+                upstream: None,
+                origin: RouteOrigin::Unset,
+                source: Source::Default,
+            },
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! Layering (env > YAML > code) and validation of the raw layer into [`Config`].
+//!
+//! Validation never stops at the first problem: every check runs, and each problem
+//! is recorded with its path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Problem;
+use super::model::*;
+use super::raw::*;
+use super::url::ProxyUrl;
+
+/// The keyword that forces a direct connection where a URL could stand.
+pub(crate) const DIRECT: &str = "direct";
+
+/// Merges the layers, lowest precedence first, per top-level field: `enabled` and
+/// `default` are replaced whole, exchanges merge per key and a later layer replaces
+/// that exchange's whole entry.
+pub(crate) fn merge(layers: Vec<(Source, RawSettings)>, problems: &mut Vec<Problem>) -> Merged {
+    let mut m = Merged::default();
+    for (source, layer) in layers {
+        if let Some(e) = layer.enabled {
+            m.enabled = Some((source, e));
+        }
+        if let Some(d) = layer.default {
+            m.default = Some((source, d));
+        }
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (key, entry) in layer.exchanges.into_iter().flatten() {
+            let lower = key.to_ascii_lowercase();
+            if let Some(first) = seen.insert(lower.clone(), key.clone()) {
+                problems.push(Problem::new(
+                    Source::Default,
+                    format!("exchanges.{key}"),
+                    format!("duplicate of exchanges.{first} (exchange names are case-insensitive)"),
+                ));
+                continue;
+            }
+            m.exchanges.insert(lower, (source, key, entry));
+        }
+    }
+    m
+}
+
+/// The layers merged, each value with the source that set it.
+#[derive(Default)]
+pub(crate) struct Merged {
+    enabled: Option<(Source, Scalar)>,
+    default: Option<(Source, RawConnection)>,
+    exchanges: BTreeMap<String, (Source, String, Option<RawConnection>)>,
+}
+
+/// Expands the root shorthand `proxy: "<url>"`: enabled, default for both transports.
+pub(crate) fn root_to_settings(root: RawRoot) -> RawSettings {
+    match root {
+        RawRoot::Settings(s) => s,
+        RawRoot::Shorthand(url) => RawSettings {
+            enabled: Some(Scalar::Bool(true)),
+            default: Some(RawConnection::Map(RawConnectionMap {
+                http: Some(RawProxy::Shorthand(url.clone())),
+                websocket: Some(RawProxy::Shorthand(url)),
+                ..Default::default()
+            })),
+            exchanges: None,
+        },
+    }
+}
+
+pub(crate) fn validate(merged: Merged, problems: &mut Vec<Problem>) -> Config {
+    let mut v = Checker {
+        problems,
+        source: Source::Default,
+    };
+    let mut sources = Sources::default();
+    let enabled = match merged.enabled {
+        Some((source, s)) => {
+            sources.enabled = source;
+            v.source = source;
+            v.bool("enabled", &s).unwrap_or(false)
+        }
+        None => false,
+    };
+    let default = merged.default.map(|(source, c)| {
+        sources.default = source;
+        v.source = source;
+        v.connection("default", c)
+    });
+    let mut exchanges = BTreeMap::new();
+    for (lower, (source, key, entry)) in merged.exchanges {
+        // An explicit null falls back to the default, as in cryptofeed.
+        let Some(entry) = entry else { continue };
+        v.source = source;
+        let conn = v.connection(&format!("exchanges.{key}"), entry);
+        sources.exchanges.insert(lower.clone(), source);
+        exchanges.insert(lower, conn);
+    }
+    Config {
+        enabled,
+        default,
+        exchanges,
+        sources,
+        warnings: Vec::new(),
+    }
+}
+
+struct Checker<'a> {
+    problems: &'a mut Vec<Problem>,
+    source: Source,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, path: &str, message: impl Into<String>) {
+        self.problems
+            .push(Problem::new(self.source, path.to_owned(), message.into()));
+    }
+
+    fn connection(&mut self, path: &str, raw: RawConnection) -> Connection {
+        match raw {
+            RawConnection::Shorthand(s) if s.trim().eq_ignore_ascii_case(DIRECT) => Connection {
+                http: Some(Upstream::Direct),
+                websocket: Some(Upstream::Direct),
+            },
+            // A bare string means http only, as in cryptofeed.
+            RawConnection::Shorthand(s) => Connection {
+                http: self.proxy(&format!("{path}.http"), RawProxy::Shorthand(s)),
+                websocket: None,
+            },
+            RawConnection::Map(m) => {
+                let http = m.http.map(|p| ("http", p)).or(m.rest.map(|p| ("rest", p)));
+                let ws = m
+                    .websocket
+                    .map(|p| ("websocket", p))
+                    .or(m.ws.map(|p| ("ws", p)));
+                Connection {
+                    http: http.and_then(|(k, p)| self.proxy(&format!("{path}.{k}"), p)),
+                    websocket: ws.and_then(|(k, p)| self.proxy(&format!("{path}.{k}"), p)),
+                }
+            }
+        }
+    }
+
+    fn proxy(&mut self, path: &str, raw: RawProxy) -> Option<Upstream> {
+        let m = match raw {
+            RawProxy::Shorthand(s) if s.trim().eq_ignore_ascii_case(DIRECT) => {
+                return Some(Upstream::Direct);
+            }
+            RawProxy::Shorthand(s) => RawProxyMap {
+                url: Some(Scalar::Str(s)),
+                ..Default::default()
+            },
+            RawProxy::Map(m) => m,
+        };
+        let timeout = match &m.timeout_seconds {
+            Some(t) => self
+                .whole(&format!("{path}.timeout_seconds"), t, 1, 300)
+                .map(|n| Duration::from_secs(n as u64)),
+            None => Some(DEFAULT_TIMEOUT),
+        };
+        let direct = match &m.direct {
+            Some(d) => self.bool(&format!("{path}.direct"), d).unwrap_or(false),
+            None => false,
+        };
+        let url = m
+            .url
+            .as_ref()
+            .and_then(|u| self.url(&format!("{path}.url"), u));
+        if direct && (m.url.is_some() || m.pool.is_some()) {
+            self.fail(path, "`direct: true` cannot be combined with url or pool");
+        }
+        let pool = match m.pool {
+            Some(pool) => self.pool(path, pool, m.strategy, m.health_check),
+            None => {
+                if m.strategy.is_some() {
+                    self.fail(
+                        &format!("{path}.strategy"),
+                        "strategy applies only to a pool",
+                    );
+                }
+                if m.health_check.is_some() {
+                    self.fail(
+                        &format!("{path}.health_check"),
+                        "health_check applies only to a pool",
+                    );
+                }
+                None
+            }
+        };
+        let timeout = timeout?;
+        if direct {
+            return Some(Upstream::Direct);
+        }
+        // cryptofeed: with both url and pool set, the pool wins.
+        if let Some(mut pool) = pool {
+            pool.timeout = timeout;
+            return Some(Upstream::Pool(pool));
+        }
+        match (url, m.url.is_some()) {
+            (Some(url), _) => Some(Upstream::Proxy(ProxyEndpoint { url, timeout })),
+            // Invalid url: already reported.
+            (None, true) => None,
+            // Neither url nor pool: cryptofeed's "no proxy".
+            (None, false) => Some(Upstream::Direct),
+        }
+    }
+
+    fn pool(
+        &mut self,
+        path: &str,
+        pool: RawPool,
+        strategy_beside: Option<Scalar>,
+        health_beside: Option<RawHealthCheck>,
+    ) -> Option<PoolSpec> {
+        let pool_path = format!("{path}.pool");
+        let (members_path, members, strategy_inside, health_inside) = match pool {
+            RawPool::List(list) => (pool_path.clone(), Some(list), None, None),
+            RawPool::Map(m) => (
+                format!("{pool_path}.proxies"),
+                m.proxies,
+                m.strategy,
+                m.health_check,
+            ),
+        };
+        let strategy = match (strategy_beside, strategy_inside) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    &format!("{path}.strategy"),
+                    "strategy given both beside the pool and inside it",
+                );
+                None
+            }
+            (Some(s), None) => self.strategy(&format!("{path}.strategy"), &s),
+            (None, Some(s)) => self.strategy(&format!("{pool_path}.strategy"), &s),
+            (None, None) => Some(StrategyRef::default()),
+        };
+        let health = match (health_beside, health_inside) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    &format!("{path}.health_check"),
+                    "health_check given both beside the pool and inside it",
+                );
+                None
+            }
+            (Some(h), None) => self.health(&format!("{path}.health_check"), h),
+            (None, Some(h)) => self.health(&format!("{pool_path}.health_check"), h),
+            (None, None) => Some(HealthCheck::default()),
+        };
+        let Some(raw_members) = members else {
+            self.fail(&members_path, "a pool needs a `proxies` list");
+            return None;
+        };
+        if raw_members.is_empty() {
+            self.fail(&members_path, "a pool needs at least one proxy");
+        }
+        let mut members = Vec::with_capacity(raw_members.len());
+        let mut ok = true;
+        for (i, raw) in raw_members.into_iter().enumerate() {
+            match self.member(&format!("{members_path}[{i}]"), raw) {
+                Some(m) => members.push(m),
+                None => ok = false,
+            }
+        }
+        if !ok || members.is_empty() {
+            return None;
+        }
+        Some(PoolSpec {
+            members,
+            strategy: strategy?,
+            health_check: health?,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    fn member(&mut self, path: &str, raw: RawMember) -> Option<PoolMember> {
+        let m = match raw {
+            RawMember::Shorthand(s) => RawMemberMap {
+                url: Some(Scalar::Str(s)),
+                ..Default::default()
+            },
+            RawMember::Map(m) => m,
+        };
+        let url = match &m.url {
+            Some(u) => self.url(&format!("{path}.url"), u),
+            None => {
+                self.fail(&format!("{path}.url"), "a pool member needs a url");
+                None
+            }
+        };
+        let weight = match &m.weight {
+            Some(w) => self.weight(&format!("{path}.weight"), w),
+            None => Some(DEFAULT_WEIGHT),
+        };
+        let enabled = match &m.enabled {
+            Some(e) => self.bool(&format!("{path}.enabled"), e),
+            None => Some(true),
+        };
+        Some(PoolMember {
+            url: url?,
+            weight: weight?,
+            enabled: enabled?,
+        })
+    }
+
+    fn health(&mut self, path: &str, h: RawHealthCheck) -> Option<HealthCheck> {
+        let d = HealthCheck::default();
+        let mut ok = true;
+        let mut secs = |c: &mut Self, key: &str, s: &Option<Scalar>, lo, hi, dflt: Duration| match s
+        {
+            Some(s) => match c.whole(&format!("{path}.{key}"), s, lo, hi) {
+                Some(n) => Duration::from_secs(n as u64),
+                None => {
+                    ok = false;
+                    dflt
+                }
+            },
+            None => dflt,
+        };
+        let interval_raw = match (&h.interval_seconds, &h.interval) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    &format!("{path}.interval"),
+                    "give interval_seconds or its alias interval, not both",
+                );
+                None
+            }
+            (Some(_), None) => h.interval_seconds.clone(),
+            (None, i) => i.clone(),
+        };
+        let interval_key = if h.interval.is_some() {
+            "interval"
+        } else {
+            "interval_seconds"
+        };
+        let interval = secs(self, interval_key, &interval_raw, 1, 300, d.interval);
+        let timeout = secs(
+            self,
+            "timeout_seconds",
+            &h.timeout_seconds,
+            1,
+            30,
+            d.timeout,
+        );
+        let count = |c: &mut Self, key: &str, s: &Option<Scalar>, dflt: u32| match s {
+            Some(s) => c
+                .whole(&format!("{path}.{key}"), s, 1, 10)
+                .map(|n| n as u32)
+                .unwrap_or(dflt),
+            None => dflt,
+        };
+        let retry_count = count(self, "retry_count", &h.retry_count, d.retry_count);
+        let rise = count(self, "rise", &h.rise, d.rise);
+        let fall = count(self, "fall", &h.fall, d.fall);
+        let enabled = match &h.enabled {
+            Some(e) => self.bool(&format!("{path}.enabled"), e).unwrap_or(true),
+            None => true,
+        };
+        let url = h
+            .url
+            .as_ref()
+            .and_then(|u| self.string(&format!("{path}.url"), u));
+        let target = h
+            .target
+            .as_ref()
+            .and_then(|t| self.string(&format!("{path}.target"), t));
+        let method_name = match &h.method {
+            Some(m) => self.string(&format!("{path}.method"), m),
+            None => Some("tcp".to_owned()),
+        };
+        let method = match method_name
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("tcp") => Some(ProbeMethod::Tcp),
+            Some("ping") => Some(ProbeMethod::Ping),
+            Some("http") => match url {
+                Some(u) if is_http_url(&u) => Some(ProbeMethod::Http { url: u }),
+                Some(_) => {
+                    self.fail(&format!("{path}.url"), "must be an http:// or https:// URL");
+                    None
+                }
+                None => {
+                    self.fail(&format!("{path}.url"), "method http needs a url to fetch");
+                    None
+                }
+            },
+            Some("handshake") => match target {
+                Some(t) if valid_host_port(&t) => Some(ProbeMethod::Handshake { target: t }),
+                Some(_) => {
+                    self.fail(&format!("{path}.target"), "must be host:port");
+                    None
+                }
+                None => {
+                    self.fail(
+                        &format!("{path}.target"),
+                        "method handshake needs a target host:port",
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                self.fail(
+                    &format!("{path}.method"),
+                    format!("unknown method {other:?} (expected tcp, handshake, http or ping)"),
+                );
+                None
+            }
+            None => None,
+        };
+        if !ok {
+            return None;
+        }
+        Some(HealthCheck {
+            enabled,
+            method: method?,
+            interval,
+            timeout,
+            retry_count,
+            rise,
+            fall,
+        })
+    }
+
+    fn strategy(&mut self, path: &str, s: &Scalar) -> Option<StrategyRef> {
+        let name = self.string(path, s)?;
+        if let Some(b) = BuiltinStrategy::ALL.iter().find(|b| b.as_str() == name) {
+            return Some(StrategyRef::Builtin(*b));
+        }
+        if name.ends_with(".wasm") {
+            return Some(StrategyRef::Wasm(PathBuf::from(name)));
+        }
+        self.fail(
+            path,
+            format!(
+                "unknown strategy {name:?} (expected round_robin, random, least_connections, or a path to a .wasm file)"
+            ),
+        );
+        None
+    }
+
+    fn url(&mut self, path: &str, s: &Scalar) -> Option<ProxyUrl> {
+        let Scalar::Str(s) = s else {
+            self.fail(path, "must be a string");
+            return None;
+        };
+        ProxyUrl::parse(s)
+            .map_err(|e| self.fail(path, e.to_string()))
+            .ok()
+    }
+
+    fn string(&mut self, path: &str, s: &Scalar) -> Option<String> {
+        match s {
+            Scalar::Str(s) => Some(s.clone()),
+            _ => {
+                self.fail(path, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, path: &str, s: &Scalar) -> Option<bool> {
+        let parsed = match s {
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Int(1) => Some(true),
+            Scalar::Int(0) => Some(false),
+            Scalar::Str(s) => parse_bool(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(
+                path,
+                "must be a boolean (true/false, 1/0, yes/no, on/off, t/f, y/n)",
+            );
+        }
+        parsed
+    }
+
+    /// A whole number in `lo..=hi`; "30" and 3.0 count, 2.5 does not.
+    fn whole(&mut self, path: &str, s: &Scalar, lo: i64, hi: i64) -> Option<i64> {
+        let n = match s {
+            Scalar::Int(n) => Some(*n),
+            Scalar::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Some(*f as i64),
+            Scalar::Str(s) => {
+                let s = s.trim();
+                s.parse::<i64>().ok().or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                        .map(|f| f as i64)
+                })
+            }
+            _ => None,
+        };
+        match n {
+            Some(n) if (lo..=hi).contains(&n) => Some(n),
+            Some(_) => {
+                self.fail(path, format!("must be between {lo} and {hi}"));
+                None
+            }
+            None => {
+                self.fail(path, "must be a whole number");
+                None
+            }
+        }
+    }
+
+    fn weight(&mut self, path: &str, s: &Scalar) -> Option<f64> {
+        let w = match s {
+            Scalar::Int(n) => Some(*n as f64),
+            Scalar::Float(f) => Some(*f),
+            Scalar::Str(s) => s.trim().parse::<f64>().ok(),
+            Scalar::Bool(_) => None,
+        };
+        match w {
+            Some(w) if (0.1..=10.0).contains(&w) => Some(w),
+            Some(_) => {
+                self.fail(path, "must be between 0.1 and 10");
+                None
+            }
+            None => {
+                self.fail(path, "must be a number");
+                None
+            }
+        }
+    }
+}
+
+/// cryptofeed's (Pydantic's) boolean strings, any case.
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}

@@ -1,0 +1,104 @@
+//! The HTTP CONNECT handshake (RFC 9110 §9.3.6), over any byte stream.
+
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Target;
+use super::error::Fault;
+use crate::config::Credentials;
+
+/// A proxy's answer larger than this is not an HTTP header block.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Sends CONNECT and reads the answer. Returns bytes that arrived after the
+/// header block: they already belong to the tunnel.
+pub(crate) async fn handshake<S>(
+    s: &mut S,
+    target: &Target,
+    credentials: Option<&Credentials>,
+) -> Result<Vec<u8>, Fault>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(c) = credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            c.username(),
+            c.password()
+        ));
+        req.push_str("Proxy-Authorization: Basic ");
+        req.push_str(&token);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
+
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Fault::Proxy(
+                "proxy closed the connection before answering CONNECT".into(),
+            ));
+        }
+        let searched_from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = find(&buf[searched_from..], b"\r\n\r\n") {
+            break searched_from + i + 4;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(Fault::Proxy("CONNECT answer too long: not HTTP".into()));
+        }
+    };
+    let status = parse_status(&buf[..head_end])
+        .ok_or_else(|| Fault::Proxy("answered CONNECT with something that is not HTTP".into()))?;
+    let early = buf[head_end..].to_vec();
+    match status {
+        200..=299 => Ok(early),
+        407 => Err(Fault::Config(
+            "407 Proxy Authentication Required (check the credentials)".into(),
+        )),
+        502..=504 => Err(Fault::Destination(format!("CONNECT answered {status}"))),
+        400..=499 | 501 => Err(Fault::Config(format!("CONNECT answered {status}"))),
+        _ => Err(Fault::Proxy(format!("CONNECT answered {status}"))),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `HTTP/1.x NNN reason` → NNN.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line_end = find(head, b"\r\n")?;
+    let line = std::str::from_utf8(&head[..line_end]).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    (code.len() == 3)
+        .then(|| code.parse().ok())
+        .flatten()
+        .filter(|c| (100..600).contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_parsing() {
+        assert_eq!(
+            parse_status(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            Some(200)
+        );
+        assert_eq!(parse_status(b"HTTP/1.0 407\r\n\r\n"), Some(407));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n\r\n"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 2000 x\r\n\r\n"), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! The stream a successful dial returns.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A tunnel to the destination: through a proxy or, when the route says so, direct.
+///
+/// Bytes the proxy sent after its CONNECT answer are replayed first, so nothing the
+/// destination says early is lost.
+#[derive(Debug)]
+pub struct ProxyStream {
+    inner: Inner,
+    early: Vec<u8>,
+    pos: usize,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ProxyStream {
+    pub(crate) fn tcp(s: TcpStream, early: Vec<u8>) -> Self {
+        ProxyStream {
+            inner: Inner::Tcp(s),
+            early,
+            pos: 0,
+        }
+    }
+
+    pub(crate) fn tls(s: TlsStream<TcpStream>, early: Vec<u8>) -> Self {
+        ProxyStream {
+            inner: Inner::Tls(Box::new(s)),
+            early,
+            pos: 0,
+        }
+    }
+
+    /// The TCP connection to the first hop (the proxy, or the destination if direct).
+    pub fn tcp_stream(&self) -> &TcpStream {
+        match &self.inner {
+            Inner::Tcp(s) => s,
+            Inner::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for ProxyStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.early.len() {
+            let n = buf.remaining().min(this.early.len() - this.pos);
+            buf.put_slice(&this.early[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.early.len() {
+                this.early = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ProxyStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The `proxypool` command: a thin shell over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use proxypool::config::{Config, ConfigError, RouteOrigin, Source, Transport, Upstream};
+use proxypool::dial::{Dialer, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Exit status for bad configuration (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// Pools of upstream proxies for market-data feed handlers.
+///
+/// Configuration comes from the YAML `proxy:` block (--config), then
+/// CRYPTOFEED_PROXY_* variables, which win.
+#[derive(Parser, Debug)]
+#[command(name = "proxypool", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a configuration and print the resolved route table.
+    ///
+    /// Prints every exchange × transport with its route (direct, proxy or pool;
+    /// credentials redacted) and the source of the value (env, yaml, code or
+    /// default). On failure prints every problem with its path and exits 64.
+    Validate {
+        /// YAML file with a `proxy:` block; without it, only the environment counts.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Pipe stdin and stdout to HOST:PORT through the resolved route, like nc.
+    ///
+    /// When stdin ends the upstream write side is closed; the command exits when the
+    /// upstream closes. Which proxy carried the connection, and the handshake time,
+    /// go to stderr.
+    Connect {
+        /// YAML file with a `proxy:` block; without it, only the environment counts.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Exchange whose route to use (case-insensitive); the default route without it.
+        #[arg(long, value_name = "NAME")]
+        exchange: Option<String>,
+        /// Transport whose route to use: http (alias rest) or websocket (alias ws).
+        #[arg(long, value_name = "http|websocket", default_value = "http")]
+        transport: Transport,
+        /// Destination, as host:port or [v6]:port.
+        #[arg(value_name = "HOST:PORT")]
+        target: Target,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXYPOOL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Validate { config } => validate(config),
+        Command::Connect {
+            config,
+            exchange,
+            transport,
+            target,
+        } => connect(config, exchange, transport, target),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("proxypool: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    match Config::load(path.as_deref()) {
+        Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("warning: {w}");
+            }
+            Ok(c)
+        }
+        Err(e @ ConfigError::Invalid { .. }) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("proxypool: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn validate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    print!("{}", route_table(&config));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn route_table(config: &Config) -> String {
+    let mut rows = vec![[
+        "EXCHANGE".to_owned(),
+        "TRANSPORT".to_owned(),
+        "SOURCE".to_owned(),
+        "ROUTE".to_owned(),
+    ]];
+    let names = std::iter::once(None).chain(config.exchanges().keys().map(|k| Some(k.as_str())));
+    for name in names {
+        for t in Transport::ALL {
+            let r = config.route(name, t);
+            let via = match r.origin {
+                RouteOrigin::Disabled => " (proxy disabled)",
+                RouteOrigin::Default if name.is_some() => " (from default)",
+                RouteOrigin::Unset => " (nothing configured)",
+                _ => "",
+            };
+            let route = match r.upstream {
+                None | Some(Upstream::Direct) => "direct".to_owned(),
+                Some(Upstream::Proxy(p)) => {
+                    format!("proxy {} timeout={}s", p.url, p.timeout.as_secs())
+                }
+                Some(Upstream::Pool(p)) => {
+                    let members: Vec<String> = p
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let mut s = m.url.to_string();
+                            if m.weight != 1.0 {
+                                s.push_str(&format!(" w={}", m.weight));
+                            }
+                            if !m.enabled {
+                                s.push_str(" (disabled)");
+                            }
+                            s
+                        })
+                        .collect();
+                    format!(
+                        "pool {} [{}] timeout={}s health={}",
+                        p.strategy,
+                        members.join(", "),
+                        p.timeout.as_secs(),
+                        if p.health_check.enabled {
+                            p.health_check.method.as_str()
+                        } else {
+                            "off"
+                        }
+                    )
+                }
+            };
+            let source = if r.source == Source::Default && r.origin == RouteOrigin::Disabled {
+                "default".to_owned()
+            } else {
+                r.source.to_string()
+            };
+            rows.push([
+                name.unwrap_or("(default)").to_owned(),
+                t.to_string(),
+                source,
+                route + via,
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "configuration OK: proxy {} (enabled from {})\n",
+        if config.enabled() {
+            "enabled"
+        } else {
+            "disabled"
+        },
+        config.sources().enabled
+    );
+    for r in rows {
+        let line = format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn connect(
+    path: Option<PathBuf>,
+    exchange: Option<String>,
+    transport: Transport,
+    target: Target,
+) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = rt.block_on(async move {
+        let dialer = Dialer::new();
+        let connected = dialer
+            .connect(&config, exchange.as_deref(), transport, &target)
+            .await?;
+        match &connected.via {
+            Some(p) => eprintln!(
+                "connected to {target} via {p} (handshake {:.1} ms)",
+                ms(connected.handshake)
+            ),
+            None => eprintln!(
+                "connected to {target} directly (route is direct; {:.1} ms)",
+                ms(connected.handshake)
+            ),
+        }
+        pipe(connected.stream).await?;
+        Ok(ExitCode::SUCCESS)
+    });
+    // A read of stdin may still be blocked in the pool; do not wait for it.
+    rt.shutdown_background();
+    result
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// stdin → upstream (half-close at EOF) while upstream → stdout; done when upstream closes.
+async fn pipe(stream: proxypool::ProxyStream) -> anyhow::Result<()> {
+    let (mut up_r, mut up_w) = tokio::io::split(stream);
+    let upload = async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            up_w.write_all(&buf[..n]).await?;
+        }
+        up_w.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let download = async move {
+        let mut stdout = tokio::io::stdout();
+        tokio::io::copy(&mut up_r, &mut stdout).await?;
+        stdout.flush().await?;
+        anyhow::Ok(())
+    };
+    let upload = tokio::spawn(upload);
+    let result = download.await;
+    // The upstream closed: stop reading stdin whatever its state.
+    upload.abort();
+    result
+}
