@@ -1,1 +1,92 @@
+//! Support for proxypool's integration tests: real proxy servers from Debian
+//! (microsocks, tinyproxy, dante), in-process fault proxies, a target server that
+//! records who connected, and polling helpers.
+//!
+//! Everything binds loopback on port 0, or on a free port found that way when the
+//! server cannot report its own.
 
+pub mod faults;
+pub mod servers;
+pub mod target;
+pub mod tls;
+pub mod wait;
+
+use std::path::PathBuf;
+
+/// Whether a missing binary must fail the test (under CI) rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The path of `name` on PATH (or in /usr/sbin), or `None` after a skip notice.
+/// Under `CI=true` a missing binary panics: CI must not pass by skipping.
+pub fn require_binary(name: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let found = dirs
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Some(p),
+        None if in_ci() => panic!("{name} is not installed; .ci/run installs it"),
+        None => {
+            eprintln!("SKIP: {name} is not installed (apt-get install it, or run .ci/run)");
+            None
+        }
+    }
+}
+
+/// The `proxypool` binary built beside this test binary.
+pub fn proxypool_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/it-HASH → target/debug/proxypool
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|d| d.join("proxypool"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// Installs a tracing subscriber that writes into the returned buffer, for the
+/// duration of the returned guard (this thread only).
+pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    let buf = LogBuffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (buf, guard)
+}
+
+/// Log output captured by [`capture_logs`].
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Everything logged so far.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

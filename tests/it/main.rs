@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests: one binary, one module per area.
+
+mod cli;
+mod compat;
+mod dial_faults;
+mod dial_real;
+mod pool_shapes;
+mod redaction;

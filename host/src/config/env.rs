@@ -71,7 +71,10 @@ where
     if problems.len() > before {
         return None;
     }
-    lists_from_indices(&mut root, 0, problems);
+    lists_from_indices(&mut root, "", problems);
+    if problems.len() > before {
+        return None;
+    }
     match serde_path_to_error::deserialize::<_, RawSettings>(root) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -148,22 +151,31 @@ fn merge(node: &mut Value, value: Value) {
 
 /// Turns objects whose keys are all indices (`proxies__0__url`) into lists.
 /// Exchange names are never indices, so the level under `exchanges` is left alone.
-fn lists_from_indices(node: &mut Value, depth: usize, problems: &mut Vec<Problem>) {
+fn lists_from_indices(node: &mut Value, path: &str, problems: &mut Vec<Problem>) {
+    let child_path = |k: &str| {
+        if path.is_empty() {
+            format!("{ENV_PREFIX}{}", k.to_ascii_uppercase())
+        } else {
+            format!("{path}__{}", k.to_ascii_uppercase())
+        }
+    };
     match node {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if depth == 0 && k == "exchanges" {
+                if path.is_empty() && k == "exchanges" {
                     if let Value::Object(ex) = v {
-                        ex.values_mut()
-                            .for_each(|e| lists_from_indices(e, depth + 2, problems));
+                        for (name, e) in ex.iter_mut() {
+                            let p = format!("{}__{}", child_path(k), name.to_ascii_uppercase());
+                            lists_from_indices(e, &p, problems);
+                        }
                     }
                     continue;
                 }
-                lists_from_indices(v, depth + 1, problems);
+                lists_from_indices(v, &child_path(k), problems);
             }
             let all_indices =
                 !map.is_empty() && map.keys().all(|k| k.bytes().all(|b| b.is_ascii_digit()));
-            if all_indices && depth > 0 {
+            if all_indices && !path.is_empty() {
                 let mut items: Vec<(usize, Value)> = std::mem::take(map)
                     .into_iter()
                     .map(|(k, v)| (k.parse().unwrap_or(usize::MAX), v))
@@ -172,16 +184,18 @@ fn lists_from_indices(node: &mut Value, depth: usize, problems: &mut Vec<Problem
                 if items.iter().enumerate().any(|(pos, (i, _))| pos != *i) {
                     problems.push(Problem::new(
                         Source::Env,
-                        ENV_PREFIX.to_owned() + "…",
+                        format!("{path}__N"),
                         "list indices must run 0, 1, 2, … without gaps",
                     ));
                 }
                 *node = Value::Array(items.into_iter().map(|(_, v)| v).collect());
             }
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| lists_from_indices(v, depth + 1, problems)),
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                lists_from_indices(v, &child_path(&i.to_string()), problems);
+            }
+        }
         _ => {}
     }
 }

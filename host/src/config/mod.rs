@@ -2,8 +2,8 @@
 //!
 //! Three sources, merged with precedence env > YAML > code ([`ConfigBuilder`]):
 //! the programmatic builder, the YAML `proxy:` block (read with serde-saphyr), and
-//! `CRYPTOFEED_PROXY_*` variables. Raw input is parsed first ([`raw`]), then validated
-//! into types that cannot hold a bad value ([`model`]); every problem is reported at
+//! `CRYPTOFEED_PROXY_*` variables. Raw input is parsed first (unknown keys denied), then validated
+//! into types that cannot hold a bad value ([`Config`]); every problem is reported at
 //! once, each with its path. This layer knows nothing about sockets.
 
 mod env;

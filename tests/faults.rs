@@ -1,0 +1,201 @@
+//! Small in-process proxies that fail on purpose, one way each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How a fault proxy misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Nothing listens: connections are refused.
+    Refuse,
+    /// Accepts and never says a word.
+    Blackhole,
+    /// Reads the first bytes of the handshake, then resets the connection.
+    ResetMidHandshake,
+    /// Answers the first bytes with bytes that are no proxy protocol.
+    Garbage,
+    /// A SOCKS5 proxy that accepts no-auth and answers CONNECT with this reply code.
+    Socks5Reply(u8),
+    /// A SOCKS5 proxy that asks for user/password and rejects it.
+    Socks5AuthReject,
+    /// A SOCKS4 proxy that answers CONNECT with this code (0x5B rejected).
+    Socks4Reply(u8),
+    /// An HTTP proxy that answers CONNECT with this status.
+    HttpStatus(u16),
+}
+
+/// A running fault proxy; stopped on drop.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts one on 127.0.0.1:0.
+    pub async fn start(fault: Fault) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        if let Fault::Refuse = fault {
+            drop(listener);
+            return FaultProxy {
+                addr,
+                accepted,
+                task: None,
+            };
+        }
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                if let Fault::Blackhole = fault {
+                    held.push(s);
+                    continue;
+                }
+                tokio::spawn(serve(s, fault));
+            }
+        });
+        FaultProxy {
+            addr,
+            accepted,
+            task: Some(task),
+        }
+    }
+
+    /// Where it listens (or listened, for [`Fault::Refuse`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// A proxy URL for it with `scheme`.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+async fn serve(mut s: TcpStream, fault: Fault) {
+    let mut buf = [0u8; 1024];
+    match fault {
+        Fault::Refuse | Fault::Blackhole => {}
+        Fault::ResetMidHandshake => {
+            let _ = s.read(&mut buf).await;
+            let _ = s.set_zero_linger();
+            drop(s);
+        }
+        Fault::Garbage => {
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"\xde\xad\xbe\xef this is not a proxy\r\n\r\n")
+                .await;
+        }
+        Fault::Socks5Reply(code) => {
+            if socks5_greeting(&mut s, 0).await.is_none() {
+                return;
+            }
+            if socks5_request(&mut s).await.is_none() {
+                return;
+            }
+            let _ = s.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+        }
+        Fault::Socks5AuthReject => {
+            if socks5_greeting(&mut s, 2).await.is_none() {
+                return;
+            }
+            // RFC 1929: ver, ulen, user, plen, pass
+            let mut head = [0u8; 2];
+            if s.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let mut user = vec![0u8; head[1] as usize + 1];
+            if s.read_exact(&mut user).await.is_err() {
+                return;
+            }
+            let mut pass = vec![0u8; user[head[1] as usize] as usize];
+            let _ = s.read_exact(&mut pass).await;
+            let _ = s.write_all(&[1, 1]).await;
+        }
+        Fault::Socks4Reply(code) => {
+            // VN CD DSTPORT DSTIP USERID NUL [HOST NUL for 4a]
+            let mut req = Vec::new();
+            loop {
+                let Ok(n) = s.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let nuls = req.iter().skip(8).filter(|b| **b == 0).count();
+                let is_4a = req.len() >= 8 && req[4..7] == [0, 0, 0] && req[7] != 0;
+                if nuls >= if is_4a { 2 } else { 1 } {
+                    break;
+                }
+            }
+            let _ = s.write_all(&[0, code, 0, 0, 0, 0, 0, 0]).await;
+        }
+        Fault::HttpStatus(status) => {
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                )
+                .await;
+        }
+    }
+}
+
+/// Reads the client's method list and selects `method`.
+async fn socks5_greeting(s: &mut TcpStream, method: u8) -> Option<()> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.ok()?;
+    let mut methods = vec![0u8; head[1] as usize];
+    s.read_exact(&mut methods).await.ok()?;
+    s.write_all(&[5, method]).await.ok()
+}
+
+/// Reads a whole SOCKS5 request.
+async fn socks5_request(s: &mut TcpStream) -> Option<()> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await.ok()?;
+    let addr_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l).await.ok()?;
+            l[0] as usize
+        }
+        _ => return None,
+    };
+    let mut rest = vec![0u8; addr_len + 2];
+    s.read_exact(&mut rest).await.ok().map(drop)
+}

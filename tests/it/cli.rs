@@ -1,0 +1,245 @@
+//! The `proxypool` binary: validate and connect.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use proxypool_tests::proxypool_bin;
+use proxypool_tests::servers::microsocks;
+use proxypool_tests::target::{GREETING, TargetServer};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// The binary with no CRYPTOFEED_* variables from the outer environment.
+fn proxypool() -> Command {
+    let mut c = Command::new(proxypool_bin());
+    for (k, _) in std::env::vars() {
+        if k.to_ascii_uppercase().starts_with("CRYPTOFEED_") {
+            c.env_remove(k);
+        }
+    }
+    c.kill_on_drop(true);
+    c
+}
+
+#[tokio::test]
+async fn validate_succeeds_on_every_example() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = proxypool()
+            .arg("validate")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("configuration OK"), "{stdout}");
+        n += 1;
+    }
+    assert!(n >= 3);
+}
+
+#[tokio::test]
+async fn validate_prints_the_route_table_with_sources_and_redacted_urls() {
+    let out = proxypool()
+        .args(["validate", "--config"])
+        .arg(examples_dir().join("cryptofeed-shape.yaml"))
+        .env(
+            "CRYPTOFEED_PROXY_EXCHANGES__BINANCE__WEBSOCKET__URL",
+            "socks5://trader:hunter2secret@10.1.1.1:1080",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !stdout.contains("hunter2secret") && !stdout.contains("user:password"),
+        "{stdout}"
+    );
+    let line = |ex: &str, t: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq([ex, t]))
+            .unwrap_or_else(|| panic!("no row {ex} {t} in\n{stdout}"))
+            .to_owned()
+    };
+    let row = line("binance", "websocket");
+    assert!(
+        row.contains("env") && row.contains("socks5://***@10.1.1.1:1080"),
+        "{row}"
+    );
+    let row = line("(default)", "http");
+    assert!(
+        row.contains("yaml") && row.contains("socks5://***@proxy.example.com:1080"),
+        "{row}"
+    );
+    let row = line("okx", "http");
+    assert!(row.contains("direct"), "{row}");
+    let row = line("bybit", "http");
+    assert!(row.contains("pool random"), "{row}");
+}
+
+#[tokio::test]
+async fn validate_reports_three_errors_with_paths_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "proxy:
+  enabled: true
+  default:
+    http: {url: 'socks5://trader:hunter2secret@h:1', timeout_seconds: 301}
+  exchanges:
+    binance:
+      http:
+        pool:
+          - url: socks5://a:1080
+          - url: socks5://b:1080
+          - url: ftp://c:21
+        strategy: round_robin
+    coinbase: {websocket: 'socks5://:1080'}
+",
+    )
+    .unwrap();
+    let out = proxypool()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for want in [
+        "default.http.timeout_seconds: must be between 1 and 300",
+        "exchanges.binance.http.pool[2].url: Unsupported proxy scheme: ftp",
+        "exchanges.coinbase.websocket.url: Proxy URL must include hostname",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn validate_without_config_uses_the_environment() {
+    let out = proxypool()
+        .arg("validate")
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env(
+            "CRYPTOFEED_PROXY_DEFAULT__HTTP__URL",
+            "socks5://envhost:1080",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("socks5://envhost:1080") && stdout.contains("env"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn help_documents_every_option() {
+    for (sub, wants) in [
+        ("validate", &["--config", "exits 64"][..]),
+        (
+            "connect",
+            &[
+                "--config",
+                "--exchange",
+                "--transport",
+                "HOST:PORT",
+                "stdin",
+            ][..],
+        ),
+    ] {
+        let out = proxypool().args([sub, "--help"]).output().await.unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        for w in wants {
+            assert!(text.contains(w), "`{sub} --help` lacks {w}:\n{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_carries_bytes_through_microsocks() {
+    let Some(proxy) = microsocks(Some(("trader", "hunter2secret"))).await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let mut child = proxypool()
+        .args(["connect", "--exchange", "Binance", "--transport", "ws"])
+        .arg(target.addr().to_string())
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env(
+            "CRYPTOFEED_PROXY_EXCHANGES__BINANCE__WEBSOCKET__URL",
+            format!("socks5://trader:hunter2secret@{}", proxy.addr),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping through the pool\n").await.unwrap();
+    // EOF on stdin half-closes upstream; the echo server then closes, and we exit.
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mut want = GREETING.to_vec();
+    want.extend_from_slice(b"ping through the pool\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(
+        stderr.contains(&format!("via socks5://***@{}", proxy.addr))
+            && stderr.contains("handshake"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("exchange=Binance") || stderr.contains("exchange=binance"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+    assert_eq!(target.peer_ips(), [proxy.egress]);
+}
+
+#[tokio::test]
+async fn connect_with_bad_config_exits_64() {
+    let out = proxypool()
+        .args(["connect", "127.0.0.1:9"])
+        .env("CRYPTOFEED_PROXY_DEFAULT__HTTP__URL", "ftp://h:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("default.http.url: Unsupported proxy scheme: ftp")
+    );
+}

@@ -1,0 +1,41 @@
+//! Polling with a deadline, instead of sleeping.
+
+use std::time::Duration;
+
+/// How long asynchronous state may take to appear before a test fails.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn until_listening(addr: std::net::SocketAddr, what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEFAULT_DEADLINE,
+            "{what} is not listening on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that `cond` becomes true within the default deadline.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {
+        $crate::wait::until(&format!($($msg)+), $crate::wait::DEFAULT_DEADLINE, || ($cond).then_some(())).await
+    };
+}
