@@ -350,6 +350,28 @@ impl Config {
         &self.warnings
     }
 
+    /// The exchange's entry and its stored (lowercase) name, matched case-insensitively
+    /// without allocating for names up to 64 bytes.
+    fn exchange(&self, name: &str) -> Option<(&str, &Connection)> {
+        if let Some((k, c)) = self.exchanges.get_key_value(name) {
+            return Some((k, c));
+        }
+        let mut buf = [0u8; 64];
+        let lowered = buf.get_mut(..name.len()).and_then(|b| {
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).ok()
+        });
+        match lowered {
+            Some(l) => self.exchanges.get_key_value(l),
+            None => self
+                .exchanges
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name)),
+        }
+        .map(|(k, c)| (k.as_str(), c))
+    }
+
     /// Resolves `(exchange, transport)` as cryptofeed does: disabled is direct; then the
     /// exchange's entry for the transport (names match case-insensitively); then the
     /// default's; then direct. The entry is taken whole.
@@ -362,12 +384,7 @@ impl Config {
             };
         }
         if let Some(name) = exchange {
-            let found = self.exchanges.get(name).map(|c| (name, c)).or_else(|| {
-                self.exchanges
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(k, c)| (k.as_str(), c))
-            });
+            let found = self.exchange(name);
             if let Some((key, up)) = found.and_then(|(k, c)| c.upstream(transport).map(|u| (k, u)))
             {
                 return Route {
