@@ -17,21 +17,6 @@ pub async fn until<T>(what: &str, deadline: Duration, mut check: impl FnMut() ->
     }
 }
 
-/// Waits until something accepts TCP connections on `addr`.
-pub async fn until_listening(addr: std::net::SocketAddr, what: &str) {
-    let start = std::time::Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEFAULT_DEADLINE,
-            "{what} is not listening on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Asserts that `cond` becomes true within the default deadline.
 #[macro_export]
 macro_rules! assert_eventually {

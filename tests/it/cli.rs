@@ -6,7 +6,7 @@ use std::process::Stdio;
 use proxypool_tests::proxypool_bin;
 use proxypool_tests::servers::microsocks;
 use proxypool_tests::target::{GREETING, TargetServer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 fn examples_dir() -> PathBuf {
@@ -204,18 +204,23 @@ async fn connect_carries_bytes_through_microsocks() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     stdin.write_all(b"ping through the pool\n").await.unwrap();
-    // EOF on stdin half-closes upstream; the echo server then closes, and we exit.
+    let mut want = GREETING.to_vec();
+    want.extend_from_slice(b"ping through the pool\n");
+    let mut got = vec![0u8; want.len()];
+    stdout.read_exact(&mut got).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    // EOF on stdin half-closes upstream. The echo target then closes (microsocks closes
+    // the whole tunnel at once: it has no half-close), and the command exits.
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let mut want = GREETING.to_vec();
-    want.extend_from_slice(b"ping through the pool\n");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&want)
-    );
+    assert!(out.stdout.is_empty(), "nothing after the echo");
     assert!(
         stderr.contains(&format!("via socks5://***@{}", proxy.addr))
             && stderr.contains("handshake"),
@@ -242,4 +247,31 @@ async fn connect_with_bad_config_exits_64() {
         String::from_utf8_lossy(&out.stderr)
             .contains("default.http.url: Unsupported proxy scheme: ftp")
     );
+}
+
+#[tokio::test]
+async fn connect_half_closes_upstream_when_stdin_ends() {
+    // A direct route (proxying disabled) to a target that keeps answering after our
+    // FIN: the echo must still arrive after stdin has ended.
+    let target = TargetServer::start().await;
+    let mut child = proxypool()
+        .arg("connect")
+        .arg(target.addr().to_string())
+        .env("CRYPTOFEED_PROXY_ENABLED", "false")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"last words\n").await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mut want = GREETING.to_vec();
+    want.extend_from_slice(b"last words\n");
+    assert_eq!(out.stdout, want);
+    assert!(stderr.contains("directly"), "{stderr}");
+    assert_eq!(target.peer_ips(), [std::net::IpAddr::from([127, 0, 0, 1])]);
 }

@@ -160,6 +160,20 @@ async fn bytes_round_trip_through_dante_socks5() {
 }
 
 #[tokio::test]
+async fn tinyproxy_refused_destination_is_a_destination_fault() {
+    let Some(proxy) = tinyproxy("trader", "s3cret").await else {
+        return;
+    };
+    let closed = proxypool_tests::servers::free_port();
+    let url = ProxyUrl::parse(&format!("http://trader:s3cret@{}", proxy.addr)).unwrap();
+    let e = Dialer::new()
+        .dial(&url, TIMEOUT, &Target::new("127.0.0.1", closed), ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), FaultClass::Destination, "{e}");
+}
+
+#[tokio::test]
 async fn dante_socks4_refused_destination_is_a_destination_fault() {
     let Some(proxy) = dante().await else { return };
     // A port nothing listens on: the proxy answers 0x5B.

@@ -53,7 +53,7 @@ where
             return Err(Fault::Proxy("CONNECT answer too long: not HTTP".into()));
         }
     };
-    let status = parse_status(&buf[..head_end])
+    let (status, reason) = parse_status(&buf[..head_end])
         .ok_or_else(|| Fault::Proxy("answered CONNECT with something that is not HTTP".into()))?;
     let early = buf[head_end..].to_vec();
     match status {
@@ -62,6 +62,10 @@ where
             "407 Proxy Authentication Required (check the credentials)".into(),
         )),
         502..=504 => Err(Fault::Destination(format!("CONNECT answered {status}"))),
+        // tinyproxy's answer when the destination refuses or does not resolve.
+        500 if reason.eq_ignore_ascii_case("Unable to connect") => Err(Fault::Destination(
+            "CONNECT answered 500 Unable to connect".into(),
+        )),
         400..=499 | 501 => Err(Fault::Config(format!("CONNECT answered {status}"))),
         _ => Err(Fault::Proxy(format!("CONNECT answered {status}"))),
     }
@@ -71,8 +75,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// `HTTP/1.x NNN reason` → NNN.
-fn parse_status(head: &[u8]) -> Option<u16> {
+/// `HTTP/1.x NNN reason` → (NNN, reason).
+fn parse_status(head: &[u8]) -> Option<(u16, &str)> {
     let line_end = find(head, b"\r\n")?;
     let line = std::str::from_utf8(&head[..line_end]).ok()?;
     let mut parts = line.splitn(3, ' ');
@@ -81,10 +85,12 @@ fn parse_status(head: &[u8]) -> Option<u16> {
         return None;
     }
     let code = parts.next()?;
-    (code.len() == 3)
+    let reason = parts.next().unwrap_or("").trim();
+    let code = (code.len() == 3)
         .then(|| code.parse().ok())
         .flatten()
-        .filter(|c| (100..600).contains(c))
+        .filter(|c| (100..600).contains(c))?;
+    Some((code, reason))
 }
 
 #[cfg(test)]
@@ -95,9 +101,9 @@ mod tests {
     fn status_line_parsing() {
         assert_eq!(
             parse_status(b"HTTP/1.1 200 Connection established\r\n\r\n"),
-            Some(200)
+            Some((200, "Connection established"))
         );
-        assert_eq!(parse_status(b"HTTP/1.0 407\r\n\r\n"), Some(407));
+        assert_eq!(parse_status(b"HTTP/1.0 407\r\n\r\n"), Some((407, "")));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n\r\n"), None);
         assert_eq!(parse_status(b"HTTP/1.1 2000 x\r\n\r\n"), None);
     }
