@@ -1,0 +1,163 @@
+//! random: uniform over the eligible proxies, or proportional to weight.
+//!
+//! Randomness comes from the host (`host.random`), which seeds it per pool. The logic
+//! is [`Random`], a plain type with native tests; the component export is an adapter.
+
+/// Rejection draws before a pick with many tried proxies falls back to an exact
+/// draw over the untried ones.
+const REJECTION_TRIES: usize = 8;
+
+/// Weighted random state: cumulative weights over the eligible ids.
+#[derive(Debug, Default)]
+pub struct Random {
+    ids: Vec<u32>,
+    cumulative: Vec<u64>,
+}
+
+impl Random {
+    /// Replaces the eligible set. Weights are in thousandths (1000 = 1.0).
+    pub fn set_candidates(&mut self, ids: &[u32], weights: &[u32]) {
+        self.ids = ids.to_vec();
+        let mut sum = 0u64;
+        self.cumulative = (0..ids.len())
+            .map(|i| {
+                sum += u64::from(*weights.get(i).unwrap_or(&1000)).max(1);
+                sum
+            })
+            .collect();
+    }
+
+    /// A random id not in `tried`, with probability proportional to weight; none if
+    /// every id is tried.
+    pub fn pick(&self, tried: &[u32], rng: &mut impl FnMut() -> u64) -> Option<u32> {
+        let total = *self.cumulative.last()?;
+        for _ in 0..REJECTION_TRIES {
+            let id = self.ids[self.index_for(rng() % total)];
+            if !tried.contains(&id) {
+                return Some(id);
+            }
+        }
+        // Most of the set is tried: draw exactly among the rest.
+        let mut rest = Vec::new();
+        let mut sum = 0u64;
+        let mut prev = 0u64;
+        for (i, &id) in self.ids.iter().enumerate() {
+            let w = self.cumulative[i] - prev;
+            prev = self.cumulative[i];
+            if !tried.contains(&id) {
+                sum += w;
+                rest.push((sum, id));
+            }
+        }
+        let r = rng() % rest.last()?.0;
+        rest.iter().find(|(c, _)| r < *c).map(|&(_, id)| id)
+    }
+
+    /// `max` independent picks.
+    pub fn batch(&self, max: u32, rng: &mut impl FnMut() -> u64) -> Vec<u32> {
+        (0..max).map_while(|_| self.pick(&[], rng)).collect()
+    }
+
+    fn index_for(&self, r: u64) -> usize {
+        self.cumulative.partition_point(|&c| c <= r)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code, missing_docs)]
+mod component {
+    use std::cell::RefCell;
+
+    wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "selection" });
+
+    use exports::proxypool::strategy::selector::{Guest, PickContext};
+    use proxypool::strategy::host::random;
+
+    thread_local!(static STATE: RefCell<super::Random> = RefCell::default());
+
+    struct Component;
+
+    impl Guest for Component {
+        fn set_candidates(ids: Vec<u32>, weights: Vec<u32>, _active: Vec<u32>) {
+            STATE.with_borrow_mut(|s| s.set_candidates(&ids, &weights))
+        }
+        fn leases_changed(_acquired: Vec<u32>, _released: Vec<u32>) {}
+        fn pick(context: PickContext) -> Option<u32> {
+            STATE.with_borrow(|s| s.pick(&context.tried, &mut random))
+        }
+        fn pick_batch(max: u32) -> Vec<u32> {
+            STATE.with_borrow(|s| s.batch(max, &mut random))
+        }
+    }
+
+    export!(Component);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64: a fixed-seed generator for tests.
+    fn rng(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    fn chi_square(counts: &[u64], expected: &[f64]) -> f64 {
+        counts
+            .iter()
+            .zip(expected)
+            .map(|(&o, &e)| (o as f64 - e).powi(2) / e)
+            .sum()
+    }
+
+    #[test]
+    fn uniform_passes_chi_square() {
+        let mut r = Random::default();
+        let ids: Vec<u32> = (0..10).collect();
+        r.set_candidates(&ids, &[1000; 10]);
+        let mut g = rng(42);
+        let mut counts = [0u64; 10];
+        for _ in 0..100_000 {
+            counts[r.pick(&[], &mut g).unwrap() as usize] += 1;
+        }
+        // 9 degrees of freedom: the 0.999 quantile is 27.88.
+        assert!(chi_square(&counts, &[10_000.0; 10]) < 27.88, "{counts:?}");
+    }
+
+    #[test]
+    fn weighted_is_proportional() {
+        let mut r = Random::default();
+        r.set_candidates(&[7, 8, 9], &[1000, 2000, 7000]);
+        let mut g = rng(7);
+        let mut counts = [0u64; 3];
+        for _ in 0..100_000 {
+            counts[(r.pick(&[], &mut g).unwrap() - 7) as usize] += 1;
+        }
+        // 2 degrees of freedom: the 0.999 quantile is 13.82.
+        assert!(
+            chi_square(&counts, &[10_000.0, 20_000.0, 70_000.0]) < 13.82,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn never_returns_tried_and_none_when_all_tried() {
+        let mut r = Random::default();
+        let ids: Vec<u32> = (0..100).collect();
+        r.set_candidates(&ids, &[1000; 100]);
+        let tried: Vec<u32> = (0..99).collect();
+        let mut g = rng(1);
+        for _ in 0..100 {
+            assert_eq!(r.pick(&tried, &mut g), Some(99));
+        }
+        assert_eq!(r.pick(&ids, &mut g), None);
+        r.set_candidates(&[], &[]);
+        assert_eq!(r.pick(&[], &mut g), None);
+    }
+}
