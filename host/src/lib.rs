@@ -23,3 +23,4 @@ pub mod dial;
 
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
 pub use dial::{DialError, Dialer, FaultClass, ProxyStream, Target};
+pub mod strategy;

@@ -6,3 +6,4 @@ mod dial_faults;
 mod dial_real;
 mod pool_shapes;
 mod redaction;
+mod strategy;

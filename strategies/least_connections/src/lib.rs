@@ -8,6 +8,8 @@
 
 use std::collections::BTreeSet;
 
+use strategy_support::Tried;
+
 /// Per-proxy load and the ordered set of eligible proxies.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
@@ -45,7 +47,8 @@ impl LeastConnections {
 
     /// The least-loaded id not in `tried` (least recently picked among equals).
     pub fn pick(&mut self, tried: &[u32]) -> Option<u32> {
-        let &(active, stamp, id) = self.order.iter().find(|k| !tried.contains(&k.2))?;
+        let tried = Tried::new(tried);
+        let &(active, stamp, id) = self.order.iter().find(|k| !tried.contains(k.2))?;
         self.order.remove(&(active, stamp, id));
         self.clock += 1;
         self.order.insert((active, self.clock, id));

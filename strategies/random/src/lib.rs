@@ -3,6 +3,8 @@
 //! Randomness comes from the host (`host.random`), which seeds it per pool. The logic
 //! is [`Random`], a plain type with native tests; the component export is an adapter.
 
+use strategy_support::Tried;
+
 /// Rejection draws before a pick with many tried proxies falls back to an exact
 /// draw over the untried ones.
 const REJECTION_TRIES: usize = 8;
@@ -31,9 +33,10 @@ impl Random {
     /// every id is tried.
     pub fn pick(&self, tried: &[u32], rng: &mut impl FnMut() -> u64) -> Option<u32> {
         let total = *self.cumulative.last()?;
+        let tried = Tried::new(tried);
         for _ in 0..REJECTION_TRIES {
             let id = self.ids[self.index_for(rng() % total)];
-            if !tried.contains(&id) {
+            if !tried.contains(id) {
                 return Some(id);
             }
         }
@@ -44,7 +47,7 @@ impl Random {
         for (i, &id) in self.ids.iter().enumerate() {
             let w = self.cumulative[i] - prev;
             prev = self.cumulative[i];
-            if !tried.contains(&id) {
+            if !tried.contains(id) {
                 sum += w;
                 rest.push((sum, id));
             }

@@ -8,15 +8,15 @@
 //! The logic is [`RoundRobin`], a plain type with native tests; the component export
 //! at the bottom is a thin adapter.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeSet;
+
+use strategy_support::Tried;
 
 /// Round-robin state: the eligible proxies ordered by (pass, position).
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    queue: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    queue: BTreeSet<(u64, u32, u32)>,
     strides: Vec<u64>,
-    put_back: Vec<Reverse<(u64, u32, u32)>>,
 }
 
 impl RoundRobin {
@@ -28,33 +28,25 @@ impl RoundRobin {
         // Stagger the starting phases across the first round, so that equal weights
         // rotate in order and light proxies are spread between the heavy ones.
         let n = ids.len() as u64;
-        let entries: Vec<_> = ids
+        self.queue = ids
             .iter()
             .enumerate()
             .map(|(pos, &id)| {
                 let phase = self.strides[pos] * (2 * pos as u64 + 1) / (2 * n);
-                Reverse((phase, pos as u32, id))
+                (phase, pos as u32, id)
             })
             .collect();
-        self.queue = BinaryHeap::from(entries);
     }
 
     /// The next id in rotation that is not in `tried`; none if every id is tried.
     /// Skipped proxies keep their place, so skipping does not bias later picks.
     pub fn pick(&mut self, tried: &[u32]) -> Option<u32> {
-        let mut found = None;
-        while let Some(Reverse((pass, pos, id))) = self.queue.pop() {
-            if tried.contains(&id) {
-                self.put_back.push(Reverse((pass, pos, id)));
-                continue;
-            }
-            let next = pass + self.strides[pos as usize];
-            self.queue.push(Reverse((next, pos, id)));
-            found = Some(id);
-            break;
-        }
-        self.queue.extend(self.put_back.drain(..));
-        found
+        let tried = Tried::new(tried);
+        let &(pass, pos, id) = self.queue.iter().find(|e| !tried.contains(e.2))?;
+        self.queue.remove(&(pass, pos, id));
+        self.queue
+            .insert((pass + self.strides[pos as usize], pos, id));
+        Some(id)
     }
 
     /// The next `max` picks of the rotation.

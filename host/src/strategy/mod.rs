@@ -1,0 +1,484 @@
+//! Selection strategies as WebAssembly components (WIT package
+//! `proxypool:strategy@0.1.0`, world `selection`), with native fallbacks.
+//!
+//! One [`StrategyEngine`] per process: one `wasmtime::Engine`, compiled components
+//! cached by the sha256 of their bytes, a per-call deadline by epoch interruption and
+//! a memory cap per instance. [`Compiled`] is a checked, pre-instantiated component;
+//! [`Instance`] is one live store. No wasmtime type appears in this module's API.
+
+mod bindings;
+mod native;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::config::BuiltinStrategy;
+use bindings::{Selection, SelectionPre};
+
+pub use bindings::proxypool::strategy::types::Transport as WitTransport;
+pub use native::Native;
+
+/// A proxy's id within its pool (its index in the member list).
+pub type ProxyId = u32;
+
+/// Google Service Extensions' per-call budget; a selection is a few hundred
+/// nanoseconds, so 1 ms only trips on a runaway guest.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(1);
+/// Google Service Extensions' cap; the reference strategies need under 2 MiB at
+/// 10,000 proxies.
+pub const DEFAULT_MEMORY_LIMIT: usize = 16 << 20;
+/// Bound on `set-candidates`, which legitimately does O(N) work at up to 10,000
+/// proxies and runs only when the eligible set changes, never on the pick path.
+pub const DEFAULT_UPDATE_DEADLINE: Duration = Duration::from_millis(50);
+/// Epoch granularity: deadlines are enforced to within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The only interfaces a strategy may import: ours. No WASI, no capabilities.
+pub const ALLOWED_IMPORTS: [&str; 2] = [
+    "proxypool:strategy/host@0.1.0",
+    "proxypool:strategy/types@0.1.0",
+];
+
+/// The reference strategies, built from `strategies/` by the build script.
+pub fn builtin_bytes(b: BuiltinStrategy) -> &'static [u8] {
+    match b {
+        BuiltinStrategy::RoundRobin => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/round_robin.wasm"))
+        }
+        BuiltinStrategy::Random => include_bytes!(concat!(env!("OUT_DIR"), "/random.wasm")),
+        BuiltinStrategy::LeastConnections => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/least_connections.wasm"))
+        }
+    }
+}
+
+/// Why a strategy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// The engine could not be configured.
+    #[error("cannot start the strategy engine: {0}")]
+    Engine(String),
+    /// Not a valid component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// The component imports something outside the WIT package.
+    #[error("imports {import:?}, but strategies may import only {}", ALLOWED_IMPORTS.join(" and "))]
+    ForbiddenImport {
+        /// The offending import.
+        import: String,
+    },
+    /// The component does not implement the `selection` world.
+    #[error("does not implement proxypool:strategy/selection@0.1.0: {0}")]
+    WrongWorld(String),
+    /// Instantiation failed (a trap in start-up code, say).
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How one guest call failed. Any of these makes the host serve the pick natively.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The guest trapped (a panic arrives as `unreachable`).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The call ran past its deadline.
+    #[error("deadline exceeded")]
+    Deadline,
+    /// The guest tried to grow memory past the cap.
+    #[error("memory limit exceeded")]
+    OutOfMemory,
+    /// It returned an id outside the eligible set.
+    #[error("returned {0}, which is not eligible")]
+    NotEligible(ProxyId),
+    /// It returned an id already tried for this connection.
+    #[error("returned {0}, which was already tried")]
+    AlreadyTried(ProxyId),
+    /// It returned none while untried eligible proxies exist.
+    #[error("returned none while eligible proxies remain")]
+    NoneWithEligible,
+}
+
+impl Fault {
+    fn from_wasmtime(e: &wasmtime::Error) -> Fault {
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Fault::Deadline,
+            Some(wasmtime::Trap::AllocationTooLarge) => Fault::OutOfMemory,
+            Some(t) => {
+                // With trap_on_grow_failure a refused grow arrives as a plain error.
+                Fault::Trap(t.to_string())
+            }
+            None if format!("{e:?}").contains("memory") => Fault::OutOfMemory,
+            None => Fault::Trap(format!("{e:?}")),
+        }
+    }
+}
+
+/// Per-call limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bound on one pick-path call (`pick`, `pick-batch`, `leases-changed`).
+    pub deadline: Duration,
+    /// Bound on one `set-candidates` call.
+    pub update_deadline: Duration,
+    /// Bound on one instance's linear memory, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: DEFAULT_DEADLINE,
+            update_deadline: DEFAULT_UPDATE_DEADLINE,
+            memory: DEFAULT_MEMORY_LIMIT,
+        }
+    }
+}
+
+/// The process's WebAssembly engine for strategies. Cheap to clone.
+#[derive(Clone)]
+pub struct StrategyEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+}
+
+impl fmt::Debug for StrategyEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrategyEngine")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StrategyEngine {
+    /// An engine with these limits, and the thread that ticks its deadline clock.
+    pub fn try_new(limits: Limits) -> Result<Self, StrategyError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true).wasm_component_model(true);
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| StrategyError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        Selection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| StrategyError::Engine(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("proxypool-epoch".into())
+            .spawn(move || {
+                // A plain thread, not a task: it must tick even if the runtime is starved.
+                #[allow(clippy::disallowed_methods)]
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| StrategyError::Engine(e.to_string()))?;
+        Ok(StrategyEngine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                limits,
+                cache: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The limits every instance runs under.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Compiles a reference strategy (cached after the first time).
+    pub fn builtin(&self, b: BuiltinStrategy) -> Result<Arc<Compiled>, StrategyError> {
+        self.compile(builtin_bytes(b))
+    }
+
+    /// Compiles and checks a component: its imports must be ours alone, and it must
+    /// implement the `selection` world. Blocking (tens of milliseconds): call it off
+    /// the async runtime. Identical bytes are compiled once.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, StrategyError> {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(c) = self.lock_cache().get(&hash) {
+            return Ok(c.clone());
+        }
+        let engine = &self.inner.engine;
+        let component =
+            Component::new(engine, bytes).map_err(|e| StrategyError::Compile(format!("{e:#}")))?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if let Some(bad) = imports
+            .iter()
+            .find(|i| !ALLOWED_IMPORTS.contains(&i.as_str()))
+        {
+            return Err(StrategyError::ForbiddenImport {
+                import: bad.clone(),
+            });
+        }
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .and_then(SelectionPre::new)
+            .map_err(|e| StrategyError::WrongWorld(format!("{e:#}")))?;
+        let compiled = Arc::new(Compiled { pre, hash, imports });
+        self.lock_cache().insert(hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// A fresh instance of `compiled`; `seed` seeds its `host.random`.
+    pub fn instantiate(&self, compiled: &Compiled, seed: u64) -> Result<Instance, StrategyError> {
+        let limits = self.inner.limits;
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            rng: seed,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = deadline_ticks(limits.deadline);
+        let update_ticks = deadline_ticks(limits.update_deadline);
+        store.set_epoch_deadline(update_ticks);
+        let bindings = compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| StrategyError::Instantiate(format!("{e:#}")))?;
+        Ok(Instance {
+            store,
+            bindings,
+            ticks,
+            update_ticks,
+        })
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Compiled>>> {
+        // A panic while holding it cannot leave the map half-written.
+        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ticks that cover `deadline`: never less than the deadline, at most one tick more.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64) + 1
+}
+
+/// A component that passed the import and world checks, ready to instantiate.
+pub struct Compiled {
+    pre: SelectionPre<HostState>,
+    hash: [u8; 32],
+    imports: Vec<String>,
+}
+
+impl Compiled {
+    /// The sha256 of the component's bytes.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// What the component imports (a subset of [`ALLOWED_IMPORTS`]).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+}
+
+impl fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short: String = self.hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+        f.debug_struct("Compiled")
+            .field("sha256", &short)
+            .field("imports", &self.imports)
+            .finish()
+    }
+}
+
+/// What a guest sees of the host.
+struct HostState {
+    limits: StoreLimits,
+    rng: u64,
+}
+
+impl bindings::proxypool::strategy::types::Host for HostState {}
+
+impl bindings::proxypool::strategy::host::Host for HostState {
+    fn random(&mut self) -> u64 {
+        splitmix64(&mut self.rng)
+    }
+
+    fn handshake_latency_us(&mut self, _id: ProxyId) -> u32 {
+        0
+    }
+}
+
+/// A small, fast, seedable generator: the guests' randomness, reproducible in tests.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The context of one pick, borrowed: building it allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct PickContext<'a> {
+    /// The exchange (lowercase), or "default".
+    pub exchange: &'a str,
+    /// The transport.
+    pub transport: crate::config::Transport,
+    /// 0 for a connection's first pick, then 1, 2, … for retries.
+    pub attempt: u32,
+    /// Proxies already tried for this connection.
+    pub tried: &'a [ProxyId],
+    /// An optional affinity key.
+    pub affinity: Option<u64>,
+}
+
+/// One live instance of a strategy. Not `Sync`: the pool serialises calls.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Selection,
+    ticks: u64,
+    update_ticks: u64,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance").finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Replaces the eligible set (see the WIT for the meaning of each list).
+    pub fn set_candidates(
+        &mut self,
+        ids: &[ProxyId],
+        weights: &[u32],
+        active: &[u32],
+    ) -> Result<(), Fault> {
+        self.store.set_epoch_deadline(self.update_ticks);
+        self.bindings
+            .proxypool_strategy_selector()
+            .call_set_candidates(&mut self.store, ids, weights, active)
+            .map_err(|e| Fault::from_wasmtime(&e))
+    }
+
+    /// Delivers lease changes.
+    pub fn leases_changed(
+        &mut self,
+        acquired: &[ProxyId],
+        released: &[ProxyId],
+    ) -> Result<(), Fault> {
+        self.store.set_epoch_deadline(self.ticks);
+        self.bindings
+            .proxypool_strategy_selector()
+            .call_leases_changed(&mut self.store, acquired, released)
+            .map_err(|e| Fault::from_wasmtime(&e))
+    }
+
+    /// The guest's raw answer to one pick; the caller checks it against the
+    /// eligible set ([`check_pick`]).
+    pub fn pick(&mut self, ctx: PickContext<'_>) -> Result<Option<ProxyId>, Fault> {
+        self.store.set_epoch_deadline(self.ticks);
+        let wit = bindings::proxypool::strategy::types::PickContext {
+            exchange: ctx.exchange,
+            transport: match ctx.transport {
+                crate::config::Transport::Http => WitTransport::Http,
+                crate::config::Transport::Websocket => WitTransport::Websocket,
+            },
+            attempt: ctx.attempt,
+            tried: ctx.tried,
+            affinity: ctx.affinity,
+        };
+        self.bindings
+            .proxypool_strategy_selector()
+            .call_pick(&mut self.store, wit)
+            .map_err(|e| Fault::from_wasmtime(&e))
+    }
+
+    /// Up to `max` upcoming picks; empty for load-dependent strategies.
+    pub fn pick_batch(&mut self, max: u32) -> Result<Vec<ProxyId>, Fault> {
+        self.store.set_epoch_deadline(self.ticks);
+        let batch = self
+            .bindings
+            .proxypool_strategy_selector()
+            .call_pick_batch(&mut self.store, max)
+            .map_err(|e| Fault::from_wasmtime(&e))?;
+        if batch.len() > max as usize {
+            return Err(Fault::Trap(format!(
+                "pick-batch returned {} ids for max {max}",
+                batch.len()
+            )));
+        }
+        Ok(batch)
+    }
+}
+
+/// Checks a guest's answer: an eligible, untried id, or none only when nothing is left.
+/// `eligible(id)` must be O(1).
+pub fn check_pick(
+    answer: Option<ProxyId>,
+    tried: &[ProxyId],
+    eligible: impl Fn(ProxyId) -> bool,
+    untried_left: bool,
+) -> Result<Option<ProxyId>, Fault> {
+    match answer {
+        Some(id) if !eligible(id) => Err(Fault::NotEligible(id)),
+        Some(id) if tried.contains(&id) => Err(Fault::AlreadyTried(id)),
+        None if untried_left => Err(Fault::NoneWithEligible),
+        ok => Ok(ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_cover_the_deadline() {
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::from_micros(1500)), 3);
+    }
+
+    #[test]
+    fn check_pick_flags_each_bad_answer() {
+        let eligible = |id| id < 3;
+        assert_eq!(check_pick(Some(1), &[], eligible, true), Ok(Some(1)));
+        assert_eq!(
+            check_pick(Some(7), &[], eligible, true),
+            Err(Fault::NotEligible(7))
+        );
+        assert_eq!(
+            check_pick(Some(1), &[1], eligible, true),
+            Err(Fault::AlreadyTried(1))
+        );
+        assert_eq!(
+            check_pick(None, &[], eligible, true),
+            Err(Fault::NoneWithEligible)
+        );
+        assert_eq!(check_pick(None, &[0, 1, 2], eligible, false), Ok(None));
+    }
+}

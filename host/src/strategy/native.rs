@@ -1,0 +1,67 @@
+//! Native built-ins with the guests' semantics (the very same code, compiled for the
+//! host): they serve a pick whenever the WebAssembly strategy faults.
+
+use least_connections::LeastConnections;
+use random::Random;
+use round_robin::RoundRobin;
+
+use super::{ProxyId, splitmix64};
+use crate::config::BuiltinStrategy;
+
+/// A native strategy.
+#[derive(Debug)]
+pub enum Native {
+    /// See the `round_robin` crate.
+    RoundRobin(RoundRobin),
+    /// See the `random` crate; the `u64` is the generator state.
+    Random(Random, u64),
+    /// See the `least_connections` crate.
+    LeastConnections(LeastConnections),
+}
+
+impl Native {
+    /// A fresh instance of `b`; `seed` seeds random.
+    pub fn new(b: BuiltinStrategy, seed: u64) -> Native {
+        match b {
+            BuiltinStrategy::RoundRobin => Native::RoundRobin(RoundRobin::default()),
+            BuiltinStrategy::Random => Native::Random(Random::default(), seed),
+            BuiltinStrategy::LeastConnections => {
+                Native::LeastConnections(LeastConnections::default())
+            }
+        }
+    }
+
+    /// Replaces the eligible set.
+    pub fn set_candidates(&mut self, ids: &[ProxyId], weights: &[u32], active: &[u32]) {
+        match self {
+            Native::RoundRobin(s) => s.set_candidates(ids, weights),
+            Native::Random(s, _) => s.set_candidates(ids, weights),
+            Native::LeastConnections(s) => s.set_candidates(ids, active),
+        }
+    }
+
+    /// Applies lease changes.
+    pub fn leases_changed(&mut self, acquired: &[ProxyId], released: &[ProxyId]) {
+        if let Native::LeastConnections(s) = self {
+            s.leases_changed(acquired, released);
+        }
+    }
+
+    /// One pick.
+    pub fn pick(&mut self, tried: &[ProxyId]) -> Option<ProxyId> {
+        match self {
+            Native::RoundRobin(s) => s.pick(tried),
+            Native::Random(s, rng) => s.pick(tried, &mut || splitmix64(rng)),
+            Native::LeastConnections(s) => s.pick(tried),
+        }
+    }
+
+    /// Up to `max` upcoming picks (none for least_connections).
+    pub fn pick_batch(&mut self, max: u32) -> Vec<ProxyId> {
+        match self {
+            Native::RoundRobin(s) => s.batch(max),
+            Native::Random(s, rng) => s.batch(max, &mut || splitmix64(rng)),
+            Native::LeastConnections(_) => Vec::new(),
+        }
+    }
+}
