@@ -10,17 +10,22 @@
 //!
 //! - [`config`] reads cryptofeed's proxy schema (YAML, `CRYPTOFEED_PROXY_*`, code) and
 //!   resolves `(exchange, transport)` to a route. It knows nothing about sockets.
+//! - [`pool`] holds each route's live proxy state: one `ArcSwap` snapshot of the
+//!   eligible set, and RAII [`pool::Lease`]s that count active connections.
+//! - [`strategy`] runs selection strategies as WebAssembly components (with native
+//!   fallbacks) and picks from a pool's snapshot.
 //! - [`dial`] opens a stream to a target through one proxy and classifies every failure
 //!   as a proxy, destination or config fault.
 //!
-//! Pools, health checks, strategies and the gateway build on these.
+//! Health checks, failover and the gateway build on these.
 //!
 //! Credentials in proxy URLs never reach `Debug`, `Display`, errors or logs: see
 //! [`config::ProxyUrl`] and [`config::redact_text`].
 
 pub mod config;
 pub mod dial;
+pub mod pool;
+pub mod strategy;
 
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
 pub use dial::{DialError, Dialer, FaultClass, ProxyStream, Target};
-pub mod strategy;

@@ -127,3 +127,145 @@ fn reference_strategies_handle_empty_and_ten_thousand_proxies() {
         );
     }
 }
+
+mod selection {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
+    use proxypool::pool::Pool;
+    use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
+
+    fn pool(n: usize) -> Pool {
+        let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
+        let c = ConfigBuilder::new()
+            .enabled(true)
+            .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+            .build()
+            .unwrap();
+        match c.route(None, Transport::Http).upstream {
+            Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
+            _ => unreachable!(),
+        }
+    }
+
+    fn selector(e: &StrategyEngine, b: BuiltinStrategy, seed: u64) -> Selector {
+        Selector::new(e.clone(), e.builtin(b).unwrap(), b, seed)
+    }
+
+    const FIRST: PickContext<'static> = PickContext {
+        exchange: "binance",
+        transport: Transport::Http,
+        attempt: 0,
+        tried: &[],
+        affinity: None,
+    };
+
+    #[test]
+    fn round_robin_is_exactly_fair_across_two_threads() {
+        let e = super::engine();
+        let p = pool(7);
+        let s = Arc::new(selector(&e, BuiltinStrategy::RoundRobin, 1));
+        let counts: Arc<Vec<AtomicU64>> = Arc::new((0..7).map(|_| AtomicU64::new(0)).collect());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, s, counts) = (p.clone(), s.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        let lease = s.pick(&p, FIRST).unwrap();
+                        counts[lease.id() as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total = 200_000.0 / 7.0;
+        for (id, c) in counts.iter().enumerate() {
+            let c = c.load(Ordering::Relaxed) as f64;
+            assert!(
+                (c - total).abs() <= 1.0,
+                "proxy {id}: {c} picks, want {total:.1} ± 1"
+            );
+        }
+        let stats = s.stats();
+        assert_eq!(stats.faults, 0);
+        assert!(stats.batched_picks > 190_000, "{stats:?}");
+    }
+
+    #[test]
+    fn round_robin_skips_an_unhealthy_proxy_without_bias() {
+        let e = super::engine();
+        let p = pool(3);
+        let s = selector(&e, BuiltinStrategy::RoundRobin, 1);
+        p.set_healthy(1, false);
+        let picks: Vec<u32> = (0..6).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
+        assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn random_passes_chi_square_with_a_fixed_seed() {
+        let e = super::engine();
+        let p = pool(10);
+        let s = selector(&e, BuiltinStrategy::Random, 1234);
+        let mut counts = [0u64; 10];
+        for _ in 0..100_000 {
+            counts[s.pick(&p, FIRST).unwrap().id() as usize] += 1;
+        }
+        let chi: f64 = counts
+            .iter()
+            .map(|&o| (o as f64 - 10_000.0).powi(2) / 10_000.0)
+            .sum();
+        // 9 degrees of freedom: the 0.999 quantile is 27.88.
+        assert!(chi < 27.88, "chi-square {chi:.2}: {counts:?}");
+    }
+
+    #[test]
+    fn least_connections_picks_a_minimum_and_rotates_on_ties() {
+        let e = super::engine();
+        let p = pool(4);
+        let s = selector(&e, BuiltinStrategy::LeastConnections, 1);
+        // Ties rotate: with every lease dropped at once, each proxy takes its turn.
+        let picks: Vec<u32> = (0..8).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
+        assert_eq!(picks, [0, 1, 2, 3, 0, 1, 2, 3]);
+        // Scripted holds and drops: every pick has the fewest active leases.
+        let mut held = Vec::new();
+        for step in 0..2_000usize {
+            let min = p.members().iter().map(|m| m.active()).min().unwrap();
+            let lease = s.pick(&p, FIRST).unwrap();
+            assert_eq!(
+                p.members()[lease.id() as usize].active(),
+                min + 1,
+                "step {step}"
+            );
+            held.push(lease);
+            if step % 3 == 2 {
+                held.swap_remove((step * 5) % held.len());
+            }
+        }
+        assert_eq!(s.stats().faults, 0);
+    }
+
+    #[test]
+    fn a_strategy_that_cannot_run_falls_back_and_is_quarantined() {
+        // 64 KiB cannot hold a Rust guest's memory: every instantiation faults.
+        let e = StrategyEngine::try_new(Limits {
+            memory: 64 << 10,
+            ..Limits::default()
+        })
+        .unwrap();
+        let p = pool(3);
+        let s = selector(&e, BuiltinStrategy::RoundRobin, 1);
+        let picks: Vec<u32> = (0..9).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
+        assert_eq!(
+            picks,
+            [0, 1, 2, 0, 1, 2, 0, 1, 2],
+            "the native fallback rotates too"
+        );
+        let stats = s.stats();
+        assert_eq!(stats.faults, 5, "quarantined after 5 faults: {stats:?}");
+        assert!(stats.quarantined);
+        assert_eq!(stats.fallback_picks, 9);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod native;
+mod selector;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,9 +24,11 @@ use bindings::{Selection, SelectionPre};
 
 pub use bindings::proxypool::strategy::types::Transport as WitTransport;
 pub use native::Native;
+pub use selector::{
+    BATCH_SIZE, PickError, QUARANTINE_FAULTS, QUARANTINE_WINDOW, Selector, SelectorStats,
+};
 
-/// A proxy's id within its pool (its index in the member list).
-pub type ProxyId = u32;
+pub use crate::pool::ProxyId;
 
 /// Google Service Extensions' per-call budget; a selection is a few hundred
 /// nanoseconds, so 1 ms only trips on a runaway guest.
