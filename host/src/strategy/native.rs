@@ -35,7 +35,8 @@ impl Native {
     pub fn set_candidates(&mut self, ids: &[ProxyId], weights: &[u32], active: &[u32]) {
         match self {
             Native::RoundRobin(s) => s.set_candidates(ids, weights),
-            Native::Random(s, _) => s.set_candidates(ids, weights),
+            // The guest reseeds from one `host.random` draw: so does the fallback.
+            Native::Random(s, rng) => s.set_candidates(ids, weights, splitmix64(rng)),
             Native::LeastConnections(s) => s.set_candidates(ids, active),
         }
     }
@@ -51,7 +52,7 @@ impl Native {
     pub fn pick(&mut self, tried: &[ProxyId]) -> Option<ProxyId> {
         match self {
             Native::RoundRobin(s) => s.pick(tried),
-            Native::Random(s, rng) => s.pick(tried, &mut || splitmix64(rng)),
+            Native::Random(s, _) => s.pick(tried),
             Native::LeastConnections(s) => s.pick(tried),
         }
     }
@@ -60,7 +61,7 @@ impl Native {
     pub fn pick_batch(&mut self, max: u32) -> Vec<ProxyId> {
         match self {
             Native::RoundRobin(s) => s.batch(max),
-            Native::Random(s, rng) => s.batch(max, &mut || splitmix64(rng)),
+            Native::Random(s, _) => s.batch(max),
             Native::LeastConnections(_) => Vec::new(),
         }
     }

@@ -1,9 +1,10 @@
 //! random: uniform over the eligible proxies, or proportional to weight.
 //!
-//! Randomness comes from the host (`host.random`), which seeds it per pool. The logic
-//! is [`Random`], a plain type with native tests; the component export is an adapter.
+//! Randomness comes from the host: each candidate update reseeds a local generator
+//! from `host.random`, which the host seeds per pool. The logic is [`Random`], a
+//! plain type with native tests; the component export is an adapter.
 
-use strategy_support::Tried;
+use strategy_support::{SplitMix64, Tried};
 
 /// Rejection draws before a pick with many tried proxies falls back to an exact
 /// draw over the untried ones.
@@ -14,11 +15,13 @@ const REJECTION_TRIES: usize = 8;
 pub struct Random {
     ids: Vec<u32>,
     cumulative: Vec<u64>,
+    rng: SplitMix64,
 }
 
 impl Random {
-    /// Replaces the eligible set. Weights are in thousandths (1000 = 1.0).
-    pub fn set_candidates(&mut self, ids: &[u32], weights: &[u32]) {
+    /// Replaces the eligible set and reseeds. Weights are in thousandths (1000 = 1.0).
+    pub fn set_candidates(&mut self, ids: &[u32], weights: &[u32], seed: u64) {
+        self.rng = SplitMix64(seed);
         self.ids = ids.to_vec();
         let mut sum = 0u64;
         self.cumulative = (0..ids.len())
@@ -31,11 +34,13 @@ impl Random {
 
     /// A random id not in `tried`, with probability proportional to weight; none if
     /// every id is tried.
-    pub fn pick(&self, tried: &[u32], rng: &mut impl FnMut() -> u64) -> Option<u32> {
+    pub fn pick(&mut self, tried: &[u32]) -> Option<u32> {
+        let rng = &mut self.rng;
         let total = *self.cumulative.last()?;
         let tried = Tried::new(tried);
         for _ in 0..REJECTION_TRIES {
-            let id = self.ids[self.index_for(rng() % total)];
+            let r = rng.next_u64() % total;
+            let id = self.ids[self.cumulative.partition_point(|&c| c <= r)];
             if !tried.contains(id) {
                 return Some(id);
             }
@@ -52,17 +57,13 @@ impl Random {
                 rest.push((sum, id));
             }
         }
-        let r = rng() % rest.last()?.0;
+        let r = rng.next_u64() % rest.last()?.0;
         rest.iter().find(|(c, _)| r < *c).map(|&(_, id)| id)
     }
 
     /// `max` independent picks.
-    pub fn batch(&self, max: u32, rng: &mut impl FnMut() -> u64) -> Vec<u32> {
-        (0..max).map_while(|_| self.pick(&[], rng)).collect()
-    }
-
-    fn index_for(&self, r: u64) -> usize {
-        self.cumulative.partition_point(|&c| c <= r)
+    pub fn batch(&mut self, max: u32) -> Vec<u32> {
+        (0..max).map_while(|_| self.pick(&[])).collect()
     }
 }
 
@@ -82,14 +83,14 @@ mod component {
 
     impl Guest for Component {
         fn set_candidates(ids: Vec<u32>, weights: Vec<u32>, _active: Vec<u32>) {
-            STATE.with_borrow_mut(|s| s.set_candidates(&ids, &weights))
+            STATE.with_borrow_mut(|s| s.set_candidates(&ids, &weights, random()))
         }
         fn leases_changed(_acquired: Vec<u32>, _released: Vec<u32>) {}
         fn pick(context: PickContext) -> Option<u32> {
-            STATE.with_borrow(|s| s.pick(&context.tried, &mut random))
+            STATE.with_borrow_mut(|s| s.pick(&context.tried))
         }
         fn pick_batch(max: u32) -> Vec<u32> {
-            STATE.with_borrow(|s| s.batch(max, &mut random))
+            STATE.with_borrow_mut(|s| s.batch(max))
         }
     }
 
@@ -99,17 +100,6 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// splitmix64: a fixed-seed generator for tests.
-    fn rng(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
 
     fn chi_square(counts: &[u64], expected: &[f64]) -> f64 {
         counts
@@ -123,11 +113,10 @@ mod tests {
     fn uniform_passes_chi_square() {
         let mut r = Random::default();
         let ids: Vec<u32> = (0..10).collect();
-        r.set_candidates(&ids, &[1000; 10]);
-        let mut g = rng(42);
+        r.set_candidates(&ids, &[1000; 10], 42);
         let mut counts = [0u64; 10];
         for _ in 0..100_000 {
-            counts[r.pick(&[], &mut g).unwrap() as usize] += 1;
+            counts[r.pick(&[]).unwrap() as usize] += 1;
         }
         // 9 degrees of freedom: the 0.999 quantile is 27.88.
         assert!(chi_square(&counts, &[10_000.0; 10]) < 27.88, "{counts:?}");
@@ -136,11 +125,10 @@ mod tests {
     #[test]
     fn weighted_is_proportional() {
         let mut r = Random::default();
-        r.set_candidates(&[7, 8, 9], &[1000, 2000, 7000]);
-        let mut g = rng(7);
+        r.set_candidates(&[7, 8, 9], &[1000, 2000, 7000], 7);
         let mut counts = [0u64; 3];
         for _ in 0..100_000 {
-            counts[(r.pick(&[], &mut g).unwrap() - 7) as usize] += 1;
+            counts[(r.pick(&[]).unwrap() - 7) as usize] += 1;
         }
         // 2 degrees of freedom: the 0.999 quantile is 13.82.
         assert!(
@@ -153,14 +141,13 @@ mod tests {
     fn never_returns_tried_and_none_when_all_tried() {
         let mut r = Random::default();
         let ids: Vec<u32> = (0..100).collect();
-        r.set_candidates(&ids, &[1000; 100]);
+        r.set_candidates(&ids, &[1000; 100], 1);
         let tried: Vec<u32> = (0..99).collect();
-        let mut g = rng(1);
         for _ in 0..100 {
-            assert_eq!(r.pick(&tried, &mut g), Some(99));
+            assert_eq!(r.pick(&tried), Some(99));
         }
-        assert_eq!(r.pick(&ids, &mut g), None);
-        r.set_candidates(&[], &[]);
-        assert_eq!(r.pick(&[], &mut g), None);
+        assert_eq!(r.pick(&ids), None);
+        r.set_candidates(&[], &[], 1);
+        assert_eq!(r.pick(&[]), None);
     }
 }

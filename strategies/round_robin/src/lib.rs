@@ -8,7 +8,7 @@
 //! The logic is [`RoundRobin`], a plain type with native tests; the component export
 //! at the bottom is a thin adapter.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use strategy_support::Tried;
 
@@ -17,11 +17,20 @@ use strategy_support::Tried;
 pub struct RoundRobin {
     queue: BTreeSet<(u64, u32, u32)>,
     strides: Vec<u64>,
+    /// Equal weights: the same order as stride scheduling, as a plain rotation
+    /// (front goes next, a picked id moves to the back), O(1) per pick.
+    uniform: Option<VecDeque<u32>>,
 }
 
 impl RoundRobin {
     /// Replaces the eligible set. Weights are in thousandths (1000 = 1.0).
     pub fn set_candidates(&mut self, ids: &[u32], weights: &[u32]) {
+        let equal = weights.windows(2).all(|w| w[0] == w[1]);
+        self.uniform = equal.then(|| ids.iter().copied().collect());
+        if equal {
+            self.queue.clear();
+            return;
+        }
         self.strides = (0..ids.len())
             .map(|i| (1u64 << 32) / u64::from(*weights.get(i).unwrap_or(&1000)).max(1))
             .collect();
@@ -42,6 +51,12 @@ impl RoundRobin {
     /// Skipped proxies keep their place, so skipping does not bias later picks.
     pub fn pick(&mut self, tried: &[u32]) -> Option<u32> {
         let tried = Tried::new(tried);
+        if let Some(order) = &mut self.uniform {
+            let k = order.iter().position(|&id| !tried.contains(id))?;
+            let id = order.remove(k)?;
+            order.push_back(id);
+            return Some(id);
+        }
         let &(pass, pos, id) = self.queue.iter().find(|e| !tried.contains(e.2))?;
         self.queue.remove(&(pass, pos, id));
         self.queue
@@ -105,9 +120,10 @@ mod tests {
     fn skips_tried_without_bias() {
         let mut r = rr(&[0, 1, 2], &[1000; 3]);
         assert_eq!(r.pick(&[0]), Some(1));
-        // 0 was skipped, not served: it keeps its turn, and whole rounds stay exact.
+        // 0 was skipped, not served: it keeps its place at the front, 1 goes to the
+        // back, and whole rounds stay exact.
         let picks: Vec<u32> = (0..5).map(|_| r.pick(&[]).unwrap()).collect();
-        assert_eq!(picks, [0, 2, 0, 1, 2]);
+        assert_eq!(picks, [0, 2, 1, 0, 2]);
         assert_eq!(r.pick(&[0, 1, 2]), None);
     }
 

@@ -34,6 +34,23 @@ impl<'a> Tried<'a> {
     }
 }
 
+/// splitmix64: small, fast and seedable. A strategy seeds it once from the host's
+/// `random` (per pool, so tests can fix it) and draws locally, which saves a host
+/// call per draw.
+#[derive(Clone, Debug, Default)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,130 @@
+//! Pick latency percentiles: each reference strategy through WebAssembly and natively,
+//! at N = 10, 100, 1,000 and 10,000, on 1 and 2 threads. Prints a table.
+//!
+//! `cargo bench -p proxypool --bench pick`
+
+// A percentile harness, not criterion: criterion reports means, the goal is on p99.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
+use proxypool::pool::Pool;
+use proxypool::strategy::{Limits, Native, PickContext, Selector, StrategyEngine};
+
+const PICKS: usize = 200_000;
+
+const FIRST: PickContext<'static> = PickContext {
+    exchange: "binance",
+    transport: Transport::Http,
+    attempt: 0,
+    tried: &[],
+    affinity: None,
+};
+
+fn pool(n: usize) -> Pool {
+    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
+    let c = ConfigBuilder::new()
+        .enabled(true)
+        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+        .build()
+        .unwrap();
+    match c.route(None, Transport::Http).upstream {
+        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
+        _ => unreachable!(),
+    }
+}
+
+fn percentiles(mut ns: Vec<u64>) -> (u64, u64) {
+    ns.sort_unstable();
+    (ns[ns.len() / 2], ns[ns.len() * 99 / 100])
+}
+
+/// Per-pick latencies of `threads` threads picking (and dropping the lease) at once.
+fn run(threads: usize, pick: Arc<dyn Fn() + Send + Sync>) -> (u64, u64) {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let pick = pick.clone();
+            std::thread::spawn(move || {
+                let mut ns = Vec::with_capacity(PICKS);
+                for _ in 0..PICKS {
+                    let t = Instant::now();
+                    pick();
+                    ns.push(t.elapsed().as_nanos() as u64);
+                }
+                ns
+            })
+        })
+        .collect();
+    let all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    percentiles(all)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list` probe with these
+    }
+    let engine = StrategyEngine::try_new(Limits::default()).unwrap();
+    let (p50, p99) = run(1, Arc::new(|| {}));
+    println!("timer overhead: p50 {p50} ns, p99 {p99} ns (included below)");
+    println!(
+        "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
+        "strategy", "N", "threads", "p50 ns", "p99 ns", "faults"
+    );
+    for b in BuiltinStrategy::ALL {
+        for n in [10, 100, 1_000, 10_000] {
+            for threads in [1, 2] {
+                let p = pool(n);
+                let s = Arc::new(Selector::new(
+                    engine.clone(),
+                    engine.builtin(b).unwrap(),
+                    b,
+                    7,
+                ));
+                // Warm up: instantiate, push the candidate set.
+                for _ in 0..1000 {
+                    drop(s.pick(&p, FIRST).unwrap());
+                }
+                let (sp, pp) = (s.clone(), p.clone());
+                let (p50, p99) = run(
+                    threads,
+                    Arc::new(move || drop(sp.pick(&pp, FIRST).unwrap())),
+                );
+                println!(
+                    "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
+                    format!("wasm {}", b.as_str()),
+                    n,
+                    threads,
+                    p50,
+                    p99,
+                    s.stats().faults
+                );
+            }
+            let ids: Vec<u32> = (0..n as u32).collect();
+            let mut native = Native::new(b, 7);
+            native.set_candidates(&ids, &vec![1000; n], &vec![0; n]);
+            let native = std::sync::Mutex::new(native);
+            let (p50, p99) = run(
+                1,
+                Arc::new(move || {
+                    let mut g = native.lock().unwrap();
+                    let id = g.pick(&[]).unwrap();
+                    g.leases_changed(&[id], &[id]);
+                }),
+            );
+            println!(
+                "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
+                format!("native {}", b.as_str()),
+                n,
+                1,
+                p50,
+                p99,
+                "-"
+            );
+        }
+    }
+}
