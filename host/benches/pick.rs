@@ -36,13 +36,17 @@ fn pool(n: usize) -> Pool {
     }
 }
 
-fn percentiles(mut ns: Vec<u64>) -> (u64, u64) {
+fn percentiles(mut ns: Vec<u64>) -> (u64, u64, u64) {
     ns.sort_unstable();
-    (ns[ns.len() / 2], ns[ns.len() * 99 / 100])
+    (
+        ns[ns.len() / 2],
+        ns[ns.len() * 99 / 100],
+        ns[ns.len() * 999 / 1000],
+    )
 }
 
 /// Per-pick latencies of `threads` threads picking (and dropping the lease) at once.
-fn run(threads: usize, pick: Arc<dyn Fn() + Send + Sync>) -> (u64, u64) {
+fn run(threads: usize, pick: Arc<dyn Fn() + Send + Sync>) -> (u64, u64, u64) {
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let pick = pick.clone();
@@ -64,16 +68,20 @@ fn run(threads: usize, pick: Arc<dyn Fn() + Send + Sync>) -> (u64, u64) {
     percentiles(all)
 }
 
+fn row(name: &str, n: usize, threads: usize, (p50, p99, p999): (u64, u64, u64), faults: &str) {
+    println!("{name:<24} {n:>6} {threads:>7} {p50:>8} {p99:>8} {p999:>9} {faults:>6}");
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` and `cargo bench -- --list` probe with these
     }
     let engine = StrategyEngine::try_new(Limits::default()).unwrap();
-    let (p50, p99) = run(1, Arc::new(|| {}));
+    let (p50, p99, _) = run(1, Arc::new(|| {}));
     println!("timer overhead: p50 {p50} ns, p99 {p99} ns (included below)");
     println!(
-        "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
-        "strategy", "N", "threads", "p50 ns", "p99 ns", "faults"
+        "{:<24} {:>6} {:>7} {:>8} {:>8} {:>9} {:>6}",
+        "strategy", "N", "threads", "p50 ns", "p99 ns", "p99.9 ns", "faults"
     );
     for b in BuiltinStrategy::ALL {
         for n in [10, 100, 1_000, 10_000] {
@@ -90,25 +98,18 @@ fn main() {
                     drop(s.pick(&p, FIRST).unwrap());
                 }
                 let (sp, pp) = (s.clone(), p.clone());
-                let (p50, p99) = run(
+                let r = run(
                     threads,
                     Arc::new(move || drop(sp.pick(&pp, FIRST).unwrap())),
                 );
-                println!(
-                    "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
-                    format!("wasm {}", b.as_str()),
-                    n,
-                    threads,
-                    p50,
-                    p99,
-                    s.stats().faults
-                );
+                let name = format!("wasm {}", b.as_str());
+                row(&name, n, threads, r, &s.stats().faults.to_string());
             }
             let ids: Vec<u32> = (0..n as u32).collect();
             let mut native = Native::new(b, 7);
             native.set_candidates(&ids, &vec![1000; n], &vec![0; n]);
             let native = std::sync::Mutex::new(native);
-            let (p50, p99) = run(
+            let r = run(
                 1,
                 Arc::new(move || {
                     let mut g = native.lock().unwrap();
@@ -116,15 +117,7 @@ fn main() {
                     g.leases_changed(&[id], &[id]);
                 }),
             );
-            println!(
-                "{:<18} {:>6} {:>7} {:>10} {:>10} {:>7}",
-                format!("native {}", b.as_str()),
-                n,
-                1,
-                p50,
-                p99,
-                "-"
-            );
+            row(&format!("native {}", b.as_str()), n, 1, r, "-");
         }
     }
 }
