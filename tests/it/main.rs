@@ -7,3 +7,4 @@ mod dial_real;
 mod pool_shapes;
 mod redaction;
 mod strategy;
+mod strategy_faults;

@@ -82,6 +82,14 @@ pub enum StrategyError {
     /// Instantiation failed (a trap in start-up code, say).
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
+    /// A canary pick failed under production limits.
+    #[error("failed the canary \"{canary}\": {fault}")]
+    Canary {
+        /// Which canary.
+        canary: &'static str,
+        /// What went wrong.
+        fault: Fault,
+    },
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -248,6 +256,52 @@ impl StrategyEngine {
             .map_err(|e| StrategyError::WrongWorld(format!("{e:#}")))?;
         let compiled = Arc::new(Compiled { pre, hash, imports });
         self.lock_cache().insert(hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Admission: [`StrategyEngine::compile`], then canary calls under this engine's
+    /// limits with adversarial inputs (an empty set, one proxy, 10,000 proxies,
+    /// everything already tried). Only a component that passes them all may be
+    /// installed; blocking, like `compile`.
+    pub fn admit(&self, bytes: &[u8]) -> Result<Arc<Compiled>, StrategyError> {
+        let compiled = self.compile(bytes)?;
+        let mut inst = self.instantiate(&compiled, 0x5eed)?;
+        let big: Vec<ProxyId> = (0..10_000).collect();
+        let canary = |canary: &'static str| move |fault| StrategyError::Canary { canary, fault };
+        let first = |tried| PickContext {
+            exchange: "canary",
+            transport: crate::config::Transport::Http,
+            attempt: 0,
+            tried,
+            affinity: None,
+        };
+        // Each canary: candidates, what is tried, whether an untried id remains.
+        let cases: [(&'static str, &[ProxyId], &[ProxyId], bool); 5] = [
+            ("empty set", &[], &[], false),
+            ("one proxy", &[7], &[], true),
+            ("one proxy, tried", &[7], &[7], false),
+            ("10,000 proxies", &big, &big[..3], true),
+            ("10,000 proxies, all tried", &big, &big, false),
+        ];
+        for (name, ids, tried, untried_left) in cases {
+            let weights = vec![1000; ids.len()];
+            let active = vec![0; ids.len()];
+            inst.set_candidates(ids, &weights, &active)
+                .map_err(canary(name))?;
+            let answer = inst.pick(first(tried)).map_err(canary(name))?;
+            // Ids are small here, so membership by binary search is enough.
+            check_pick(
+                answer,
+                tried,
+                |id| ids.binary_search(&id).is_ok(),
+                untried_left,
+            )
+            .map_err(canary(name))?;
+            let batch = inst.pick_batch(64).map_err(canary(name))?;
+            if let Some(&bad) = batch.iter().find(|id| ids.binary_search(id).is_err()) {
+                return Err(canary(name)(Fault::NotEligible(bad)));
+            }
+        }
         Ok(compiled)
     }
 

@@ -48,7 +48,7 @@ pub enum PickError {
 }
 
 /// Counters of one selector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SelectorStats {
     /// Guest faults (trap, deadline, memory, bad answer).
     pub faults: u64,
@@ -60,6 +60,8 @@ pub struct SelectorStats {
     pub quarantined: bool,
     /// The installed generation (1 for the first).
     pub generation: u64,
+    /// The most recent fault, if any.
+    pub last_fault: Option<Fault>,
 }
 
 struct Generation {
@@ -88,6 +90,7 @@ struct State {
     window_faults: u32,
     last_log: Option<Instant>,
     unlogged: u32,
+    last_fault: Option<Fault>,
 }
 
 /// A pool's strategy: the installed component generation and its live instance.
@@ -145,6 +148,7 @@ impl Selector {
                 window_faults: 0,
                 last_log: None,
                 unlogged: 0,
+                last_fault: None,
             }),
             faults: AtomicU64::new(0),
             fallback_picks: AtomicU64::new(0),
@@ -167,12 +171,14 @@ impl Selector {
 
     /// Counters.
     pub fn stats(&self) -> SelectorStats {
+        let st = self.lock();
         SelectorStats {
             faults: self.faults.load(Ordering::Relaxed),
             fallback_picks: self.fallback_picks.load(Ordering::Relaxed),
             batched_picks: self.batched_picks.load(Ordering::Relaxed),
-            quarantined: self.lock().quarantined,
+            quarantined: st.quarantined,
             generation: self.generation.load().number,
+            last_fault: st.last_fault.clone(),
         }
     }
 
@@ -294,6 +300,7 @@ impl Selector {
         self.faults.fetch_add(1, Ordering::Relaxed);
         // Rebuild from the template: a trap poisons the store.
         st.instance = None;
+        st.last_fault = Some(fault.clone());
         let now = Instant::now();
         if now.duration_since(st.window_start) > QUARANTINE_WINDOW {
             st.window_start = now;

@@ -1,0 +1,161 @@
+//! Broken strategies: the host survives, picks go on through the native fallback,
+//! faults are counted, and admission refuses every one of them.
+
+use std::time::Duration;
+
+use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
+use proxypool::pool::Pool;
+use proxypool::strategy::{Fault, Limits, PickContext, Selector, StrategyEngine, StrategyError};
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".wasm")).as_slice()
+    };
+}
+
+const TRAP: &[u8] = fixture!("trap");
+const SPIN: &[u8] = fixture!("spin");
+const GROW: &[u8] = fixture!("grow");
+const OUT_OF_RANGE: &[u8] = fixture!("out_of_range");
+const TRIED: &[u8] = fixture!("tried");
+const WASI_IMPORT: &[u8] = fixture!("wasi_import");
+
+/// Production memory cap; a deadline short enough for a fast test, long enough that
+/// a descheduled thread on a loaded 2-core machine does not trip it.
+fn engine() -> StrategyEngine {
+    StrategyEngine::try_new(Limits {
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    })
+    .unwrap()
+}
+
+fn pool(n: usize) -> Pool {
+    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
+    let c = ConfigBuilder::new()
+        .enabled(true)
+        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+        .build()
+        .unwrap();
+    match c.route(None, Transport::Http).upstream {
+        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
+        _ => unreachable!(),
+    }
+}
+
+fn ctx(tried: &[u32]) -> PickContext<'_> {
+    PickContext {
+        exchange: "binance",
+        transport: Transport::Http,
+        attempt: tried.len() as u32,
+        tried,
+        affinity: None,
+    }
+}
+
+/// Installs `bytes` without admission (as if it had slipped through) and picks:
+/// every pick must succeed, be eligible and untried, and the fault must be counted.
+fn survives(bytes: &[u8], tried: &[u32], expect: impl Fn(&Fault) -> bool) {
+    let e = engine();
+    let p = pool(3);
+    let s = Selector::new(
+        e.clone(),
+        e.compile(bytes).unwrap(),
+        BuiltinStrategy::RoundRobin,
+        1,
+    );
+    for _ in 0..3 {
+        let lease = s
+            .pick(&p, ctx(tried))
+            .expect("the fallback serves the pick");
+        assert!(lease.id() < 3 && !tried.contains(&lease.id()));
+    }
+    let stats = s.stats();
+    assert!(stats.faults >= 1, "{stats:?}");
+    assert_eq!(stats.fallback_picks, 3, "{stats:?}");
+    let fault = stats.last_fault.expect("a fault was recorded");
+    assert!(expect(&fault), "unexpected fault {fault:?}");
+}
+
+#[test]
+fn trapping_strategy_falls_back() {
+    survives(TRAP, &[], |f| matches!(f, Fault::Trap(_)));
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline_and_falls_back() {
+    survives(SPIN, &[], |f| *f == Fault::Deadline);
+}
+
+#[test]
+fn growing_past_the_memory_cap_falls_back() {
+    survives(GROW, &[], |f| {
+        matches!(f, Fault::OutOfMemory | Fault::Trap(_))
+    });
+}
+
+#[test]
+fn out_of_range_id_falls_back() {
+    survives(OUT_OF_RANGE, &[], |f| {
+        *f == Fault::NotEligible(4_000_000_000)
+    });
+}
+
+#[test]
+fn already_tried_id_falls_back() {
+    survives(TRIED, &[1], |f| *f == Fault::AlreadyTried(1));
+}
+
+#[test]
+fn wasi_import_is_rejected_before_anything_runs() {
+    let err = engine().compile(WASI_IMPORT).unwrap_err();
+    match &err {
+        StrategyError::ForbiddenImport { import } => {
+            assert!(import.starts_with("wasi:cli/environment"), "{import}")
+        }
+        other => panic!("expected a forbidden import, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("may import only proxypool:strategy/host@0.1.0")
+    );
+}
+
+#[test]
+fn admission_refuses_every_broken_strategy_with_a_clear_reason() {
+    let e = StrategyEngine::try_new(Limits::default()).unwrap();
+    for (name, bytes) in [
+        ("trap", TRAP),
+        ("spin", SPIN),
+        ("grow", GROW),
+        ("out_of_range", OUT_OF_RANGE),
+        ("tried", TRIED),
+        ("wasi_import", WASI_IMPORT),
+    ] {
+        let err = e.admit(bytes).expect_err(name);
+        let shown = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StrategyError::Canary { .. } | StrategyError::ForbiddenImport { .. }
+            ),
+            "{name}: {shown}"
+        );
+        eprintln!("{name}: {shown}");
+    }
+}
+
+#[test]
+fn admission_accepts_the_reference_strategies() {
+    // Production limits, but a roomy deadline: the debug-built host copies the
+    // 10,000-id canary lists slowly. The release numbers are in BENCHMARKS.md.
+    let e = StrategyEngine::try_new(Limits {
+        deadline: Duration::from_millis(100),
+        ..Limits::default()
+    })
+    .unwrap();
+    for b in BuiltinStrategy::ALL {
+        e.admit(proxypool::strategy::builtin_bytes(b))
+            .unwrap_or_else(|err| panic!("{}: {err}", b.as_str()));
+    }
+}
