@@ -9,6 +9,7 @@
 mod bindings;
 mod native;
 mod selector;
+mod watch;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +28,7 @@ pub use native::Native;
 pub use selector::{
     BATCH_SIZE, PickError, QUARANTINE_FAULTS, QUARANTINE_WINDOW, Selector, SelectorStats,
 };
+pub use watch::{StrategyWatch, SwapCounters};
 
 pub use crate::pool::ProxyId;
 

@@ -169,6 +169,11 @@ impl Selector {
         st.load_dependent = false;
     }
 
+    /// The sha256 of the installed component.
+    pub fn strategy_hash(&self) -> [u8; 32] {
+        *self.generation.load().compiled.hash()
+    }
+
     /// Counters.
     pub fn stats(&self) -> SelectorStats {
         let st = self.lock();
