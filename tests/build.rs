@@ -1,5 +1,6 @@
 //! Builds the broken test strategies (`tests/strategies/faulty`, one feature each)
-//! as WebAssembly components into OUT_DIR.
+//! and the README's example strategy (`examples/priority`) as WebAssembly components
+//! into OUT_DIR.
 
 use std::path::PathBuf;
 
@@ -33,5 +34,11 @@ fn main() -> Result<()> {
             &out_dir.join(format!("{fault}.wasm")),
         )?;
     }
+    // The README's example strategy, built exactly as the README says.
+    let example = manifest_dir.join("../examples/priority");
+    println!("cargo:rerun-if-changed={}", example.display());
+    let target_dir = wasm_build::shared_target_dir(&out_dir).join("priority");
+    let built = wasm_build::cargo_build(&example, &target_dir, &[])?;
+    wasm_build::copy(&built.join("priority.wasm"), &out_dir.join("priority.wasm"))?;
     Ok(())
 }

@@ -56,6 +56,29 @@ pub fn proxypool_bin() -> PathBuf {
     bin
 }
 
+/// The release `proxypool` binary (`cargo build --release -p proxypool`), for tests
+/// that need production speed. `None` after a skip notice when it is missing outside
+/// CI; a panic under CI.
+pub fn release_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/it-HASH → target/release/proxypool
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .and_then(|profile| profile.parent())
+        .map(|t| t.join("release").join("proxypool"))
+        .expect("target dir");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(!in_ci(), "{} is missing; .ci/run builds it", bin.display());
+    eprintln!(
+        "SKIP: {} is missing (cargo build --release -p proxypool)",
+        bin.display()
+    );
+    None
+}
+
 /// Installs a tracing subscriber that writes into the returned buffer, for the
 /// duration of the returned guard (this thread only).
 pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {

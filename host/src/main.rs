@@ -26,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Work with strategy components.
+    #[command(subcommand)]
+    Strategy(StrategyCommand),
     /// Check a configuration and print the resolved route table.
     ///
     /// Prints every exchange × transport with its route (direct, proxy or pool;
@@ -57,6 +60,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum StrategyCommand {
+    /// Run the conformance suite on a strategy component, under production limits.
+    ///
+    /// Checks that it loads and imports only proxypool's WIT (no WASI); handles an
+    /// empty set, one proxy and 10,000 proxies; never returns an ineligible or already
+    /// tried id; stays within the deadline and memory cap; and reports the
+    /// distribution of 100,000 picks over 10 proxies. Prints a table; exits 1 if any
+    /// check fails.
+    Check {
+        /// The component (`.wasm`) to check.
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -67,6 +86,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
+        Command::Strategy(StrategyCommand::Check { file }) => strategy_check(&file),
         Command::Validate { config } => validate(config),
         Command::Connect {
             config,
@@ -239,6 +259,36 @@ fn connect(
     // A read of stdin may still be blocked in the pool; do not wait for it.
     rt.shutdown_background();
     result
+}
+
+fn strategy_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use proxypool::strategy::{Limits, StrategyEngine, check};
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let engine = StrategyEngine::try_new(Limits::default())?;
+    let report = check::run(&engine, &bytes);
+    let width = report.rows.iter().map(|r| r.name.len()).max().unwrap_or(5);
+    println!("strategy check: {}", file.display());
+    println!("{:width$}  RESULT  DETAIL", "CHECK");
+    for r in &report.rows {
+        let result = if r.passed { "pass" } else { "FAIL" };
+        println!("{:width$}  {result:<6}  {}", r.name, r.detail);
+    }
+    if !report.distribution.is_empty() && report.distribution.iter().any(|&c| c > 0) {
+        let total: u64 = report.distribution.iter().sum();
+        println!("distribution:");
+        for (id, c) in report.distribution.iter().enumerate() {
+            let share = *c as f64 * 100.0 / total as f64;
+            let bar = "#".repeat((share / 0.5).round() as usize);
+            println!("  proxy {id:>2}  {c:>6}  {share:5.2}%  {bar}");
+        }
+    }
+    if report.passed() {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("some checks FAILED");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn ms(d: Duration) -> f64 {

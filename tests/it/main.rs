@@ -8,4 +8,5 @@ mod hot_swap;
 mod pool_shapes;
 mod redaction;
 mod strategy;
+mod strategy_check;
 mod strategy_faults;

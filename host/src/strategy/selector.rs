@@ -56,6 +56,8 @@ pub struct SelectorStats {
     pub fallback_picks: u64,
     /// Picks served from a batch without a guest call.
     pub batched_picks: u64,
+    /// Deadlines hit once and not on the retry (the thread was descheduled).
+    pub retried_deadlines: u64,
     /// Whether the current generation is quarantined.
     pub quarantined: bool,
     /// The installed generation (1 for the first).
@@ -103,6 +105,7 @@ pub struct Selector {
     faults: AtomicU64,
     fallback_picks: AtomicU64,
     batched_picks: AtomicU64,
+    preempted: AtomicU64,
 }
 
 impl std::fmt::Debug for Selector {
@@ -153,6 +156,7 @@ impl Selector {
             faults: AtomicU64::new(0),
             fallback_picks: AtomicU64::new(0),
             batched_picks: AtomicU64::new(0),
+            preempted: AtomicU64::new(0),
         }
     }
 
@@ -181,6 +185,7 @@ impl Selector {
             faults: self.faults.load(Ordering::Relaxed),
             fallback_picks: self.fallback_picks.load(Ordering::Relaxed),
             batched_picks: self.batched_picks.load(Ordering::Relaxed),
+            retried_deadlines: self.preempted.load(Ordering::Relaxed),
             quarantined: st.quarantined,
             generation: self.generation.load().number,
             last_fault: st.last_fault.clone(),
@@ -202,18 +207,30 @@ impl Selector {
             return Ok(pool.lease(id));
         }
         let generation = self.generation.load_full();
-        let instance_stale = st.instance.is_none()
-            || st.instance_generation != generation.number
-            || st.instance_version != snap.version();
-        let resync = instance_stale || st.native_version != snap.version();
-        let counts = pool.take_events(&mut st.events, resync.then_some(&**snap));
-        let counts = counts.as_deref().unwrap_or(&[]);
-        Self::sync_native(&mut st, &snap, counts);
-        if !st.quarantined {
+        // A deadline can be the OS descheduling this thread, not the guest looping:
+        // it counts as a fault only if a second try on a fresh instance hits it too.
+        for attempt in 0..2 {
+            let instance_stale = st.instance.is_none()
+                || st.instance_generation != generation.number
+                || st.instance_version != snap.version();
+            let resync = instance_stale || st.native_version != snap.version();
+            let counts = pool.take_events(&mut st.events, resync.then_some(&**snap));
+            let counts = counts.as_deref().unwrap_or(&[]);
+            Self::sync_native(&mut st, &snap, counts);
+            if st.quarantined {
+                break;
+            }
             match self.guest_pick(&mut st, &generation, &snap, counts, ctx) {
                 Ok(Some(id)) => return Ok(pool.lease(id)),
                 Ok(None) => return Err(exhausted(pool, &snap, ctx)),
-                Err(fault) => self.on_fault(&mut st, pool, fault),
+                Err(Fault::Deadline) if attempt == 0 => {
+                    self.preempted.fetch_add(1, Ordering::Relaxed);
+                    st.instance = None;
+                }
+                Err(fault) => {
+                    self.on_fault(&mut st, pool, fault);
+                    break;
+                }
             }
         }
         self.fallback_picks.fetch_add(1, Ordering::Relaxed);

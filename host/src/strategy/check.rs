@@ -1,0 +1,212 @@
+//! The conformance suite behind `proxypool strategy check`: what a strategy author
+//! runs before shipping a component.
+
+use std::time::{Duration, Instant};
+
+use super::{Fault, PickContext, StrategyEngine, check_pick, splitmix64};
+use crate::config::Transport;
+
+/// Picks in the distribution report.
+pub const DISTRIBUTION_PICKS: u64 = 100_000;
+/// Proxies in the distribution report.
+pub const DISTRIBUTION_PROXIES: u32 = 10;
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct CheckRow {
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    /// One row per check, in order.
+    pub rows: Vec<CheckRow>,
+    /// Picks per proxy over [`DISTRIBUTION_PICKS`] first picks, if the suite got there.
+    pub distribution: Vec<u64>,
+}
+
+impl CheckReport {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|r| r.passed)
+    }
+}
+
+fn ctx(tried: &[u32]) -> PickContext<'_> {
+    PickContext {
+        exchange: "check",
+        transport: Transport::Http,
+        attempt: tried.len() as u32,
+        tried,
+        affinity: None,
+    }
+}
+
+/// Runs the suite on `bytes` under `engine`'s limits. Each check gets a fresh instance,
+/// so one fault does not hide the next.
+pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
+    let mut report = CheckReport::default();
+    let mut row = |name, result: Result<String, String>| {
+        let (passed, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        report.rows.push(CheckRow {
+            name,
+            passed,
+            detail,
+        });
+    };
+    let compiled = match engine.compile(bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            row("loads, imports only the WIT", Err(e.to_string()));
+            return report;
+        }
+    };
+    row(
+        "loads, imports only the WIT",
+        Ok(format!("imports: {}", list_or_none(compiled.imports()))),
+    );
+    let fresh = || engine.instantiate(&compiled, 1).map_err(|e| e.to_string());
+    let ids = |n: u32| (0..n).collect::<Vec<u32>>();
+    let mut slowest = Duration::ZERO;
+    let mut limit_fault: Option<String> = None;
+    let mut record = |name: &'static str, result: Result<String, String>| {
+        if let Err(e) = &result
+            && (e.contains(&Fault::Deadline.to_string())
+                || e.contains(&Fault::OutOfMemory.to_string()))
+        {
+            limit_fault = Some(e.clone());
+        }
+        row(name, result);
+    };
+
+    // Candidates, tried, whether an untried id remains, picks to make.
+    let cases: [(&'static str, u32, u32, bool, u32); 4] = [
+        ("handles an empty set", 0, 0, false, 10),
+        ("handles one proxy", 1, 0, true, 10),
+        ("handles 10,000 proxies", 10_000, 0, true, 1_000),
+        ("everything tried gives none", 10_000, 10_000, false, 3),
+    ];
+    for (name, n, tried_n, untried_left, picks) in cases {
+        let result = confirmed(|| {
+            let mut inst = fresh()?;
+            inst.set_candidates(&ids(n), &vec![1000; n as usize], &vec![0; n as usize])
+                .map_err(|f| f.to_string())?;
+            let tried = ids(tried_n);
+            for _ in 0..picks {
+                let t = Instant::now();
+                let answer = inst.pick(ctx(&tried)).map_err(|f| f.to_string())?;
+                slowest = slowest.max(t.elapsed());
+                check_pick(answer, &tried, |id| id < n, untried_left).map_err(|f| f.to_string())?;
+            }
+            Ok(format!("{picks} picks"))
+        });
+        record(name, result);
+    }
+
+    let result = confirmed(|| {
+        let mut inst = fresh()?;
+        // 50 proxies, a changing eligible set, random tried lists.
+        let mut rng = 42u64;
+        for round in 0..100 {
+            let eligible: Vec<u32> = ids(50)
+                .into_iter()
+                .filter(|_| !splitmix64(&mut rng).is_multiple_of(4))
+                .collect();
+            let n = eligible.len();
+            inst.set_candidates(&eligible, &vec![1000; n], &vec![0; n])
+                .map_err(|f| f.to_string())?;
+            for _ in 0..50 {
+                let tried: Vec<u32> = eligible
+                    .iter()
+                    .copied()
+                    .filter(|_| splitmix64(&mut rng).is_multiple_of(3))
+                    .collect();
+                let left = eligible.iter().any(|id| !tried.contains(id));
+                let t = Instant::now();
+                let answer = inst
+                    .pick(ctx(&tried))
+                    .map_err(|f| format!("round {round}: {f}"))?;
+                slowest = slowest.max(t.elapsed());
+                check_pick(answer, &tried, |id| eligible.contains(&id), left)
+                    .map_err(|f| format!("round {round}: {f}"))?;
+            }
+        }
+        Ok("5,000 picks over 100 eligible sets".into())
+    });
+    record("never an ineligible or tried id", result);
+
+    let n = DISTRIBUTION_PROXIES;
+    let mut counts = vec![0u64; n as usize];
+    let dist = confirmed(|| {
+        counts.iter_mut().for_each(|c| *c = 0);
+        let mut inst = fresh()?;
+        inst.set_candidates(&ids(n), &vec![1000; n as usize], &vec![0; n as usize])
+            .map_err(|f| f.to_string())?;
+        for _ in 0..DISTRIBUTION_PICKS {
+            let id = match inst.pick(ctx(&[])) {
+                Ok(Some(id)) if id < n => id,
+                Ok(other) => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
+                Err(f) => return Err(f.to_string()),
+            };
+            counts[id as usize] += 1;
+            // Each connection closes before the next opens.
+            inst.leases_changed(&[id], &[id])
+                .map_err(|f| f.to_string())?;
+        }
+        let expected = DISTRIBUTION_PICKS as f64 / n as f64;
+        let chi: f64 = counts
+            .iter()
+            .map(|&c| (c as f64 - expected).powi(2) / expected)
+            .sum();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        Ok(format!(
+            "{DISTRIBUTION_PICKS} picks over {n} equal proxies: min {min}, max {max}, chi-square {chi:.1} (9 df)"
+        ))
+    });
+    record("distribution", dist);
+
+    let limits = engine.limits();
+    let margin = match limit_fault {
+        // The checks above ran under these limits: a fault there fails this too.
+        Some(e) => Err(format!("{e} in a check above")),
+        None => Ok(format!(
+            "slowest pick {:.1} µs of a {:.1} ms deadline; memory cap {} MiB",
+            slowest.as_secs_f64() * 1e6,
+            limits.deadline.as_secs_f64() * 1e3,
+            limits.memory >> 20
+        )),
+    };
+    report.rows.push(CheckRow {
+        name: "within the deadline and memory cap",
+        passed: margin.is_ok(),
+        detail: margin.unwrap_or_else(|e| e),
+    });
+    report.distribution = counts;
+    report
+}
+
+/// Runs `f` again once if it hit the deadline: the first may have been the OS
+/// descheduling this thread; a looping guest hits it twice.
+fn confirmed<T>(mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    match f() {
+        Err(e) if e.contains(&Fault::Deadline.to_string()) => f(),
+        other => other,
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
