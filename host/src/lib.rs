@@ -14,6 +14,8 @@
 //!   eligible set, and RAII [`pool::Lease`]s that count active connections.
 //! - [`strategy`] runs selection strategies as WebAssembly components (with native
 //!   fallbacks) and picks from a pool's snapshot.
+//! - [`balancer`] is the facade: it builds pools and strategies from a config and
+//!   opens tunnels by route, moving on to another proxy after a proxy fault.
 //! - [`dial`] opens a stream to a target through one proxy and classifies every failure
 //!   as a proxy, destination or config fault.
 //!
@@ -22,10 +24,12 @@
 //! Credentials in proxy URLs never reach `Debug`, `Display`, errors or logs: see
 //! [`config::ProxyUrl`] and [`config::redact_text`].
 
+pub mod balancer;
 pub mod config;
 pub mod dial;
 pub mod pool;
 pub mod strategy;
 
+pub use balancer::{Balancer, BalancerError, Connected};
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
 pub use dial::{DialError, Dialer, FaultClass, ProxyStream, Target};

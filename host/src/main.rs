@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use proxypool::Balancer;
 use proxypool::config::{Config, ConfigError, RouteOrigin, Source, Transport, Upstream};
 use proxypool::dial::{Dialer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -234,14 +235,15 @@ fn connect(
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // Compiling strategies blocks: do it before the runtime starts.
+    let balancer = Balancer::try_new(config, Dialer::new())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     let result = rt.block_on(async move {
-        let dialer = Dialer::new();
-        let connected = dialer
-            .connect(&config, exchange.as_deref(), transport, &target)
+        let connected = balancer
+            .connect(exchange.as_deref(), transport, &target)
             .await?;
         match &connected.via {
             Some(p) => eprintln!(
@@ -253,6 +255,8 @@ fn connect(
                 ms(connected.handshake)
             ),
         }
+        // The lease lives as long as the tunnel.
+        let _lease = connected.lease;
         pipe(connected.stream).await?;
         Ok(ExitCode::SUCCESS)
     });

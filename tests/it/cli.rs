@@ -275,3 +275,56 @@ async fn connect_half_closes_upstream_when_stdin_ends() {
     assert!(stderr.contains("directly"), "{stderr}");
     assert_eq!(target.peer_ips(), [std::net::IpAddr::from([127, 0, 0, 1])]);
 }
+
+/// The release binary, in an empty directory: the built-in strategy needs no file on
+/// disk, and a custom one is loaded from the path the config gives.
+#[tokio::test]
+#[ignore = "needs target/release/proxypool; .ci/run runs it"]
+async fn release_binary_runs_builtin_and_custom_strategies_from_an_empty_directory() {
+    let Some(bin) = proxypool_tests::release_bin() else {
+        return;
+    };
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let empty = tempfile::tempdir().unwrap();
+    let custom = tempfile::tempdir().unwrap();
+    std::fs::write(
+        custom.path().join("priority.wasm"),
+        include_bytes!(concat!(env!("OUT_DIR"), "/priority.wasm")),
+    )
+    .unwrap();
+    for (dir, strategy) in [(&empty, "round_robin"), (&custom, "./priority.wasm")] {
+        let pool = format!(
+            r#"{{"proxies":[{{"url":"socks5://{}"}},{{"url":"socks5://{}"}}],"strategy":"{strategy}"}}"#,
+            a.addr, b.addr
+        );
+        let mut child = Command::new(&bin)
+            .args(["connect", "--exchange", "binance"])
+            .arg(target.addr().to_string())
+            .current_dir(dir.path())
+            .env("CRYPTOFEED_PROXY_ENABLED", "true")
+            .env("CRYPTOFEED_PROXY_EXCHANGES__BINANCE__HTTP__POOL", pool)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{strategy}: {stderr}");
+        // Both strategies start with the first member.
+        assert!(
+            stderr.contains(&format!("via socks5://{}", a.addr)),
+            "{strategy}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+    assert_eq!(target.peer_ips(), [a.egress, a.egress]);
+}

@@ -256,9 +256,9 @@ async fn route_through_a_configured_pool_skips_a_dead_member() {
         )
         .build()
         .unwrap();
-    let c = Dialer::new()
+    let balancer = proxypool::Balancer::try_new(config, Dialer::new()).unwrap();
+    let c = balancer
         .connect(
-            &config,
             Some("BINANCE"),
             Transport::Websocket,
             &Target::from(target.addr()),
@@ -266,8 +266,13 @@ async fn route_through_a_configured_pool_skips_a_dead_member() {
         .await
         .unwrap();
     assert_eq!(c.via.unwrap().port(), proxy.addr.port());
+    let lease = c.lease.expect("a pooled connection holds a lease");
+    let (pool, _) = balancer.pool("exchanges.binance.websocket").unwrap();
+    assert_eq!(pool.members()[lease.id() as usize].active(), 1);
     exchange_bytes(c.stream).await;
     assert_carried_by(&target, &proxy);
+    drop(lease);
+    assert_eq!(pool.members()[1].active(), 0);
 }
 
 #[tokio::test]

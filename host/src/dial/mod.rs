@@ -12,7 +12,7 @@ mod stream;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -21,7 +21,7 @@ use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 pub use error::{DialError, FaultClass};
 pub use stream::ProxyStream;
 
-use crate::config::{Config, ProxyUrl, RouteOrigin, Scheme, Transport, Upstream};
+use crate::config::{ProxyUrl, Scheme, Transport};
 use error::{Fault, classify_socks};
 
 /// The target of a log line that cryptofeed users grep for.
@@ -107,17 +107,6 @@ pub struct DialContext<'a> {
     pub exchange: Option<&'a str>,
     /// The transport.
     pub transport: Transport,
-}
-
-/// A tunnel opened through a route.
-#[derive(Debug)]
-pub struct Connected {
-    /// The tunnel.
-    pub stream: ProxyStream,
-    /// The proxy that carried it, or `None` for a direct connection.
-    pub via: Option<ProxyUrl>,
-    /// Time from the start of the dial to an open tunnel.
-    pub handshake: Duration,
 }
 
 /// Opens tunnels through proxies. Cheap to clone.
@@ -281,62 +270,6 @@ impl Dialer {
         };
         let _ = tcp.set_nodelay(true);
         Ok(ProxyStream::tcp(tcp, Vec::new()))
-    }
-
-    /// Resolves the route for `(exchange, transport)` and opens a tunnel through it.
-    ///
-    /// Until pools have strategies and health, a pool's enabled members are tried in
-    /// order and the next is tried only after a proxy fault.
-    pub async fn connect(
-        &self,
-        config: &Config,
-        exchange: Option<&str>,
-        transport: Transport,
-        target: &Target,
-    ) -> Result<Connected, DialError> {
-        let started = Instant::now();
-        let route = config.route(exchange, transport);
-        let ctx = DialContext {
-            exchange,
-            transport,
-        };
-        let done = |stream, via| Connected {
-            stream,
-            via,
-            handshake: started.elapsed(),
-        };
-        match route.upstream {
-            None | Some(Upstream::Direct) => {
-                let stream = self
-                    .dial_direct(target, crate::config::DEFAULT_TIMEOUT)
-                    .await?;
-                Ok(done(stream, None))
-            }
-            Some(Upstream::Proxy(p)) => {
-                let stream = self.dial(&p.url, p.timeout, target, ctx).await?;
-                Ok(done(stream, Some(p.url.clone())))
-            }
-            Some(Upstream::Pool(pool)) => {
-                let mut last = None;
-                for m in pool.members.iter().filter(|m| m.enabled) {
-                    match self.dial(&m.url, pool.timeout, target, ctx).await {
-                        Ok(stream) => return Ok(done(stream, Some(m.url.clone()))),
-                        Err(e) if e.is_retryable() => last = Some(e),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(last.unwrap_or_else(|| DialError::NoProxy {
-                    route: route_path(exchange, transport, route.origin),
-                }))
-            }
-        }
-    }
-}
-
-fn route_path(exchange: Option<&str>, transport: Transport, origin: RouteOrigin) -> String {
-    match (origin, exchange) {
-        (RouteOrigin::Exchange, Some(e)) => format!("exchanges.{}.{transport}", e.to_lowercase()),
-        _ => format!("default.{transport}"),
     }
 }
 

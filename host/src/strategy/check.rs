@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Fault, PickContext, StrategyEngine, check_pick, splitmix64};
+use super::{Compiled, Fault, Instance, PickContext, StrategyEngine, check_pick, splitmix64};
 use crate::config::Transport;
 
 /// Picks in the distribution report.
@@ -74,7 +74,6 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
         "loads, imports only the WIT",
         Ok(format!("imports: {}", list_or_none(compiled.imports()))),
     );
-    let fresh = || engine.instantiate(&compiled, 1).map_err(|e| e.to_string());
     let ids = |n: u32| (0..n).collect::<Vec<u32>>();
     let mut slowest = Duration::ZERO;
     let mut limit_fault: Option<String> = None;
@@ -96,24 +95,23 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
         ("everything tried gives none", 10_000, 10_000, false, 3),
     ];
     for (name, n, tried_n, untried_left, picks) in cases {
-        let result = confirmed(|| {
-            let mut inst = fresh()?;
-            inst.set_candidates(&ids(n), &vec![1000; n as usize], &vec![0; n as usize])
-                .map_err(|f| f.to_string())?;
+        let result = (|| {
+            let mut s = Subject::new(engine, &compiled)?;
+            s.set_candidates(ids(n))?;
             let tried = ids(tried_n);
             for _ in 0..picks {
                 let t = Instant::now();
-                let answer = inst.pick(ctx(&tried)).map_err(|f| f.to_string())?;
+                let answer = s.call(|i| i.pick(ctx(&tried)))?;
                 slowest = slowest.max(t.elapsed());
                 check_pick(answer, &tried, |id| id < n, untried_left).map_err(|f| f.to_string())?;
             }
             Ok(format!("{picks} picks"))
-        });
+        })();
         record(name, result);
     }
 
-    let result = confirmed(|| {
-        let mut inst = fresh()?;
+    let result = (|| {
+        let mut s = Subject::new(engine, &compiled)?;
         // 50 proxies, a changing eligible set, random tried lists.
         let mut rng = 42u64;
         for round in 0..100 {
@@ -121,9 +119,7 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
                 .into_iter()
                 .filter(|_| !splitmix64(&mut rng).is_multiple_of(4))
                 .collect();
-            let n = eligible.len();
-            inst.set_candidates(&eligible, &vec![1000; n], &vec![0; n])
-                .map_err(|f| f.to_string())?;
+            s.set_candidates(eligible.clone())?;
             for _ in 0..50 {
                 let tried: Vec<u32> = eligible
                     .iter()
@@ -132,8 +128,8 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
                     .collect();
                 let left = eligible.iter().any(|id| !tried.contains(id));
                 let t = Instant::now();
-                let answer = inst
-                    .pick(ctx(&tried))
+                let answer = s
+                    .call(|i| i.pick(ctx(&tried)))
                     .map_err(|f| format!("round {round}: {f}"))?;
                 slowest = slowest.max(t.elapsed());
                 check_pick(answer, &tried, |id| eligible.contains(&id), left)
@@ -141,26 +137,22 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
             }
         }
         Ok("5,000 picks over 100 eligible sets".into())
-    });
+    })();
     record("never an ineligible or tried id", result);
 
     let n = DISTRIBUTION_PROXIES;
     let mut counts = vec![0u64; n as usize];
-    let dist = confirmed(|| {
-        counts.iter_mut().for_each(|c| *c = 0);
-        let mut inst = fresh()?;
-        inst.set_candidates(&ids(n), &vec![1000; n as usize], &vec![0; n as usize])
-            .map_err(|f| f.to_string())?;
+    let dist = (|| {
+        let mut s = Subject::new(engine, &compiled)?;
+        s.set_candidates(ids(n))?;
         for _ in 0..DISTRIBUTION_PICKS {
-            let id = match inst.pick(ctx(&[])) {
-                Ok(Some(id)) if id < n => id,
-                Ok(other) => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
-                Err(f) => return Err(f.to_string()),
+            let id = match s.call(|i| i.pick(ctx(&[])))? {
+                Some(id) if id < n => id,
+                other => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
             };
             counts[id as usize] += 1;
             // Each connection closes before the next opens.
-            inst.leases_changed(&[id], &[id])
-                .map_err(|f| f.to_string())?;
+            s.call(|i| i.leases_changed(&[id], &[id]))?;
         }
         let expected = DISTRIBUTION_PICKS as f64 / n as f64;
         let chi: f64 = counts
@@ -171,7 +163,7 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
         Ok(format!(
             "{DISTRIBUTION_PICKS} picks over {n} equal proxies: min {min}, max {max}, chi-square {chi:.1} (9 df)"
         ))
-    });
+    })();
     record("distribution", dist);
 
     let limits = engine.limits();
@@ -194,12 +186,59 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
     report
 }
 
-/// Runs `f` again once if it hit the deadline: the first may have been the OS
-/// descheduling this thread; a looping guest hits it twice.
-fn confirmed<T>(mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-    match f() {
-        Err(e) if e.contains(&Fault::Deadline.to_string()) => f(),
-        other => other,
+/// The component under test, with its last candidate set, so that a call can be
+/// retried on a fresh instance.
+struct Subject<'a> {
+    engine: &'a StrategyEngine,
+    compiled: &'a Compiled,
+    instance: Instance,
+    ids: Vec<u32>,
+    synced: bool,
+}
+
+impl<'a> Subject<'a> {
+    fn new(engine: &'a StrategyEngine, compiled: &'a Compiled) -> Result<Self, String> {
+        let instance = engine.instantiate(compiled, 1).map_err(|e| e.to_string())?;
+        Ok(Subject {
+            engine,
+            compiled,
+            instance,
+            ids: Vec::new(),
+            synced: false,
+        })
+    }
+
+    fn set_candidates(&mut self, ids: Vec<u32>) -> Result<(), String> {
+        self.ids = ids;
+        self.synced = false;
+        self.call(|_| Ok(()))
+    }
+
+    /// Runs `f` after making sure the instance has the candidates. A deadline counts
+    /// only if a fresh instance hits it too: the first may have been the OS
+    /// descheduling this thread, a looping guest hits it every time.
+    fn call<T>(&mut self, f: impl Fn(&mut Instance) -> Result<T, Fault>) -> Result<T, String> {
+        match self.sync_and(&f) {
+            Err(Fault::Deadline) => {
+                self.instance = self
+                    .engine
+                    .instantiate(self.compiled, 1)
+                    .map_err(|e| e.to_string())?;
+                self.synced = false;
+                self.sync_and(&f).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    fn sync_and<T>(&mut self, f: &impl Fn(&mut Instance) -> Result<T, Fault>) -> Result<T, Fault> {
+        if !self.synced {
+            let n = self.ids.len();
+            self.instance
+                .set_candidates(&self.ids, &vec![1000; n], &vec![0; n])?;
+            self.synced = true;
+        }
+        f(&mut self.instance)
     }
 }
 
