@@ -79,6 +79,22 @@ pub fn release_bin() -> Option<PathBuf> {
     None
 }
 
+/// A pool of `n` made-up SOCKS5 proxies (`socks5://p0:1080` …), round robin, built
+/// through the config layer as a user's would be. For strategy tests: nothing dials.
+pub fn pool_of(n: usize) -> proxypool::pool::Pool {
+    use proxypool::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
+    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
+    let config = ConfigBuilder::new()
+        .enabled(true)
+        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+        .build()
+        .expect("valid pool");
+    match config.route(None, Transport::Http).upstream {
+        Some(Upstream::Pool(spec)) => proxypool::pool::Pool::new("default.http", spec),
+        other => unreachable!("a pool route, got {other:?}"),
+    }
+}
+
 /// Installs a tracing subscriber that writes into the returned buffer, for the
 /// duration of the returned guard (this thread only).
 pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {

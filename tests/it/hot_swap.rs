@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
-use proxypool::pool::Pool;
+use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::strategy::{
     Limits, PickContext, Selector, StrategyEngine, StrategyWatch, builtin_bytes,
 };
@@ -17,19 +16,6 @@ const FIRST: PickContext<'static> = PickContext {
     tried: &[],
     affinity: None,
 };
-
-fn pool(n: usize) -> Pool {
-    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-    let c = ConfigBuilder::new()
-        .enabled(true)
-        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-        .build()
-        .unwrap();
-    match c.route(None, Transport::Http).upstream {
-        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-        _ => unreachable!(),
-    }
-}
 
 /// Replaces `path` atomically: write beside it, then rename over it.
 fn replace(path: &std::path::Path, bytes: &[u8]) {
@@ -66,7 +52,7 @@ fn hot_swap_under_load_never_fails_a_pick() {
         include_bytes!(concat!(env!("OUT_DIR"), "/out_of_range.wasm")),
     ];
     replace(&path, good[0]);
-    let p = pool(5);
+    let p = proxypool_tests::pool_of(5);
     let selector = Arc::new(Selector::new(
         engine.clone(),
         engine.admit(good[0]).unwrap(),

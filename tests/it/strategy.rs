@@ -132,22 +132,8 @@ mod selection {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
-    use proxypool::pool::Pool;
+    use proxypool::config::{BuiltinStrategy, Transport};
     use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
-
-    fn pool(n: usize) -> Pool {
-        let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-        let c = ConfigBuilder::new()
-            .enabled(true)
-            .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-            .build()
-            .unwrap();
-        match c.route(None, Transport::Http).upstream {
-            Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-            _ => unreachable!(),
-        }
-    }
 
     fn selector(e: &StrategyEngine, b: BuiltinStrategy, seed: u64) -> Selector {
         Selector::new(e.clone(), e.builtin(b).unwrap(), b, seed)
@@ -164,7 +150,7 @@ mod selection {
     #[test]
     fn round_robin_is_exactly_fair_across_two_threads() {
         let e = super::engine();
-        let p = pool(7);
+        let p = proxypool_tests::pool_of(7);
         let s = Arc::new(selector(&e, BuiltinStrategy::RoundRobin, 1));
         let counts: Arc<Vec<AtomicU64>> = Arc::new((0..7).map(|_| AtomicU64::new(0)).collect());
         let threads: Vec<_> = (0..2)
@@ -197,7 +183,7 @@ mod selection {
     #[test]
     fn round_robin_skips_an_unhealthy_proxy_without_bias() {
         let e = super::engine();
-        let p = pool(3);
+        let p = proxypool_tests::pool_of(3);
         let s = selector(&e, BuiltinStrategy::RoundRobin, 1);
         p.set_healthy(1, false);
         let picks: Vec<u32> = (0..6).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
@@ -207,7 +193,7 @@ mod selection {
     #[test]
     fn random_passes_chi_square_with_a_fixed_seed() {
         let e = super::engine();
-        let p = pool(10);
+        let p = proxypool_tests::pool_of(10);
         let s = selector(&e, BuiltinStrategy::Random, 1234);
         let mut counts = [0u64; 10];
         for _ in 0..100_000 {
@@ -224,7 +210,7 @@ mod selection {
     #[test]
     fn least_connections_picks_a_minimum_and_rotates_on_ties() {
         let e = super::engine();
-        let p = pool(4);
+        let p = proxypool_tests::pool_of(4);
         let s = selector(&e, BuiltinStrategy::LeastConnections, 1);
         // Ties rotate: with every lease dropped at once, each proxy takes its turn.
         let picks: Vec<u32> = (0..8).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
@@ -255,7 +241,7 @@ mod selection {
             ..Limits::default()
         })
         .unwrap();
-        let p = pool(3);
+        let p = proxypool_tests::pool_of(3);
         let s = selector(&e, BuiltinStrategy::RoundRobin, 1);
         let picks: Vec<u32> = (0..9).map(|_| s.pick(&p, FIRST).unwrap().id()).collect();
         assert_eq!(

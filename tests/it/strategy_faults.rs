@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
-use proxypool::pool::Pool;
+use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::strategy::{Fault, Limits, PickContext, Selector, StrategyEngine, StrategyError};
 
 macro_rules! fixture {
@@ -30,19 +29,6 @@ fn engine() -> StrategyEngine {
     .unwrap()
 }
 
-fn pool(n: usize) -> Pool {
-    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-    let c = ConfigBuilder::new()
-        .enabled(true)
-        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-        .build()
-        .unwrap();
-    match c.route(None, Transport::Http).upstream {
-        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-        _ => unreachable!(),
-    }
-}
-
 fn ctx(tried: &[u32]) -> PickContext<'_> {
     PickContext {
         exchange: "binance",
@@ -57,7 +43,7 @@ fn ctx(tried: &[u32]) -> PickContext<'_> {
 /// every pick must succeed, be eligible and untried, and the fault must be counted.
 fn survives(bytes: &[u8], tried: &[u32], expect: impl Fn(&Fault) -> bool) {
     let e = engine();
-    let p = pool(3);
+    let p = proxypool_tests::pool_of(3);
     let s = Selector::new(
         e.clone(),
         e.compile(bytes).unwrap(),
