@@ -80,19 +80,13 @@ pub fn release_bin() -> Option<PathBuf> {
 }
 
 /// A pool of `n` made-up SOCKS5 proxies (`socks5://p0:1080` …), round robin, built
-/// through the config layer as a user's would be. For strategy tests: nothing dials.
+/// through the config layer's rules. For strategy tests: nothing dials.
 pub fn pool_of(n: usize) -> proxypool::pool::Pool {
-    use proxypool::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
-    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-    let config = ConfigBuilder::new()
-        .enabled(true)
-        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-        .build()
-        .expect("valid pool");
-    match config.route(None, Transport::Http).upstream {
-        Some(Upstream::Pool(spec)) => proxypool::pool::Pool::new("default.http", spec),
-        other => unreachable!("a pool route, got {other:?}"),
-    }
+    proxypool::pool::Pool::from_urls(
+        "default.http",
+        (0..n).map(|i| format!("socks5://p{i}:1080")),
+    )
+    .expect("valid pool")
 }
 
 /// Installs a tracing subscriber that writes into the returned buffer, for the

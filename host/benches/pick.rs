@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
+use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::pool::Pool;
 use proxypool::strategy::{Limits, Native, PickContext, Selector, StrategyEngine};
 
@@ -24,16 +24,11 @@ const FIRST: PickContext<'static> = PickContext {
 };
 
 fn pool(n: usize) -> Pool {
-    let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-    let c = ConfigBuilder::new()
-        .enabled(true)
-        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-        .build()
-        .unwrap();
-    match c.route(None, Transport::Http).upstream {
-        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-        _ => unreachable!(),
-    }
+    Pool::from_urls(
+        "default.http",
+        (0..n).map(|i| format!("socks5://p{i}:1080")),
+    )
+    .unwrap()
 }
 
 fn percentiles(mut ns: Vec<u64>) -> (u64, u64, u64) {

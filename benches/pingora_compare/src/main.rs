@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
-use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, Transport, Upstream};
+use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::pool::Pool;
 use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
 
@@ -29,16 +29,11 @@ fn percentiles(mut f: impl FnMut()) -> (u64, u64) {
 }
 
 fn pool(n: usize) -> Pool {
-    let urls: Vec<String> = (0..n).map(|i| format!("socks5://127.0.0.1:{}", i + 1)).collect();
-    let c = ConfigBuilder::new()
-        .enabled(true)
-        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-        .build()
-        .unwrap();
-    match c.route(None, Transport::Http).upstream {
-        Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-        _ => unreachable!(),
-    }
+    Pool::from_urls(
+        "default.http",
+        (0..n).map(|i| format!("socks5://127.0.0.1:{}", i + 1)),
+    )
+    .unwrap()
 }
 
 fn main() {
@@ -52,10 +47,14 @@ fn main() {
     };
     let (t50, t99) = percentiles(|| {});
     println!("timer overhead: p50 {t50} ns, p99 {t99} ns (included below)");
-    println!("{:<36} {:>6} {:>8} {:>8}", "selector", "N", "p50 ns", "p99 ns");
+    println!(
+        "{:<36} {:>6} {:>8} {:>8}",
+        "selector", "N", "p50 ns", "p99 ns"
+    );
     for n in [10usize, 100, 1_000, 10_000] {
         let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", i + 1)).collect();
-        let rr = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().map(String::as_str)).unwrap();
+        let rr =
+            LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().map(String::as_str)).unwrap();
         let (a, b) = percentiles(|| {
             std::hint::black_box(rr.select(b"", 256));
         });

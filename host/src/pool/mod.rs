@@ -155,6 +155,25 @@ impl Pool {
         pool
     }
 
+    /// A pool of `urls` with the config layer's defaults (round robin, weight 1,
+    /// 30 s timeout), for embedding without a config file; the URLs are validated
+    /// as in a config.
+    pub fn from_urls<I, S>(name: impl Into<String>, urls: I) -> Result<Pool, crate::ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        use crate::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
+        let config = ConfigBuilder::new()
+            .enabled(true)
+            .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+            .build()?;
+        match config.route(None, Transport::Http).upstream {
+            Some(Upstream::Pool(spec)) => Ok(Pool::new(name, spec)),
+            other => unreachable!("a pool entry resolves to a pool, got {other:?}"),
+        }
+    }
+
     /// The route this pool serves.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -293,19 +312,13 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
 
     fn pool(n: usize) -> Pool {
-        let urls: Vec<String> = (0..n).map(|i| format!("socks5://p{i}:1080")).collect();
-        let c = ConfigBuilder::new()
-            .enabled(true)
-            .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-            .build()
-            .unwrap();
-        match c.route(None, Transport::Http).upstream {
-            Some(Upstream::Pool(spec)) => Pool::new("default.http", spec),
-            _ => unreachable!(),
-        }
+        Pool::from_urls(
+            "default.http",
+            (0..n).map(|i| format!("socks5://p{i}:1080")),
+        )
+        .unwrap()
     }
 
     #[test]
