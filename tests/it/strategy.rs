@@ -2,7 +2,8 @@
 
 use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::strategy::{
-    ALLOWED_IMPORTS, Instance, Limits, Native, PickContext, StrategyEngine, StrategyError,
+    ALLOWED_IMPORTS, Instance, LeaseCount, Limits, Native, PickContext, StrategyEngine,
+    StrategyError,
 };
 
 /// Functional tests get a roomy deadline: on a loaded 2-core machine a thread can be
@@ -73,19 +74,24 @@ fn wasm_and_native_pick_the_same_sequence() {
     let weights = [1000, 2000, 1000, 500, 1000, 3000, 1000];
     let active = [0; 7];
     for b in BuiltinStrategy::ALL {
+        let (mut held, mut opened) = ([0u32; 7], Vec::new());
         let mut wasm = instance(&e, b, 42);
         let mut native = Native::new(b, 42);
         wasm.set_candidates(&ids, &weights, &active).unwrap();
         native.set_candidates(&ids, &weights, &active);
         for i in 0..500u32 {
             let tried: Vec<u32> = (0..i % 3).collect();
-            let w = wasm.pick(ctx(&tried)).unwrap();
+            let w = wasm.pick(ctx(&tried), &opened).unwrap();
+            native.set_active(&opened);
             let n = native.pick(&tried);
             assert_eq!(w, n, "{} pick {i}", b.as_str());
             let id = w.unwrap();
             assert!(!tried.contains(&id));
-            wasm.leases_changed(&[id], &[]).unwrap();
-            native.leases_changed(&[id], &[]);
+            held[id as usize] += 1;
+            opened = vec![LeaseCount {
+                id,
+                active: held[id as usize],
+            }];
         }
         assert_eq!(
             wasm.pick_batch(16).unwrap(),
@@ -105,7 +111,7 @@ fn reference_strategies_handle_empty_and_ten_thousand_proxies() {
     for b in BuiltinStrategy::ALL {
         let mut s = instance(&e, b, 1);
         s.set_candidates(&[], &[], &[]).unwrap();
-        assert_eq!(s.pick(ctx(&[])).unwrap(), None, "{}", b.as_str());
+        assert_eq!(s.pick(ctx(&[]), &[]).unwrap(), None, "{}", b.as_str());
         let t = std::time::Instant::now();
         s.set_candidates(&ids, &weights, &active).unwrap();
         eprintln!(
@@ -114,12 +120,12 @@ fn reference_strategies_handle_empty_and_ten_thousand_proxies() {
             t.elapsed()
         );
         for _ in 0..1000 {
-            let id = s.pick(ctx(&[])).unwrap().unwrap();
+            let id = s.pick(ctx(&[]), &[]).unwrap().unwrap();
             assert!(id < 10_000);
         }
         // Everything tried: none, not a fault.
         let t = std::time::Instant::now();
-        assert_eq!(s.pick(ctx(&ids)).unwrap(), None, "{}", b.as_str());
+        assert_eq!(s.pick(ctx(&ids), &[]).unwrap(), None, "{}", b.as_str());
         eprintln!(
             "{}: pick with 10,000 tried took {:?}",
             b.as_str(),
@@ -229,6 +235,74 @@ mod selection {
             if step % 3 == 2 {
                 held.swap_remove((step * 5) % held.len());
             }
+        }
+        assert_eq!(s.stats().faults, 0);
+    }
+
+    #[test]
+    fn load_is_tracked_only_for_strategies_that_use_it() {
+        let e = super::engine();
+        for (b, tracked) in [
+            (BuiltinStrategy::RoundRobin, false),
+            (BuiltinStrategy::Random, false),
+            (BuiltinStrategy::LeastConnections, true),
+        ] {
+            let p = proxypool_tests::pool_of(3);
+            let s = selector(&e, b, 1);
+            drop(s.pick(&p, FIRST).unwrap());
+            assert_eq!(p.load_tracking(), tracked, "{}", b.as_str());
+        }
+    }
+
+    #[test]
+    fn least_connections_stays_exact_across_threads_and_health_changes() {
+        let e = super::engine();
+        let p = proxypool_tests::pool_of(5);
+        let s = Arc::new(selector(&e, BuiltinStrategy::LeastConnections, 1));
+        // Two threads open and close leases while this one picks, holds and checks.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, s, stop) = (p.clone(), s.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        drop(s.pick(&p, FIRST).unwrap());
+                    }
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for step in 0..3_000usize {
+            if step % 500 == 250 {
+                p.set_healthy((step / 500) as u32 % 5, step % 1000 != 250);
+            }
+            let lease = s.pick(&p, FIRST).unwrap();
+            held.push(lease);
+            if step % 4 == 3 {
+                held.swap_remove((step * 7) % held.len());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in churn {
+            t.join().unwrap();
+        }
+        // Quiet now: what the guest believes must equal the pool's counts, so the
+        // next picks go exactly to the minimum.
+        for step in 0..200 {
+            let snap = p.snapshot();
+            let min = snap
+                .eligible()
+                .iter()
+                .map(|&id| p.members()[id as usize].active())
+                .min()
+                .unwrap();
+            let lease = s.pick(&p, FIRST).unwrap();
+            assert_eq!(
+                p.members()[lease.id() as usize].active(),
+                min + 1,
+                "step {step}"
+            );
+            held.push(lease);
         }
         assert_eq!(s.stats().faults, 0);
     }

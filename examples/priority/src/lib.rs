@@ -12,7 +12,6 @@ impl Guest for Priority {
     fn set_candidates(ids: Vec<u32>, _weights: Vec<u32>, _active: Vec<u32>) {
         IDS.set(ids);
     }
-    fn leases_changed(_acquired: Vec<u32>, _released: Vec<u32>) {}
     fn pick(mut context: PickContext) -> Option<u32> {
         context.tried.sort_unstable(); // the checker tries 10,000 tried ids
         let fresh = |id: &u32| context.tried.binary_search(id).is_err();

@@ -4,11 +4,17 @@
 //! the eligible set as one immutable [`Snapshot`] behind an `ArcSwap`, so readers see
 //! a consistent set without locks and every update is atomic. A [`Lease`] counts one
 //! active connection on a proxy for as long as it lives (RAII, as tower's
-//! pending-requests handle does), and records the change for load-aware strategies.
-//! This layer has no probe logic and knows nothing of WebAssembly.
+//! pending-requests handle does).
+//!
+//! For load-aware strategies the pool can also track *which* counts changed: a lease
+//! then sets the proxy's bit in a two-level bitmap, and [`Pool::drain_load_changes`]
+//! reads the current count of each marked proxy. Absolute counts make delivery
+//! idempotent (nothing drifts if a change is seen twice), and the bitmap is bounded
+//! by the pool size however long nobody drains it. With tracking off a lease is one
+//! atomic add. This layer has no probe logic and knows nothing of WebAssembly.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,25 +79,57 @@ impl Snapshot {
     }
 }
 
-/// Lease changes not yet delivered to the strategy.
-#[derive(Debug, Default)]
-pub struct LeaseEvents {
-    /// One entry per lease acquired.
-    pub acquired: Vec<ProxyId>,
-    /// One entry per lease released.
-    pub released: Vec<ProxyId>,
+/// A proxy's number of active leases at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCount {
+    /// The proxy.
+    pub id: ProxyId,
+    /// Its active leases.
+    pub active: u32,
 }
 
-impl LeaseEvents {
-    /// Whether nothing happened.
-    pub fn is_empty(&self) -> bool {
-        self.acquired.is_empty() && self.released.is_empty()
+/// Which members' lease counts changed: one bit per member, and one bit per word of
+/// those. A drain swaps the top level first, so a bit set during a drain is either
+/// taken by it or left for the next.
+struct DirtyBits {
+    leaves: Box<[AtomicU64]>,
+    top: Box<[AtomicU64]>,
+}
+
+impl DirtyBits {
+    fn new(members: usize) -> DirtyBits {
+        let words = members.div_ceil(64);
+        let zeroes = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        DirtyBits {
+            leaves: zeroes(words),
+            top: zeroes(words.div_ceil(64)),
+        }
     }
 
-    /// Forgets the events but keeps the buffers' capacity.
-    pub fn clear(&mut self) {
-        self.acquired.clear();
-        self.released.clear();
+    fn mark(&self, id: ProxyId) {
+        let (w, b) = (id as usize / 64, id % 64);
+        self.leaves[w].fetch_or(1 << b, SeqCst);
+        // Set the summary bit even if another marker is about to: this lease must be
+        // visible to the next drain once it returns.
+        let (t, tb) = (w / 64, w % 64);
+        if self.top[t].load(SeqCst) & (1 << tb) == 0 {
+            self.top[t].fetch_or(1 << tb, SeqCst);
+        }
+    }
+
+    fn drain(&self, mut each: impl FnMut(ProxyId)) {
+        for (t, top) in self.top.iter().enumerate() {
+            let mut words = top.swap(0, SeqCst);
+            while words != 0 {
+                let w = t * 64 + words.trailing_zeros() as usize;
+                words &= words - 1;
+                let mut bits = self.leaves[w].swap(0, SeqCst);
+                while bits != 0 {
+                    each((w * 64) as ProxyId + bits.trailing_zeros());
+                    bits &= bits - 1;
+                }
+            }
+        }
     }
 }
 
@@ -108,7 +146,8 @@ struct PoolInner {
     snapshot: ArcSwap<Snapshot>,
     /// Serialises snapshot rebuilds (readers never take it).
     rebuild: Mutex<()>,
-    events: Mutex<LeaseEvents>,
+    tracking: AtomicBool,
+    dirty: DirtyBits,
     next_version: AtomicU64,
 }
 
@@ -135,7 +174,8 @@ impl Pool {
                 healthy: AtomicBool::new(true),
                 active: AtomicU32::new(0),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let dirty = DirtyBits::new(members.len());
         let inner = Arc::new(PoolInner {
             name: name.into(),
             members,
@@ -147,7 +187,8 @@ impl Pool {
                 mask: Vec::new(),
             }),
             rebuild: Mutex::new(()),
-            events: Mutex::default(),
+            tracking: AtomicBool::new(false),
+            dirty,
             next_version: AtomicU64::new(1),
         });
         let pool = Pool { inner };
@@ -206,40 +247,45 @@ impl Pool {
 
     /// A lease on `id`: counts one active connection until dropped.
     pub fn lease(&self, id: ProxyId) -> Lease {
-        // Count and event change together, so a reader of both never double counts.
-        let mut ev = self.lock_events();
-        self.inner.members[id as usize]
-            .active
-            .fetch_add(1, Ordering::Relaxed);
-        ev.acquired.push(id);
-        drop(ev);
+        self.inner.count(id, 1);
         Lease {
             pool: self.inner.clone(),
             id,
         }
     }
 
-    /// Moves the undelivered lease changes into `into` (whose buffers are reused) and,
-    /// if `counts_for` is given, reads the active leases of its eligible ids at the
-    /// same instant: the counts include exactly the events taken.
-    pub fn take_events(
-        &self,
-        into: &mut LeaseEvents,
-        counts_for: Option<&Snapshot>,
-    ) -> Option<Vec<u32>> {
-        let mut ev = self.lock_events();
-        std::mem::swap(&mut *ev, into);
-        ev.clear();
-        counts_for.map(|snap| {
-            snap.eligible
-                .iter()
-                .map(|&id| self.inner.members[id as usize].active())
-                .collect()
-        })
+    /// Whether lease changes are being tracked for [`Pool::drain_load_changes`].
+    pub fn load_tracking(&self) -> bool {
+        self.inner.tracking.load(SeqCst)
     }
 
-    fn lock_events(&self) -> std::sync::MutexGuard<'_, LeaseEvents> {
-        lock(&self.inner.events)
+    /// Starts or stops tracking which lease counts change. After turning it on, read
+    /// the counts afresh ([`Pool::active_counts`]): every change after that read
+    /// reaches the next drain, and none before it is lost.
+    pub fn set_load_tracking(&self, on: bool) {
+        self.inner.tracking.store(on, SeqCst);
+    }
+
+    /// Appends the current count of every member whose count changed since the last
+    /// drain (or whose change raced the last drain), in id order per 64 members.
+    pub fn drain_load_changes(&self, into: &mut Vec<LeaseCount>) {
+        let members = &self.inner.members;
+        self.inner.dirty.drain(|id| {
+            into.push(LeaseCount {
+                id,
+                active: members[id as usize].active.load(SeqCst),
+            })
+        });
+    }
+
+    /// Replaces `into` with the active leases of `snap`'s eligible ids, in its order.
+    pub fn active_counts(&self, snap: &Snapshot, into: &mut Vec<u32>) {
+        into.clear();
+        into.extend(
+            snap.eligible
+                .iter()
+                .map(|&id| self.inner.members[id as usize].active.load(SeqCst)),
+        );
     }
 
     fn republish(&self) {
@@ -265,7 +311,20 @@ impl Pool {
     }
 }
 
-/// Holding the lock only to push or swap a vector: a panic cannot corrupt it.
+impl PoolInner {
+    fn count(&self, id: ProxyId, delta: i32) {
+        // Count first, then look at the flag: if tracking was off at the look, it was
+        // turned on later, and the fresh read that follows includes this change.
+        self.members[id as usize]
+            .active
+            .fetch_add(delta as u32, SeqCst);
+        if self.tracking.load(SeqCst) {
+            self.dirty.mark(id);
+        }
+    }
+}
+
+/// Holding the lock only to rebuild the snapshot: a panic cannot corrupt state.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -301,11 +360,7 @@ impl fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut ev = lock(&self.pool.events);
-        self.pool.members[self.id as usize]
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
-        ev.released.push(self.id);
+        self.pool.count(self.id, -1);
     }
 }
 
@@ -322,23 +377,86 @@ mod tests {
     }
 
     #[test]
-    fn leases_count_while_alive_and_record_events() {
+    fn leases_count_while_alive() {
         let p = pool(3);
         let a = p.lease(1);
         let b = p.lease(1);
         assert_eq!(p.members()[1].active(), 2);
         drop(a);
         assert_eq!(p.members()[1].active(), 1);
-        let mut ev = LeaseEvents::default();
-        let counts = p.take_events(&mut ev, Some(&p.snapshot()));
-        assert_eq!(counts, Some(vec![0, 1, 0]));
+        let mut counts = Vec::new();
+        p.active_counts(&p.snapshot(), &mut counts);
+        assert_eq!(counts, [0, 1, 0]);
+        drop(b);
+        assert_eq!(p.members()[1].active(), 0);
+    }
+
+    #[test]
+    fn tracking_reports_each_changed_count_once_with_its_latest_value() {
+        let p = pool(200);
+        let mut changes = Vec::new();
+        let untracked = p.lease(5);
+        p.drain_load_changes(&mut changes);
+        assert!(changes.is_empty(), "tracking is off by default");
+
+        p.set_load_tracking(true);
+        let a = p.lease(130);
+        let b = p.lease(130);
+        let c = p.lease(63);
+        drop(untracked);
+        p.drain_load_changes(&mut changes);
+        let at = |id| LeaseCount {
+            id,
+            active: p.members()[id as usize].active(),
+        };
+        assert_eq!(changes, [at(5), at(63), at(130)]);
+        assert_eq!(changes[2].active, 2);
+
+        changes.clear();
+        p.drain_load_changes(&mut changes);
+        assert!(changes.is_empty(), "a drain clears the marks");
+        drop((a, c));
+        p.drain_load_changes(&mut changes);
         assert_eq!(
-            (ev.acquired.as_slice(), ev.released.as_slice()),
-            (&[1, 1][..], &[1][..])
+            changes,
+            [
+                LeaseCount { id: 63, active: 0 },
+                LeaseCount { id: 130, active: 1 }
+            ]
         );
         drop(b);
-        assert_eq!(p.take_events(&mut ev, None), None);
-        assert_eq!((ev.acquired.len(), ev.released.as_slice()), (0, &[1][..]));
+    }
+
+    #[test]
+    fn concurrent_leases_never_leave_a_stale_count_behind() {
+        let p = pool(100);
+        p.set_load_tracking(true);
+        let mut seen = vec![0u32; 100];
+        let mut changes = Vec::new();
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let p = p.clone();
+                s.spawn(move || {
+                    for i in 0..20_000u32 {
+                        let held = p.lease((i * 7 + t) % 100);
+                        drop(held);
+                    }
+                });
+            }
+            for _ in 0..1000 {
+                changes.clear();
+                p.drain_load_changes(&mut changes);
+                for c in &changes {
+                    seen[c.id as usize] = c.active;
+                }
+            }
+        });
+        changes.clear();
+        p.drain_load_changes(&mut changes);
+        for c in &changes {
+            seen[c.id as usize] = c.active;
+        }
+        assert!(seen.iter().all(|&n| n == 0), "{seen:?}");
     }
 
     #[test]

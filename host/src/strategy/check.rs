@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Compiled, Fault, Instance, PickContext, StrategyEngine, check_pick, splitmix64};
+use super::{
+    Compiled, Fault, Instance, LeaseCount, PickContext, StrategyEngine, check_pick, splitmix64,
+};
 use crate::config::Transport;
 
 /// Picks in the distribution report.
@@ -101,7 +103,7 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
             let tried = ids(tried_n);
             for _ in 0..picks {
                 let t = Instant::now();
-                let answer = s.call(|i| i.pick(ctx(&tried)))?;
+                let answer = s.call(|i| i.pick(ctx(&tried), &[]))?;
                 slowest = slowest.max(t.elapsed());
                 check_pick(answer, &tried, |id| id < n, untried_left).map_err(|f| f.to_string())?;
             }
@@ -129,7 +131,7 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
                 let left = eligible.iter().any(|id| !tried.contains(id));
                 let t = Instant::now();
                 let answer = s
-                    .call(|i| i.pick(ctx(&tried)))
+                    .call(|i| i.pick(ctx(&tried), &[]))
                     .map_err(|f| format!("round {round}: {f}"))?;
                 slowest = slowest.max(t.elapsed());
                 check_pick(answer, &tried, |id| eligible.contains(&id), left)
@@ -145,14 +147,15 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
     let dist = (|| {
         let mut s = Subject::new(engine, &compiled)?;
         s.set_candidates(ids(n))?;
+        // Each connection closes before the next opens: the last one's count is 0 again.
+        let mut closed: Option<LeaseCount> = None;
         for _ in 0..DISTRIBUTION_PICKS {
-            let id = match s.call(|i| i.pick(ctx(&[])))? {
+            let id = match s.call(|i| i.pick(ctx(&[]), closed.as_slice()))? {
                 Some(id) if id < n => id,
                 other => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
             };
             counts[id as usize] += 1;
-            // Each connection closes before the next opens.
-            s.call(|i| i.leases_changed(&[id], &[id]))?;
+            closed = Some(LeaseCount { id, active: 0 });
         }
         let expected = DISTRIBUTION_PICKS as f64 / n as f64;
         let chi: f64 = counts

@@ -31,7 +31,8 @@ pub use selector::{
 };
 pub use watch::{StrategyWatch, SwapCounters};
 
-pub use crate::pool::ProxyId;
+pub use crate::pool::{LeaseCount, ProxyId};
+use bindings::proxypool::strategy::types::LeaseCount as WitLeaseCount;
 
 /// Google Service Extensions' per-call budget; a selection is a few hundred
 /// nanoseconds, so 1 ms only trips on a runaway guest.
@@ -145,7 +146,7 @@ impl Fault {
 /// Per-call limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Bound on one pick-path call (`pick`, `pick-batch`, `leases-changed`).
+    /// Bound on one pick-path call (`pick`, `pick-batch`).
     pub deadline: Duration,
     /// Bound on one `set-candidates` call.
     pub update_deadline: Duration,
@@ -306,13 +307,16 @@ impl StrategyEngine {
         untried_left: bool,
     ) -> Result<(), Fault> {
         inst.set_candidates(ids, &vec![1000; ids.len()], &vec![0; ids.len()])?;
-        let answer = inst.pick(PickContext {
-            exchange: "canary",
-            transport: crate::config::Transport::Http,
-            attempt: 0,
-            tried,
-            affinity: None,
-        })?;
+        let answer = inst.pick(
+            PickContext {
+                exchange: "canary",
+                transport: crate::config::Transport::Http,
+                attempt: 0,
+                tried,
+                affinity: None,
+            },
+            &[],
+        )?;
         let eligible = |id: ProxyId| ids.binary_search(&id).is_ok();
         check_pick(answer, tried, eligible, untried_left)?;
         let batch = inst.pick_batch(64)?;
@@ -346,6 +350,7 @@ impl StrategyEngine {
             bindings,
             ticks,
             update_ticks,
+            leases: Vec::new(),
         })
     }
 
@@ -435,6 +440,8 @@ pub struct PickContext<'a> {
 pub struct Instance {
     store: Store<HostState>,
     bindings: Selection,
+    /// Reused for every pick's lease counts.
+    leases: Vec<WitLeaseCount>,
     ticks: u64,
     update_ticks: u64,
 }
@@ -460,23 +467,19 @@ impl Instance {
             .map_err(|e| Fault::from_wasmtime(&e))
     }
 
-    /// Delivers lease changes.
-    pub fn leases_changed(
+    /// The guest's raw answer to one pick, given the lease counts that changed since
+    /// the last call; the caller checks it against the eligible set ([`check_pick`]).
+    pub fn pick(
         &mut self,
-        acquired: &[ProxyId],
-        released: &[ProxyId],
-    ) -> Result<(), Fault> {
+        ctx: PickContext<'_>,
+        leases: &[LeaseCount],
+    ) -> Result<Option<ProxyId>, Fault> {
         self.store.set_epoch_deadline(self.ticks);
-        self.bindings
-            .proxypool_strategy_selector()
-            .call_leases_changed(&mut self.store, acquired, released)
-            .map_err(|e| Fault::from_wasmtime(&e))
-    }
-
-    /// The guest's raw answer to one pick; the caller checks it against the
-    /// eligible set ([`check_pick`]).
-    pub fn pick(&mut self, ctx: PickContext<'_>) -> Result<Option<ProxyId>, Fault> {
-        self.store.set_epoch_deadline(self.ticks);
+        self.leases.clear();
+        self.leases.extend(leases.iter().map(|l| WitLeaseCount {
+            id: l.id,
+            active: l.active,
+        }));
         let wit = bindings::proxypool::strategy::types::PickContext {
             exchange: ctx.exchange,
             transport: match ctx.transport {
@@ -486,6 +489,7 @@ impl Instance {
             attempt: ctx.attempt,
             tried: ctx.tried,
             affinity: ctx.affinity,
+            leases: &self.leases,
         };
         self.bindings
             .proxypool_strategy_selector()

@@ -5,7 +5,7 @@ use least_connections::LeastConnections;
 use random::Random;
 use round_robin::RoundRobin;
 
-use super::{ProxyId, splitmix64};
+use super::{LeaseCount, ProxyId, splitmix64};
 use crate::config::BuiltinStrategy;
 
 /// A native strategy.
@@ -41,11 +41,18 @@ impl Native {
         }
     }
 
-    /// Applies lease changes.
-    pub fn leases_changed(&mut self, acquired: &[ProxyId], released: &[ProxyId]) {
+    /// Applies changed lease counts.
+    pub fn set_active(&mut self, leases: &[LeaseCount]) {
         if let Native::LeastConnections(s) = self {
-            s.leases_changed(acquired, released);
+            for l in leases {
+                s.set_active(l.id, l.active);
+            }
         }
+    }
+
+    /// Whether its picks depend on live load (so the pool must track lease changes).
+    pub fn is_load_dependent(&self) -> bool {
+        matches!(self, Native::LeastConnections(_))
     }
 
     /// One pick.

@@ -1,77 +1,160 @@
 //! least_connections: a proxy with the fewest active leases; ties go to the one picked
 //! least recently, so equal proxies rotate instead of the first one taking every tie.
 //!
-//! Exact at any N: the host delivers every lease change before the next pick, and the
-//! eligible proxies sit in one ordered set keyed by (active leases, last pick, id), so a
-//! pick and a lease change each cost O(log N). The logic is [`LeastConnections`], a plain
-//! type with native tests; the component export is an adapter.
-
-use std::collections::BTreeSet;
+//! Exact at any N: the host sends every changed lease count (an absolute value) with the
+//! next pick. Eligible proxies sit in one intrusive list per lease count, each list in
+//! pick order, so a pick and a count change cost O(1) (a pick skipping tried proxies
+//! costs O(tried)). The logic is [`LeastConnections`], a plain type with native tests;
+//! the component export is an adapter.
 
 use strategy_support::Tried;
 
-/// Per-proxy load and the ordered set of eligible proxies.
+/// No neighbour.
+const NIL: u32 = u32::MAX;
+/// Counts at or above this share the top list. A proxy can carry at most ~64k
+/// connections from one address (the port range), so the top list is never reached.
+const MAX_BUCKET: u32 = 1 << 16;
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    active: u32,
+    eligible: bool,
+    prev: u32,
+    next: u32,
+    /// When it was last picked, to keep rotation order across `set_candidates`.
+    stamp: u64,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            active: 0,
+            eligible: false,
+            prev: NIL,
+            next: NIL,
+            stamp: 0,
+        }
+    }
+}
+
+/// Per-proxy load and, per lease count, the eligible proxies in pick order.
 #[derive(Debug, Default)]
 pub struct LeastConnections {
-    /// By id: (active leases, stamp of the last pick, eligible).
-    state: Vec<(u32, u64, bool)>,
-    order: BTreeSet<(u32, u64, u32)>,
+    slots: Vec<Slot>,
+    /// (head, tail) of each count's list.
+    buckets: Vec<(u32, u32)>,
+    /// No non-empty list below this one.
+    min: usize,
     clock: u64,
 }
 
 impl LeastConnections {
     /// Replaces the eligible set; `active[i]` is the current lease count of `ids[i]`.
     pub fn set_candidates(&mut self, ids: &[u32], active: &[u32]) {
-        for s in &mut self.state {
-            s.2 = false;
+        for s in &mut self.slots {
+            *s = Slot {
+                stamp: s.stamp,
+                active: s.active,
+                ..Slot::default()
+            };
         }
-        self.order.clear();
+        self.buckets.clear();
+        self.min = 0;
         for (i, &id) in ids.iter().enumerate() {
-            let s = self.slot(id);
-            s.0 = *active.get(i).unwrap_or(&0);
-            s.2 = true;
-            let key = (s.0, s.1, id);
-            self.order.insert(key);
+            self.slot(id).active = active.get(i).copied().unwrap_or(0);
+        }
+        // Re-link least recently picked first, so rotation carries on where it was.
+        let mut order: Vec<u32> = ids.to_vec();
+        order.sort_by_key(|&id| (self.slots[id as usize].stamp, id));
+        order.dedup();
+        for id in order {
+            self.slots[id as usize].eligible = true;
+            self.push_back(id);
         }
     }
 
-    /// Applies lease changes, in order.
-    pub fn leases_changed(&mut self, acquired: &[u32], released: &[u32]) {
-        for &id in acquired {
-            self.adjust(id, 1);
+    /// Sets `id`'s active lease count; `id` need not be eligible.
+    pub fn set_active(&mut self, id: u32, active: u32) {
+        let s = *self.slot(id);
+        if s.active == active {
+            return;
         }
-        for &id in released {
-            self.adjust(id, -1);
+        if s.eligible {
+            self.unlink(id);
+        }
+        self.slots[id as usize].active = active;
+        if s.eligible {
+            self.push_back(id);
         }
     }
 
     /// The least-loaded id not in `tried` (least recently picked among equals).
     pub fn pick(&mut self, tried: &[u32]) -> Option<u32> {
         let tried = Tried::new(tried);
-        let &(active, stamp, id) = self.order.iter().find(|k| !tried.contains(k.2))?;
-        self.order.remove(&(active, stamp, id));
+        while self.buckets.get(self.min).is_some_and(|b| b.0 == NIL) {
+            self.min += 1;
+        }
+        let mut found = None;
+        'scan: for b in self.min..self.buckets.len() {
+            let mut id = self.buckets[b].0;
+            while id != NIL {
+                if !tried.contains(id) {
+                    found = Some(id);
+                    break 'scan;
+                }
+                id = self.slots[id as usize].next;
+            }
+        }
+        let id = found?;
+        // To the back of its list: the next tie goes to another proxy.
+        self.unlink(id);
+        self.push_back(id);
         self.clock += 1;
-        self.order.insert((active, self.clock, id));
-        self.slot(id).1 = self.clock;
+        self.slots[id as usize].stamp = self.clock;
         Some(id)
     }
 
-    fn adjust(&mut self, id: u32, delta: i32) {
-        let (active, stamp, eligible) = *self.slot(id);
-        let next = active.saturating_add_signed(delta);
-        if eligible {
-            self.order.remove(&(active, stamp, id));
-            self.order.insert((next, stamp, id));
-        }
-        self.slot(id).0 = next;
+    fn bucket_of(&self, id: u32) -> usize {
+        self.slots[id as usize].active.min(MAX_BUCKET) as usize
     }
 
-    fn slot(&mut self, id: u32) -> &mut (u32, u64, bool) {
-        let i = id as usize;
-        if i >= self.state.len() {
-            self.state.resize(i + 1, (0, 0, false));
+    fn push_back(&mut self, id: u32) {
+        let b = self.bucket_of(id);
+        if b >= self.buckets.len() {
+            self.buckets.resize(b + 1, (NIL, NIL));
         }
-        &mut self.state[i]
+        let tail = self.buckets[b].1;
+        let s = &mut self.slots[id as usize];
+        s.prev = tail;
+        s.next = NIL;
+        if tail == NIL {
+            self.buckets[b].0 = id;
+        } else {
+            self.slots[tail as usize].next = id;
+        }
+        self.buckets[b].1 = id;
+        self.min = self.min.min(b);
+    }
+
+    fn unlink(&mut self, id: u32) {
+        let b = self.bucket_of(id);
+        let Slot { prev, next, .. } = self.slots[id as usize];
+        match prev {
+            NIL => self.buckets[b].0 = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.buckets[b].1 = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+
+    fn slot(&mut self, id: u32) -> &mut Slot {
+        let i = id as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, Slot::default());
+        }
+        &mut self.slots[i]
     }
 }
 
@@ -92,11 +175,13 @@ mod component {
         fn set_candidates(ids: Vec<u32>, _weights: Vec<u32>, active: Vec<u32>) {
             STATE.with_borrow_mut(|s| s.set_candidates(&ids, &active))
         }
-        fn leases_changed(acquired: Vec<u32>, released: Vec<u32>) {
-            STATE.with_borrow_mut(|s| s.leases_changed(&acquired, &released))
-        }
         fn pick(context: PickContext) -> Option<u32> {
-            STATE.with_borrow_mut(|s| s.pick(&context.tried))
+            STATE.with_borrow_mut(|s| {
+                for l in &context.leases {
+                    s.set_active(l.id, l.active);
+                }
+                s.pick(&context.tried)
+            })
         }
         // Load-dependent: every pick goes through `pick`.
         fn pick_batch(_max: u32) -> Vec<u32> {
@@ -116,9 +201,9 @@ mod tests {
         let mut lc = LeastConnections::default();
         lc.set_candidates(&[0, 1, 2], &[3, 1, 2]);
         assert_eq!(lc.pick(&[]), Some(1));
-        lc.leases_changed(&[1, 1], &[]);
+        lc.set_active(1, 3);
         assert_eq!(lc.pick(&[]), Some(2));
-        lc.leases_changed(&[], &[0, 0, 0]);
+        lc.set_active(0, 0);
         assert_eq!(lc.pick(&[]), Some(0));
     }
 
@@ -130,7 +215,8 @@ mod tests {
             .map(|_| {
                 let id = lc.pick(&[]).unwrap();
                 // The connection opens and closes before the next pick.
-                lc.leases_changed(&[id], &[id]);
+                lc.set_active(id, 1);
+                lc.set_active(id, 0);
                 id
             })
             .collect();
@@ -144,8 +230,8 @@ mod tests {
         assert_eq!(lc.pick(&[0]), Some(1));
         lc.set_candidates(&[2], &[5]);
         assert_eq!(lc.pick(&[]), Some(2));
-        // A release for a proxy that left the set is kept for when it returns.
-        lc.leases_changed(&[], &[1, 1, 1]);
+        // A count for a proxy that left the set is kept for when it returns.
+        lc.set_active(1, 2);
         lc.set_candidates(&[1, 2], &[2, 5]);
         assert_eq!(lc.pick(&[]), Some(1));
         assert_eq!(lc.pick(&[1, 2]), None);
@@ -165,13 +251,35 @@ mod tests {
             assert_eq!(active[id as usize], min, "step {step}");
             active[id as usize] += 1;
             held.push(id);
-            lc.leases_changed(&[id], &[]);
+            lc.set_active(id, active[id as usize]);
             // Drop some leases in a fixed, uneven pattern.
             if step % 3 == 0 {
                 let gone = held.swap_remove((step as usize * 7) % held.len());
                 active[gone as usize] -= 1;
-                lc.leases_changed(&[], &[gone]);
+                lc.set_active(gone, active[gone as usize]);
             }
         }
+    }
+
+    #[test]
+    fn rotation_survives_a_new_candidate_set() {
+        let mut lc = LeastConnections::default();
+        lc.set_candidates(&[0, 1, 2], &[0, 0, 0]);
+        assert_eq!((lc.pick(&[]), lc.pick(&[])), (Some(0), Some(1)));
+        // A health change re-sends the set; 2 has waited longest.
+        lc.set_candidates(&[0, 1, 2], &[0, 0, 0]);
+        assert_eq!(lc.pick(&[]), Some(2));
+    }
+
+    #[test]
+    fn a_skipped_minimum_leaves_the_next_count_reachable() {
+        let mut lc = LeastConnections::default();
+        lc.set_candidates(&[0, 1, 2], &[0, 4, 2]);
+        assert_eq!(lc.pick(&[0]), Some(2));
+        assert_eq!(lc.pick(&[0, 2]), Some(1));
+        lc.set_active(0, 9);
+        assert_eq!(lc.pick(&[]), Some(2));
+        lc.set_active(1, 0);
+        assert_eq!(lc.pick(&[]), Some(1));
     }
 }

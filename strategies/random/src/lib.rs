@@ -85,7 +85,6 @@ mod component {
         fn set_candidates(ids: Vec<u32>, weights: Vec<u32>, _active: Vec<u32>) {
             STATE.with_borrow_mut(|s| s.set_candidates(&ids, &weights, random()))
         }
-        fn leases_changed(_acquired: Vec<u32>, _released: Vec<u32>) {}
         fn pick(context: PickContext) -> Option<u32> {
             STATE.with_borrow_mut(|s| s.pick(&context.tried))
         }

@@ -20,7 +20,6 @@ impl Guest for Faulty {
         IDS.with_borrow_mut(|v| *v = ids);
     }
 
-    fn leases_changed(_acquired: Vec<u32>, _released: Vec<u32>) {}
 
     fn pick(context: PickContext) -> Option<u32> {
         let first = IDS.with_borrow(|v| v.first().copied());
