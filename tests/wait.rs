@@ -24,3 +24,13 @@ macro_rules! assert_eventually {
         $crate::wait::until(&format!($($msg)+), $crate::wait::DEFAULT_DEADLINE, || ($cond).then_some(())).await
     };
 }
+
+/// Polls `check` on this thread until it is true, or panics with `what` after
+/// `deadline`; for tests that watch other threads rather than tasks.
+pub fn blocking(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}

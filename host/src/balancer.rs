@@ -33,6 +33,12 @@ pub enum BalancerError {
         /// Why.
         source: StrategyError,
     },
+    /// No pool serves this route path.
+    #[error("no pool at {route}")]
+    NoPool {
+        /// The route path asked for.
+        route: String,
+    },
 }
 
 /// A tunnel opened through a route.
@@ -51,7 +57,8 @@ pub struct Connected {
 struct PoolEntry {
     pool: Pool,
     selector: Arc<Selector>,
-    _watch: Option<StrategyWatch>,
+    /// The watch on the strategy file, if the strategy is one.
+    watch: std::sync::Mutex<Option<StrategyWatch>>,
 }
 
 /// Routes, pools and strategies for one configuration.
@@ -75,12 +82,19 @@ impl Balancer {
     /// `.wasm` files through admission (and then watched for hot swap). Blocking:
     /// compiling takes tens of milliseconds per distinct component.
     pub fn try_new(config: Config, dialer: Dialer) -> Result<Balancer, BalancerError> {
-        let engine = StrategyEngine::try_new(Limits::default()).map_err(|source| {
-            BalancerError::Strategy {
-                pool: "(engine)".into(),
-                strategy: String::new(),
-                source,
-            }
+        Self::with_limits(config, dialer, Limits::default())
+    }
+
+    /// As [`Balancer::try_new`], with strategy limits other than the defaults.
+    pub fn with_limits(
+        config: Config,
+        dialer: Dialer,
+        limits: Limits,
+    ) -> Result<Balancer, BalancerError> {
+        let engine = StrategyEngine::try_new(limits).map_err(|source| BalancerError::Strategy {
+            pool: "(engine)".into(),
+            strategy: String::new(),
+            source,
         })?;
         let seeds = std::collections::hash_map::RandomState::new();
         let mut pools = HashMap::new();
@@ -108,36 +122,47 @@ impl Balancer {
             source,
         };
         let pool = Pool::new(name, spec);
-        let (selector, watch_path) = match &spec.strategy {
-            StrategyRef::Builtin(b) => {
-                let compiled = engine.builtin(*b).map_err(err)?;
-                (Selector::new(engine.clone(), compiled, *b, seed), None)
-            }
-            StrategyRef::Wasm(path) => {
-                let bytes = std::fs::read(path).map_err(|source| {
-                    err(StrategyError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                })?;
-                let compiled = engine.admit(&bytes).map_err(err)?;
-                let fallback = BuiltinStrategy::RoundRobin;
-                let selector = Selector::new(engine.clone(), compiled, fallback, seed);
-                (selector, Some(path.clone()))
-            }
-        };
-        let selector = Arc::new(selector);
-        let watch = match watch_path {
-            Some(p) => {
-                Some(StrategyWatch::start(engine.clone(), selector.clone(), p).map_err(err)?)
-            }
-            None => None,
-        };
+        let (compiled, fallback) = load_strategy(engine, &spec.strategy).map_err(err)?;
+        let selector = Arc::new(Selector::new(engine.clone(), compiled, fallback, seed));
+        let watch = watch_strategy(engine, &selector, &spec.strategy).map_err(err)?;
         Ok(PoolEntry {
             pool,
             selector,
-            _watch: watch,
+            watch: std::sync::Mutex::new(watch),
         })
+    }
+
+    /// Changes a pool's strategy at run time, through the same admission as a file
+    /// swap: on any failure the current strategy keeps serving and the error says
+    /// why. A `.wasm` path is watched from then on; a built-in stops any watch.
+    /// Blocking (it may compile): call it from a blocking task.
+    pub fn set_strategy(&self, route: &str, strategy: &StrategyRef) -> Result<(), BalancerError> {
+        let err = |source| BalancerError::Strategy {
+            pool: route.to_owned(),
+            strategy: strategy.to_string(),
+            source,
+        };
+        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
+            route: route.to_owned(),
+        })?;
+        let loaded = load_strategy(&self.engine, strategy)
+            .and_then(|(compiled, fallback)| {
+                let watch = watch_strategy(&self.engine, &entry.selector, strategy)?;
+                Ok((compiled, fallback, watch))
+            })
+            .map_err(err);
+        match loaded {
+            Ok((compiled, fallback, watch)) => {
+                entry.selector.set_strategy(compiled, fallback);
+                *entry.watch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+                tracing::info!(target: "proxypool::strategy", pool = route, "strategy {strategy} installed");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(target: "proxypool::strategy", "{e}; the previous strategy keeps serving");
+                Err(e)
+            }
+        }
     }
 
     /// The configuration in force.
@@ -252,6 +277,38 @@ impl Balancer {
         Err(last.unwrap_or_else(|| DialError::NoProxy {
             route: entry.pool.name().to_owned(),
         }))
+    }
+}
+
+/// A strategy's component and the native fallback with its semantics: built-ins come
+/// from inside the binary, files go through admission (a custom file falls back to
+/// round robin).
+fn load_strategy(
+    engine: &StrategyEngine,
+    strategy: &StrategyRef,
+) -> Result<(Arc<crate::strategy::Compiled>, BuiltinStrategy), StrategyError> {
+    match strategy {
+        StrategyRef::Builtin(b) => Ok((engine.builtin(*b)?, *b)),
+        StrategyRef::Wasm(path) => {
+            let bytes = std::fs::read(path).map_err(|source| StrategyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok((engine.admit(&bytes)?, BuiltinStrategy::RoundRobin))
+        }
+    }
+}
+
+fn watch_strategy(
+    engine: &StrategyEngine,
+    selector: &Arc<Selector>,
+    strategy: &StrategyRef,
+) -> Result<Option<StrategyWatch>, StrategyError> {
+    match strategy {
+        StrategyRef::Builtin(_) => Ok(None),
+        StrategyRef::Wasm(path) => {
+            StrategyWatch::start(engine.clone(), selector.clone(), path).map(Some)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::strategy::{
@@ -25,11 +25,7 @@ fn replace(path: &std::path::Path, bytes: &[u8]) {
 }
 
 fn wait_for(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
+    proxypool_tests::wait::blocking(what, Duration::from_secs(30), check);
 }
 
 #[test]

@@ -8,5 +8,6 @@ mod hot_swap;
 mod pool_shapes;
 mod redaction;
 mod strategy;
+mod strategy_api;
 mod strategy_check;
 mod strategy_faults;
