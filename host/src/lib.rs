@@ -27,6 +27,8 @@
 pub mod balancer;
 pub mod config;
 pub mod dial;
+pub mod health;
+pub mod metrics;
 pub mod pool;
 pub mod strategy;
 

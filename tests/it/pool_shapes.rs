@@ -9,7 +9,7 @@ use proxypool::config::{
 
 fn pool(c: &Config, exchange: Option<&str>, t: Transport) -> PoolSpec {
     match c.route(exchange, t).upstream {
-        Some(Upstream::Pool(p)) => p.clone(),
+        Some(Upstream::Pool(p)) => (**p).clone(),
         other => panic!("expected a pool, got {other:?}"),
     }
 }
@@ -125,7 +125,7 @@ fn pool_rules_are_enforced_with_paths() {
       websocket:
         pool: ['socks5://a:1']
         strategy: random
-        health_check: {method: ping, interval: 2.5, retry_count: 11}
+        health_check: {method: tcp, interval: 2.5, retry_count: 11}
 ",
         )
         .build()

@@ -8,6 +8,7 @@
 
 mod env;
 mod model;
+mod ping;
 mod raw;
 mod url;
 mod validate;
@@ -342,7 +343,7 @@ impl Config {
             Transport::ALL
                 .into_iter()
                 .filter_map(move |t| match c.upstream(t) {
-                    Some(Upstream::Pool(p)) => Some((format!("{path}.{t}"), p)),
+                    Some(Upstream::Pool(p)) => Some((format!("{path}.{t}"), &**p)),
                     _ => None,
                 })
         })

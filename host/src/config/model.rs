@@ -24,6 +24,37 @@ pub const DEFAULT_RISE: u32 = 2;
 /// breaker react faster than probes do, so probes can afford to be patient.
 pub const DEFAULT_FALL: u32 = 3;
 
+/// While a proxy is down or changing state it is probed this often: a recovered
+/// proxy is back within `rise` × 1 s, and a failing one is confirmed as fast (HAProxy's
+/// `fastinter` idea; its default equals `inter`, which we find too slow for sub-second
+/// failover).
+pub const DEFAULT_FAST_INTERVAL: Duration = Duration::from_secs(1);
+/// Consecutive proxy faults that open a proxy's breaker. One: every failed attempt is
+/// retried on another proxy at once, so ejecting costs the client nothing, while a
+/// dead proxy left in rotation costs every Nth connection a failed attempt. A refused
+/// connect or a broken handshake is a definite proxy fault, unlike the request-level
+/// errors behind Envoy's 5 and linkerd's 7.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 1;
+/// First open period of a breaker; doubles on every reopen (linkerd: 1 s → 60 s).
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+/// Cap of the doubling cooldown (linkerd's 60 s; Envoy's 300 s cap is for hosts that
+/// serve traffic directly, where a probe does not bring them back first).
+pub const DEFAULT_BREAKER_MAX_COOLDOWN: Duration = Duration::from_secs(60);
+/// Attempts per connection: the first proxy and two others (HAProxy's `retries 3` with
+/// `redispatch`), bounded by the pool size.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Lower bound of the hedge delay: below this, a normal handshake over a WAN proxy is
+/// still in flight and hedging would double the load for nothing.
+pub const DEFAULT_HEDGE_MIN: Duration = Duration::from_millis(50);
+/// Upper bound of the hedge delay: the failover goal is well under a second.
+pub const DEFAULT_HEDGE_MAX: Duration = Duration::from_secs(1);
+/// A rate-limited proxy rests this long for that exchange when the exchange sent no
+/// Retry-After (Binance's limits are per minute).
+pub const DEFAULT_RATE_LIMITED: Duration = Duration::from_secs(60);
+/// A banned proxy rests this long for that exchange when no Retry-After came with the
+/// ban (Binance's 418 bans run from 2 minutes to 3 days and say how long).
+pub const DEFAULT_BANNED: Duration = Duration::from_secs(3600);
+
 /// The kind of traffic a route carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -202,6 +233,115 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures that take a proxy down.
     pub fall: u32,
+    /// Time between probes of a proxy that is down or changing state.
+    pub fast_interval: Duration,
+    /// HTTP statuses that count as success for method `http` (inclusive ranges).
+    pub expected_status: Vec<(u16, u16)>,
+    /// The module that turns probe results into up/down decisions.
+    pub verdict: VerdictRef,
+}
+
+/// Which health-verdict module a pool uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VerdictRef {
+    /// The built-in rise/fall counter.
+    #[default]
+    Threshold,
+    /// A component of the `health-verdict` world, watched for hot swap.
+    Wasm(PathBuf),
+}
+
+impl fmt::Display for VerdictRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerdictRef::Threshold => f.write_str("threshold"),
+            VerdictRef::Wasm(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Passive detection: a circuit breaker per proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Breaker {
+    /// Consecutive proxy faults that open it.
+    pub failures: u32,
+    /// The first open period; doubled on each reopen, with jitter.
+    pub cooldown: Duration,
+    /// The cap of the doubled cooldown.
+    pub max_cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            failures: DEFAULT_BREAKER_FAILURES,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+            max_cooldown: DEFAULT_BREAKER_MAX_COOLDOWN,
+        }
+    }
+}
+
+/// Retries and hedging of one connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// Proxies tried per connection at most (bounded by the pool size).
+    pub max_attempts: u32,
+    /// Bound on the whole connect, retries included; `None`: the pool's timeout.
+    pub deadline: Option<Duration>,
+    /// Bounds of the adaptive hedge delay, or `None` for no hedging.
+    pub hedge: Option<(Duration, Duration)>,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            deadline: None,
+            hedge: Some((DEFAULT_HEDGE_MIN, DEFAULT_HEDGE_MAX)),
+        }
+    }
+}
+
+/// What a connect does when no proxy of the pool is eligible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Try every enabled proxy anyway (Envoy's panic mode; cryptofeed's behaviour).
+    #[default]
+    Panic,
+    /// Use the default route for this transport (the seed's FR-1). Never direct
+    /// unless the default route itself says direct.
+    FallbackDefault,
+    /// Fail with an error that names the pool and why each proxy is out.
+    Fail,
+}
+
+impl WhenAllDown {
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenAllDown::Panic => "panic",
+            WhenAllDown::FallbackDefault => "fallback_default",
+            WhenAllDown::Fail => "fail",
+        }
+    }
+}
+
+/// How long a reported ban keeps a proxy away from one exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bans {
+    /// After "rate limited" without a Retry-After.
+    pub rate_limited: Duration,
+    /// After "banned" without a Retry-After.
+    pub banned: Duration,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Bans {
+            rate_limited: DEFAULT_RATE_LIMITED,
+            banned: DEFAULT_BANNED,
+        }
+    }
 }
 
 impl Default for HealthCheck {
@@ -214,6 +354,9 @@ impl Default for HealthCheck {
             retry_count: DEFAULT_HEALTH_RETRIES,
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            fast_interval: DEFAULT_FAST_INTERVAL,
+            expected_status: vec![(200, 399)],
+            verdict: VerdictRef::Threshold,
         }
     }
 }
@@ -240,6 +383,14 @@ pub struct PoolSpec {
     pub health_check: HealthCheck,
     /// Bounds connect plus handshake through any member.
     pub timeout: Duration,
+    /// Passive detection.
+    pub breaker: Breaker,
+    /// Retries and hedging.
+    pub failover: Failover,
+    /// What happens when no proxy is eligible.
+    pub when_all_down: WhenAllDown,
+    /// Ban durations.
+    pub bans: Bans,
 }
 
 /// What one transport of one entry says.
@@ -249,8 +400,8 @@ pub enum Upstream {
     Direct,
     /// Through one proxy.
     Proxy(ProxyEndpoint),
-    /// Through a pool of proxies.
-    Pool(PoolSpec),
+    /// Through a pool of proxies (boxed: it is much larger than the other variants).
+    Pool(Box<PoolSpec>),
 }
 
 /// Connection-proxies: one optional upstream per transport.

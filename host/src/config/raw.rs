@@ -101,6 +101,10 @@ pub(crate) struct RawProxyMap {
     pub pool: Option<RawPool>,
     pub strategy: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,
+    pub breaker: Option<RawBreaker>,
+    pub failover: Option<RawFailover>,
+    pub when_all_down: Option<Scalar>,
+    pub bans: Option<RawBans>,
     pub direct: Option<Scalar>,
 }
 
@@ -117,6 +121,46 @@ pub(crate) struct RawPoolMap {
     pub proxies: Option<Vec<RawMember>>,
     pub strategy: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,
+    pub breaker: Option<RawBreaker>,
+    pub failover: Option<RawFailover>,
+    pub when_all_down: Option<Scalar>,
+    pub bans: Option<RawBans>,
+}
+
+/// The pool-level keys that may sit beside `pool` or inside its mapping.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawPoolKeys {
+    pub strategy: Option<Scalar>,
+    pub health_check: Option<RawHealthCheck>,
+    pub breaker: Option<RawBreaker>,
+    pub failover: Option<RawFailover>,
+    pub when_all_down: Option<Scalar>,
+    pub bans: Option<RawBans>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub failures: Option<Scalar>,
+    pub cooldown_ms: Option<Scalar>,
+    pub max_cooldown_seconds: Option<Scalar>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFailover {
+    pub max_attempts: Option<Scalar>,
+    pub deadline_seconds: Option<Scalar>,
+    pub hedge: Option<Scalar>,
+    pub hedge_min_ms: Option<Scalar>,
+    pub hedge_max_ms: Option<Scalar>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBans {
+    pub rate_limited_seconds: Option<Scalar>,
+    pub banned_seconds: Option<Scalar>,
 }
 
 /// A pool member: a bare URL string or the mapping.
@@ -147,6 +191,9 @@ pub(crate) struct RawHealthCheck {
     pub retry_count: Option<Scalar>,
     pub rise: Option<Scalar>,
     pub fall: Option<Scalar>,
+    pub fast_interval_ms: Option<Scalar>,
+    pub expected_status: Option<Vec<Scalar>>,
+    pub verdict: Option<Scalar>,
 }
 
 /// A string in place of a mapping or list, decided by what the input holds.

@@ -169,20 +169,31 @@ impl Checker<'_> {
         if direct && (m.url.is_some() || m.pool.is_some()) {
             self.fail(path, "`direct: true` cannot be combined with url or pool");
         }
+        let beside = RawPoolKeys {
+            strategy: m.strategy,
+            health_check: m.health_check,
+            breaker: m.breaker,
+            failover: m.failover,
+            when_all_down: m.when_all_down,
+            bans: m.bans,
+        };
         let pool = match m.pool {
-            Some(pool) => self.pool(path, pool, m.strategy, m.health_check),
+            Some(pool) => self.pool(path, pool, beside),
             None => {
-                if m.strategy.is_some() {
-                    self.fail(
-                        &format!("{path}.strategy"),
-                        "strategy applies only to a pool",
-                    );
-                }
-                if m.health_check.is_some() {
-                    self.fail(
-                        &format!("{path}.health_check"),
-                        "health_check applies only to a pool",
-                    );
+                for (key, given) in [
+                    ("strategy", beside.strategy.is_some()),
+                    ("health_check", beside.health_check.is_some()),
+                    ("breaker", beside.breaker.is_some()),
+                    ("failover", beside.failover.is_some()),
+                    ("when_all_down", beside.when_all_down.is_some()),
+                    ("bans", beside.bans.is_some()),
+                ] {
+                    if given {
+                        self.fail(
+                            &format!("{path}.{key}"),
+                            format!("{key} applies only to a pool"),
+                        );
+                    }
                 }
                 None
             }
@@ -194,7 +205,7 @@ impl Checker<'_> {
         // cryptofeed: with both url and pool set, the pool wins.
         if let Some(mut pool) = pool {
             pool.timeout = timeout;
-            return Some(Upstream::Pool(pool));
+            return Some(Upstream::Pool(Box::new(pool)));
         }
         match (url, m.url.is_some()) {
             (Some(url), _) => Some(Upstream::Proxy(ProxyEndpoint { url, timeout })),
@@ -205,47 +216,58 @@ impl Checker<'_> {
         }
     }
 
-    fn pool(
-        &mut self,
-        path: &str,
-        pool: RawPool,
-        strategy_beside: Option<Scalar>,
-        health_beside: Option<RawHealthCheck>,
-    ) -> Option<PoolSpec> {
+    fn pool(&mut self, path: &str, pool: RawPool, beside: RawPoolKeys) -> Option<PoolSpec> {
         let pool_path = format!("{path}.pool");
-        let (members_path, members, strategy_inside, health_inside) = match pool {
-            RawPool::List(list) => (pool_path.clone(), Some(list), None, None),
+        let (members_path, members, inside) = match pool {
+            RawPool::List(list) => (pool_path.clone(), Some(list), RawPoolKeys::default()),
             RawPool::Map(m) => (
                 format!("{pool_path}.proxies"),
                 m.proxies,
-                m.strategy,
-                m.health_check,
+                RawPoolKeys {
+                    strategy: m.strategy,
+                    health_check: m.health_check,
+                    breaker: m.breaker,
+                    failover: m.failover,
+                    when_all_down: m.when_all_down,
+                    bans: m.bans,
+                },
             ),
         };
-        let strategy = match (strategy_beside, strategy_inside) {
-            (Some(_), Some(_)) => {
-                self.fail(
-                    &format!("{path}.strategy"),
-                    "strategy given both beside the pool and inside it",
-                );
-                None
-            }
-            (Some(s), None) => self.strategy(&format!("{path}.strategy"), &s),
-            (None, Some(s)) => self.strategy(&format!("{pool_path}.strategy"), &s),
-            (None, None) => Some(StrategyRef::default()),
-        };
-        let health = match (health_beside, health_inside) {
-            (Some(_), Some(_)) => {
-                self.fail(
-                    &format!("{path}.health_check"),
-                    "health_check given both beside the pool and inside it",
-                );
-                None
-            }
-            (Some(h), None) => self.health(&format!("{path}.health_check"), h),
-            (None, Some(h)) => self.health(&format!("{pool_path}.health_check"), h),
-            (None, None) => Some(HealthCheck::default()),
-        };
+        // Each key may sit beside the pool or inside its mapping, not both.
+        macro_rules! key {
+            ($key:ident, $default:expr, |$c:ident, $p:ident, $v:ident| $parse:expr) => {
+                match (beside.$key, inside.$key) {
+                    (Some(_), Some(_)) => {
+                        self.fail(
+                            &format!("{path}.{}", stringify!($key)),
+                            format!(
+                                "{} given both beside the pool and inside it",
+                                stringify!($key)
+                            ),
+                        );
+                        None
+                    }
+                    (Some($v), None) => {
+                        let ($c, $p) = (&mut *self, format!("{path}.{}", stringify!($key)));
+                        $parse
+                    }
+                    (None, Some($v)) => {
+                        let ($c, $p) = (&mut *self, format!("{pool_path}.{}", stringify!($key)));
+                        $parse
+                    }
+                    (None, None) => Some($default),
+                }
+            };
+        }
+        let strategy = key!(strategy, StrategyRef::default(), |c, p, v| c
+            .strategy(&p, &v));
+        let health = key!(health_check, HealthCheck::default(), |c, p, v| c
+            .health(&p, v));
+        let breaker = key!(breaker, Breaker::default(), |c, p, v| c.breaker(&p, v));
+        let failover = key!(failover, Failover::default(), |c, p, v| c.failover(&p, v));
+        let when_all_down = key!(when_all_down, WhenAllDown::default(), |c, p, v| c
+            .when_all_down(&p, &v));
+        let bans = key!(bans, Bans::default(), |c, p, v| c.bans(&p, v));
         let Some(raw_members) = members else {
             self.fail(&members_path, "a pool needs a `proxies` list");
             return None;
@@ -269,6 +291,10 @@ impl Checker<'_> {
             strategy: strategy?,
             health_check: health?,
             timeout: DEFAULT_TIMEOUT,
+            breaker: breaker?,
+            failover: failover?,
+            when_all_down: when_all_down?,
+            bans: bans?,
         })
     }
 
@@ -408,6 +434,38 @@ impl Checker<'_> {
             }
             None => None,
         };
+        let fast_interval = match &h.fast_interval_ms {
+            Some(v) => self
+                .whole(&format!("{path}.fast_interval_ms"), v, 100, 300_000)
+                .map(|n| Duration::from_millis(n as u64)),
+            None => Some(d.fast_interval),
+        };
+        let expected_status = match &h.expected_status {
+            Some(list) => self.statuses(&format!("{path}.expected_status"), list),
+            None => Some(d.expected_status),
+        };
+        let verdict = match &h.verdict {
+            Some(v) => match self.string(&format!("{path}.verdict"), v) {
+                Some(name) if name == "threshold" => Some(VerdictRef::Threshold),
+                Some(name) if name.ends_with(".wasm") => {
+                    Some(VerdictRef::Wasm(PathBuf::from(name)))
+                }
+                Some(name) => {
+                    self.fail(
+                        &format!("{path}.verdict"),
+                        format!("unknown verdict {name:?} (expected threshold or a path to a .wasm file)"),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => Some(VerdictRef::Threshold),
+        };
+        if method == Some(ProbeMethod::Ping)
+            && let Err(why) = super::ping::unprivileged_icmp_allowed()
+        {
+            self.fail(&format!("{path}.method"), why);
+        }
         if !ok {
             return None;
         }
@@ -419,7 +477,197 @@ impl Checker<'_> {
             retry_count,
             rise,
             fall,
+            fast_interval: fast_interval?,
+            expected_status: expected_status?,
+            verdict: verdict?,
         })
+    }
+
+    /// `[200, "300-399"]`: codes and inclusive ranges, 100 to 599.
+    fn statuses(&mut self, path: &str, list: &[Scalar]) -> Option<Vec<(u16, u16)>> {
+        let mut out = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (i, s) in list.iter().enumerate() {
+            let range = match s {
+                Scalar::Int(n) => Some((*n, *n)),
+                Scalar::Str(s) => match s.trim().split_once('-') {
+                    Some((lo, hi)) => lo.trim().parse().ok().zip(hi.trim().parse().ok()),
+                    None => s.trim().parse().ok().map(|n| (n, n)),
+                },
+                _ => None,
+            };
+            match range {
+                Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {
+                    out.push((lo as u16, hi as u16));
+                }
+                _ => {
+                    self.fail(
+                        &format!("{path}[{i}]"),
+                        "must be an HTTP status (100 to 599) or a range like \"200-399\"",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if list.is_empty() {
+            self.fail(path, "needs at least one status");
+            ok = false;
+        }
+        ok.then_some(out)
+    }
+
+    fn breaker(&mut self, path: &str, b: RawBreaker) -> Option<Breaker> {
+        let d = Breaker::default();
+        let failures = self.opt_whole(path, "failures", &b.failures, 1, 100, d.failures as i64);
+        let cooldown = self.opt_whole(
+            path,
+            "cooldown_ms",
+            &b.cooldown_ms,
+            10,
+            3_600_000,
+            d.cooldown.as_millis() as i64,
+        );
+        let max = self.opt_whole(
+            path,
+            "max_cooldown_seconds",
+            &b.max_cooldown_seconds,
+            1,
+            86_400,
+            d.max_cooldown.as_secs() as i64,
+        );
+        let b = Breaker {
+            failures: failures? as u32,
+            cooldown: Duration::from_millis(cooldown? as u64),
+            max_cooldown: Duration::from_secs(max? as u64),
+        };
+        if b.max_cooldown < b.cooldown {
+            self.fail(
+                &format!("{path}.max_cooldown_seconds"),
+                "must not be below cooldown_ms",
+            );
+            return None;
+        }
+        Some(b)
+    }
+
+    fn failover(&mut self, path: &str, f: RawFailover) -> Option<Failover> {
+        let d = Failover::default();
+        let attempts = self.opt_whole(
+            path,
+            "max_attempts",
+            &f.max_attempts,
+            1,
+            10,
+            d.max_attempts as i64,
+        );
+        let deadline = match &f.deadline_seconds {
+            Some(v) => self
+                .whole(&format!("{path}.deadline_seconds"), v, 1, 300)
+                .map(|n| Some(Duration::from_secs(n as u64))),
+            None => Some(None),
+        };
+        let hedge = match &f.hedge {
+            Some(v) => self.bool(&format!("{path}.hedge"), v),
+            None => Some(true),
+        };
+        let (dmin, dmax) = d.hedge.expect("hedging is on by default");
+        let min = self.opt_whole(
+            path,
+            "hedge_min_ms",
+            &f.hedge_min_ms,
+            1,
+            60_000,
+            dmin.as_millis() as i64,
+        );
+        let max = self.opt_whole(
+            path,
+            "hedge_max_ms",
+            &f.hedge_max_ms,
+            1,
+            60_000,
+            dmax.as_millis() as i64,
+        );
+        let (min, max) = (min?, max?);
+        if max < min {
+            self.fail(
+                &format!("{path}.hedge_max_ms"),
+                "must not be below hedge_min_ms",
+            );
+            return None;
+        }
+        let hedge = hedge?.then(|| {
+            (
+                Duration::from_millis(min as u64),
+                Duration::from_millis(max as u64),
+            )
+        });
+        Some(Failover {
+            max_attempts: attempts? as u32,
+            deadline: deadline?,
+            hedge,
+        })
+    }
+
+    fn when_all_down(&mut self, path: &str, s: &Scalar) -> Option<WhenAllDown> {
+        let name = self.string(path, s)?;
+        let all = [
+            WhenAllDown::Panic,
+            WhenAllDown::FallbackDefault,
+            WhenAllDown::Fail,
+        ];
+        match all
+            .into_iter()
+            .find(|w| w.as_str() == name.to_ascii_lowercase())
+        {
+            Some(w) => Some(w),
+            None => {
+                self.fail(
+                    path,
+                    format!("unknown policy {name:?} (expected panic, fallback_default or fail)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn bans(&mut self, path: &str, b: RawBans) -> Option<Bans> {
+        let d = Bans::default();
+        let limited = self.opt_whole(
+            path,
+            "rate_limited_seconds",
+            &b.rate_limited_seconds,
+            1,
+            604_800,
+            d.rate_limited.as_secs() as i64,
+        );
+        let banned = self.opt_whole(
+            path,
+            "banned_seconds",
+            &b.banned_seconds,
+            1,
+            604_800,
+            d.banned.as_secs() as i64,
+        );
+        Some(Bans {
+            rate_limited: Duration::from_secs(limited? as u64),
+            banned: Duration::from_secs(banned? as u64),
+        })
+    }
+
+    /// `path.key` as a whole number in `lo..=hi`, or `default` when absent.
+    fn opt_whole(
+        &mut self,
+        path: &str,
+        key: &str,
+        s: &Option<Scalar>,
+        lo: i64,
+        hi: i64,
+        default: i64,
+    ) -> Option<i64> {
+        match s {
+            Some(s) => self.whole(&format!("{path}.{key}"), s, lo, hi),
+            None => Some(default),
+        }
     }
 
     fn strategy(&mut self, path: &str, s: &Scalar) -> Option<StrategyRef> {

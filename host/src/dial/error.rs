@@ -97,6 +97,26 @@ pub enum DialError {
         /// The route, as `exchanges.binance.http`.
         route: String,
     },
+    /// No proxy of the pool may be used, and its policy says fail.
+    #[error("{route}: every proxy is out ({policy}): {why}")]
+    AllDown {
+        /// The route, as `exchanges.binance.http`.
+        route: String,
+        /// The pool's `when_all_down` policy that applied.
+        policy: &'static str,
+        /// Each proxy (redacted) and why it is out.
+        why: String,
+    },
+    /// The whole connect, retries included, ran past the pool's deadline.
+    #[error("{route}: no tunnel within {}s over {attempts} attempt(s)", after.as_secs_f64())]
+    Deadline {
+        /// The route.
+        route: String,
+        /// The deadline.
+        after: Duration,
+        /// Proxies tried.
+        attempts: usize,
+    },
 }
 
 impl DialError {
@@ -105,7 +125,9 @@ impl DialError {
         match self {
             DialError::ProxyUnreachable { .. }
             | DialError::Timeout { .. }
-            | DialError::ProxyProtocol { .. } => FaultClass::Proxy,
+            | DialError::ProxyProtocol { .. }
+            | DialError::AllDown { .. }
+            | DialError::Deadline { .. } => FaultClass::Proxy,
             DialError::Destination { .. }
             | DialError::Resolve { .. }
             | DialError::Direct { .. } => FaultClass::Destination,

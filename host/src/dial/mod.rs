@@ -7,6 +7,7 @@
 
 mod error;
 mod http_connect;
+mod probe;
 mod stream;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 
 pub use error::{DialError, FaultClass};
+pub use probe::DialProbe;
 pub use stream::ProxyStream;
 
 use crate::config::{ProxyUrl, Scheme, Transport};
@@ -165,6 +167,16 @@ impl Dialer {
             proxy.scheme(),
             proxy.endpoint()
         );
+        self.tunnel(proxy, timeout, target).await
+    }
+
+    /// [`Dialer::dial`] without the log line (for probes, which are not logged one by one).
+    pub(crate) async fn tunnel(
+        &self,
+        proxy: &ProxyUrl,
+        timeout: Duration,
+        target: &Target,
+    ) -> Result<ProxyStream, DialError> {
         match tokio::time::timeout(timeout, self.dial_unbounded(proxy, target)).await {
             Ok(r) => r,
             Err(_) => Err(DialError::Timeout {

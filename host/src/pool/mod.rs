@@ -13,14 +13,31 @@
 //! by the pool size however long nobody drains it. With tracking off a lease is one
 //! atomic add. This layer has no probe logic and knows nothing of WebAssembly.
 
+mod breaker;
+mod state;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 
 use crate::config::{PoolSpec, ProxyUrl};
+use breaker::Breaker;
+pub use breaker::BreakerState;
+pub use state::{Ban, BanReason, MemberStatus, Outcome, PoolCounters};
+
+/// A small, fast, seedable generator (splitmix64): jitter here, and the strategies'
+/// randomness, reproducible in tests.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// A proxy's id within its pool: its index in the configured member list.
 pub type ProxyId = u32;
@@ -31,8 +48,18 @@ pub struct Member {
     url: ProxyUrl,
     weight_milli: u32,
     enabled: bool,
-    /// Set by health and breakers; only enabled and healthy members are eligible.
+    /// The active health verdict; members start up, so the first connects need not
+    /// wait for a probe.
     healthy: AtomicBool,
+    /// Whether any probe result has arrived.
+    probed: AtomicBool,
+    /// Closed, or half-open with the trial free (mirrors `breaker` for the snapshot).
+    breaker_admits: AtomicBool,
+    breaker: Mutex<Breaker>,
+    /// The proxy refused our credentials (407, auth rejected): out until reload.
+    misconfigured: AtomicBool,
+    /// Why the member last went out, for status and the `fail` policy.
+    reason: Mutex<String>,
     active: AtomicU32,
 }
 
@@ -46,6 +73,33 @@ impl Member {
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
+
+    /// The active health verdict.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The breaker's state.
+    pub fn breaker(&self) -> BreakerState {
+        lock(&self.breaker).state()
+    }
+
+    /// Whether the proxy refused our credentials.
+    pub fn misconfigured(&self) -> bool {
+        self.misconfigured.load(Ordering::Acquire)
+    }
+
+    /// Whether the member is enabled in the configuration.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn eligible(&self) -> bool {
+        self.enabled
+            && self.healthy()
+            && self.breaker_admits.load(Ordering::Acquire)
+            && !self.misconfigured()
+    }
 }
 
 /// The eligible set at one moment. Immutable; replaced whole.
@@ -55,6 +109,7 @@ pub struct Snapshot {
     eligible: Vec<ProxyId>,
     weights: Vec<u32>,
     mask: Vec<bool>,
+    bans: Vec<Ban>,
 }
 
 impl Snapshot {
@@ -76,6 +131,21 @@ impl Snapshot {
     /// Whether `id` is eligible, in O(1).
     pub fn is_eligible(&self, id: ProxyId) -> bool {
         self.mask.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Bans in force or not yet pruned (check [`Ban::active_at`]).
+    pub fn bans(&self) -> &[Ban] {
+        &self.bans
+    }
+
+    /// Appends the members banned for `exchange` at `now`.
+    pub fn banned_for(&self, exchange: &str, now: Instant, into: &mut Vec<ProxyId>) {
+        into.extend(
+            self.bans
+                .iter()
+                .filter(|b| b.active_at(now) && b.exchange.eq_ignore_ascii_case(exchange))
+                .map(|b| b.id),
+        );
     }
 }
 
@@ -143,6 +213,15 @@ struct PoolInner {
     name: String,
     members: Vec<Member>,
     timeout: Duration,
+    spec: PoolSpec,
+    /// Authoritative ban list; the snapshot holds a copy.
+    bans: Mutex<Vec<Ban>>,
+    /// Earliest breaker or ban deadline, in nanoseconds after `epoch` (`u64::MAX`: none).
+    next_deadline: AtomicU64,
+    epoch: Instant,
+    /// Woken when `next_deadline` moves earlier.
+    deadline_changed: tokio::sync::Notify,
+    counters: PoolCounters,
     snapshot: ArcSwap<Snapshot>,
     /// Serialises snapshot rebuilds (readers never take it).
     rebuild: Mutex<()>,
@@ -164,27 +243,44 @@ impl Pool {
     /// A pool for `spec`, named by its route (`exchanges.binance.http`). Every enabled
     /// member starts eligible.
     pub fn new(name: impl Into<String>, spec: &PoolSpec) -> Pool {
+        let name = name.into();
+        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         let members = spec
             .members
             .iter()
-            .map(|m| Member {
+            .enumerate()
+            .map(|(i, m)| Member {
                 url: m.url.clone(),
                 weight_milli: (m.weight * 1000.0).round() as u32,
                 enabled: m.enabled,
                 healthy: AtomicBool::new(true),
+                probed: AtomicBool::new(false),
+                breaker_admits: AtomicBool::new(true),
+                breaker: Mutex::new(Breaker::new(spec.breaker.clone(), seed ^ i as u64)),
+                misconfigured: AtomicBool::new(false),
+                reason: Mutex::new(String::new()),
                 active: AtomicU32::new(0),
             })
             .collect::<Vec<_>>();
         let dirty = DirtyBits::new(members.len());
         let inner = Arc::new(PoolInner {
-            name: name.into(),
+            name,
             members,
             timeout: spec.timeout,
+            spec: spec.clone(),
+            bans: Mutex::new(Vec::new()),
+            next_deadline: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            deadline_changed: tokio::sync::Notify::new(),
+            counters: PoolCounters::default(),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: 0,
                 eligible: Vec::new(),
                 weights: Vec::new(),
                 mask: Vec::new(),
+                bans: Vec::new(),
             }),
             rebuild: Mutex::new(()),
             tracking: AtomicBool::new(false),
@@ -235,14 +331,14 @@ impl Pool {
         self.inner.snapshot.load()
     }
 
+    /// The configuration the pool was built from.
+    pub fn spec(&self) -> &PoolSpec {
+        &self.inner.spec
+    }
+
     /// Marks a member healthy or not, republishing the snapshot if that changes it.
     pub fn set_healthy(&self, id: ProxyId, healthy: bool) {
-        let Some(m) = self.inner.members.get(id as usize) else {
-            return;
-        };
-        if m.healthy.swap(healthy, Ordering::AcqRel) != healthy {
-            self.republish();
-        }
+        self.set_health(id, healthy, "set by the embedding application");
     }
 
     /// A lease on `id`: counts one active connection until dropped.
@@ -295,18 +391,20 @@ impl Pool {
         let mut weights = Vec::new();
         let mut mask = vec![false; members.len()];
         for (i, m) in members.iter().enumerate() {
-            if m.enabled && m.healthy.load(Ordering::Acquire) {
+            if m.eligible() {
                 eligible.push(i as ProxyId);
                 weights.push(m.weight_milli);
                 mask[i] = true;
             }
         }
+        let bans = lock(&self.inner.bans).clone();
         let version = self.inner.next_version.fetch_add(1, Ordering::Relaxed);
         self.inner.snapshot.store(Arc::new(Snapshot {
             version,
             eligible,
             weights,
             mask,
+            bans,
         }));
     }
 }
@@ -345,6 +443,19 @@ impl Lease {
     /// The proxy.
     pub fn url(&self) -> &ProxyUrl {
         &self.pool.members[self.id as usize].url
+    }
+
+    /// The pool it came from.
+    pub fn pool(&self) -> Pool {
+        Pool {
+            inner: self.pool.clone(),
+        }
+    }
+
+    /// Reports what `exchange` said through this proxy (see [`Pool::report`]).
+    pub fn report(&self, exchange: &str, outcome: Outcome) {
+        self.pool()
+            .report(self.id, exchange, outcome, Instant::now());
     }
 }
 

@@ -412,14 +412,7 @@ impl bindings::proxypool::strategy::host::Host for HostState {
     }
 }
 
-/// A small, fast, seedable generator: the guests' randomness, reproducible in tests.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::pool::splitmix64;
 
 /// The context of one pick, borrowed: building it allocates nothing.
 #[derive(Clone, Copy, Debug)]

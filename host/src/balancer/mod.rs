@@ -1,23 +1,24 @@
-//! The facade: wires a [`Config`] into pools, strategies and the dialer, and opens
-//! tunnels by route. A gateway (or any embedding client) uses only this.
+//! The facade: wires a [`Config`] into pools, strategies, health checks and the
+//! dialer, and opens tunnels by route with failover, hedging and the pool's all-down
+//! policy. A gateway (or any embedding client) uses only this.
 
-use std::collections::HashMap;
+mod connect;
+
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::{
     BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, StrategyRef, Transport, Upstream,
 };
-use crate::dial::{DialContext, DialError, Dialer, ProxyStream, Target};
-use crate::pool::{Lease, Pool, ProxyId};
-use crate::strategy::{
-    Limits, PickContext, Selector, StrategyEngine, StrategyError, StrategyWatch,
-};
-
-/// Attempts per connection through a pool (bounded by the pool's size): the first
-/// proxy and two others, as HAProxy's `retries 3` with `redispatch`.
-pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
+use crate::dial::{DialContext, DialError, DialProbe, Dialer, ProxyStream, Target};
+use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Threshold, Verdict, VerdictSlot};
+use crate::metrics::Registry;
+use crate::pool::{Lease, MemberStatus, Outcome, Pool};
+use crate::strategy::{Limits, Selector, StrategyEngine, StrategyError, StrategyWatch};
+pub use connect::ConnectCounters;
 
 /// Why a balancer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,21 +53,42 @@ pub struct Connected {
     pub handshake: Duration,
     /// Counts this connection against its proxy while held; keep it with the stream.
     pub lease: Option<Lease>,
+    /// The exchange the connection is for (lowercase), or "default".
+    pub exchange: String,
+}
+
+impl Connected {
+    /// Tells the pool what the exchange said through this proxy: it is then skipped
+    /// for this exchange alone until the ban ends (see the pool's `bans` settings).
+    /// No-op for a direct connection.
+    pub fn report(&self, outcome: Outcome) {
+        if let Some(lease) = &self.lease {
+            lease.report(&self.exchange, outcome);
+        }
+    }
 }
 
 struct PoolEntry {
     pool: Pool,
     selector: Arc<Selector>,
     /// The watch on the strategy file, if the strategy is one.
-    watch: std::sync::Mutex<Option<StrategyWatch>>,
+    watch: Mutex<Option<StrategyWatch>>,
+    verdict: VerdictSlot,
+    /// Recent handshake times, for the hedge delay.
+    handshakes: Mutex<VecDeque<Duration>>,
+    /// Rotation for the panic policy, which bypasses the strategy.
+    panic_rotor: AtomicU64,
 }
 
-/// Routes, pools and strategies for one configuration.
+/// Routes, pools, strategies and health checks for one configuration.
 pub struct Balancer {
     config: Config,
     dialer: Dialer,
     engine: StrategyEngine,
     pools: HashMap<String, PoolEntry>,
+    checkers: Vec<Arc<Mutex<HealthChecker>>>,
+    metrics: Registry,
+    counters: Arc<ConnectCounters>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -102,11 +124,42 @@ impl Balancer {
             let entry = Self::pool_entry(&engine, &name, spec, seeds.hash_one(&name))?;
             pools.insert(name, entry);
         }
+        let metrics = Registry::new();
+        let counters = Arc::new(ConnectCounters::default());
+        metrics.register(counters.clone());
+        for entry in pools.values() {
+            metrics.register(Arc::new(entry.pool.clone()));
+        }
+        let mut checkers = Vec::new();
+        // Health checks are tasks: they start when the balancer is built inside a
+        // tokio runtime (a balancer built outside one only dials).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let permits = Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROBE_CONCURRENCY));
+            for entry in pools.values() {
+                let probe = Arc::new(DialProbe::new(
+                    dialer.clone(),
+                    &entry.pool.spec().health_check,
+                ));
+                let checker = Arc::new(Mutex::new(HealthChecker::spawn(
+                    entry.pool.clone(),
+                    probe,
+                    entry.verdict.clone(),
+                    permits.clone(),
+                )));
+                metrics.register(Arc::new(CheckerSource(checker.clone())));
+                checkers.push(checker);
+            }
+        } else {
+            tracing::debug!(target: "proxypool::health", "no tokio runtime: health checks are not running");
+        }
         Ok(Balancer {
             config,
             dialer,
             engine,
             pools,
+            checkers,
+            metrics,
+            counters,
         })
     }
 
@@ -125,11 +178,47 @@ impl Balancer {
         let (compiled, fallback) = load_strategy(engine, &spec.strategy).map_err(err)?;
         let selector = Arc::new(Selector::new(engine.clone(), compiled, fallback, seed));
         let watch = watch_strategy(engine, &selector, &spec.strategy).map_err(err)?;
+        let hc = &spec.health_check;
+        let verdict: Box<dyn Verdict> = Box::new(Threshold::new(hc.rise, hc.fall));
         Ok(PoolEntry {
             pool,
             selector,
-            watch: std::sync::Mutex::new(watch),
+            watch: Mutex::new(watch),
+            verdict: Arc::new(arc_swap::ArcSwap::from_pointee(verdict)),
+            handshakes: Mutex::new(VecDeque::new()),
+            panic_rotor: AtomicU64::new(0),
         })
+    }
+
+    /// The metrics of every pool, health checker and connect, for a gateway to serve.
+    pub fn metrics(&self) -> &Registry {
+        &self.metrics
+    }
+
+    /// Connect counters (failovers, hedges, all-down events).
+    pub fn counters(&self) -> &ConnectCounters {
+        &self.counters
+    }
+
+    /// Every pool's members and why any is out, by route path.
+    pub fn status(&self) -> Vec<(String, Vec<MemberStatus>)> {
+        let mut out: Vec<_> = self
+            .pools
+            .iter()
+            .map(|(name, e)| (name.clone(), e.pool.status()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Replaces a pool's health verdict live (a custom module, say); the next probe
+    /// results go through it.
+    pub fn set_verdict(&self, route: &str, verdict: Box<dyn Verdict>) -> Result<(), BalancerError> {
+        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
+            route: route.to_owned(),
+        })?;
+        entry.verdict.store(Arc::new(verdict));
+        Ok(())
     }
 
     /// Changes a pool's strategy at run time, through the same admission as a file
@@ -181,23 +270,39 @@ impl Balancer {
     }
 
     /// Opens a tunnel to `target` for `(exchange, transport)`: direct if the route says
-    /// so, through its proxy, or through its pool's strategy. In a pool a proxy fault
-    /// moves on to another proxy (up to [`DEFAULT_MAX_ATTEMPTS`]); a destination or
-    /// config fault returns at once. Never a direct connection unless the route says
-    /// direct.
+    /// so, through its proxy, or through its pool: the strategy picks, a proxy or
+    /// config fault moves on to another proxy (up to the pool's `max_attempts`, within
+    /// its deadline), a proxy that has not finished its handshake after the hedge
+    /// delay is raced by a second one, and a destination fault returns at once. With
+    /// no proxy eligible, the pool's `when_all_down` policy applies. Never a direct
+    /// connection unless the route says direct.
     pub async fn connect(
         &self,
         exchange: Option<&str>,
         transport: Transport,
         target: &Target,
     ) -> Result<Connected, DialError> {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let route = self.config.route(exchange, transport);
         let ctx = DialContext {
             exchange,
             transport,
         };
-        match route.upstream {
+        let name = pool_name(exchange, transport, route.origin);
+        self.connect_upstream(route.upstream, &name, ctx, target, started)
+            .await
+    }
+
+    async fn connect_upstream(
+        &self,
+        upstream: Option<&Upstream>,
+        pool_name: &str,
+        ctx: DialContext<'_>,
+        target: &Target,
+        started: tokio::time::Instant,
+    ) -> Result<Connected, DialError> {
+        let exchange = ctx.exchange.unwrap_or("default").to_ascii_lowercase();
+        match upstream {
             None | Some(Upstream::Direct) => {
                 let stream = self
                     .dialer
@@ -208,6 +313,7 @@ impl Balancer {
                     via: None,
                     handshake: started.elapsed(),
                     lease: None,
+                    exchange,
                 })
             }
             Some(Upstream::Proxy(p)) => {
@@ -217,66 +323,36 @@ impl Balancer {
                     via: Some(p.url.clone()),
                     handshake: started.elapsed(),
                     lease: None,
+                    exchange,
                 })
             }
             Some(Upstream::Pool(_)) => {
-                let name = pool_name(exchange, transport, route.origin);
-                let entry = self.pools.get(&name).ok_or(DialError::NoProxy {
-                    route: name.clone(),
+                let entry = self.pools.get(pool_name).ok_or(DialError::NoProxy {
+                    route: pool_name.to_owned(),
                 })?;
-                self.connect_pool(entry, exchange, ctx, target, started)
-                    .await
+                Box::pin(self.connect_pool(entry, ctx, target, started)).await
             }
         }
     }
+}
 
-    async fn connect_pool(
-        &self,
-        entry: &PoolEntry,
-        exchange: Option<&str>,
-        ctx: DialContext<'_>,
-        target: &Target,
-        started: Instant,
-    ) -> Result<Connected, DialError> {
-        let attempts = DEFAULT_MAX_ATTEMPTS.min(entry.pool.members().len());
-        let mut tried: Vec<ProxyId> = Vec::with_capacity(attempts);
-        let mut last = None;
-        for attempt in 0..attempts {
-            let pick = PickContext {
-                exchange: exchange.unwrap_or("default"),
-                transport: ctx.transport,
-                attempt: attempt as u32,
-                tried: &tried,
-                affinity: None,
-            };
-            // The lease is taken before the dial, so the strategy sees the load at once.
-            let Ok(lease) = entry.selector.pick(&entry.pool, pick) else {
-                break;
-            };
-            let url = lease.url().clone();
-            match self
-                .dialer
-                .dial(&url, entry.pool.timeout(), target, ctx)
-                .await
-            {
-                Ok(stream) => {
-                    return Ok(Connected {
-                        stream,
-                        via: Some(url),
-                        handshake: started.elapsed(),
-                        lease: Some(lease),
-                    });
-                }
-                Err(e) if e.is_retryable() => {
-                    tried.push(lease.id());
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
+/// Lets the registry read a checker that the balancer keeps behind a mutex.
+struct CheckerSource(Arc<Mutex<HealthChecker>>);
+
+impl crate::metrics::Collect for CheckerSource {
+    fn collect(&self, out: &mut Vec<crate::metrics::Sample>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .collect(out);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        for c in &self.checkers {
+            c.lock().unwrap_or_else(|p| p.into_inner()).stop();
         }
-        Err(last.unwrap_or_else(|| DialError::NoProxy {
-            route: entry.pool.name().to_owned(),
-        }))
     }
 }
 

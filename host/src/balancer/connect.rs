@@ -1,0 +1,456 @@
+//! One connect through a pool: pick, dial, fail over, hedge, and the all-down policy.
+//!
+//! At most two dials run at once: the current attempt and, once it has gone a hedge
+//! delay without a tunnel, a second proxy racing it. The first tunnel wins and the
+//! other dial is dropped (cancelled). A proxy or config fault moves on to the next
+//! proxy; a destination fault returns at once, since every proxy would meet it. Every
+//! outcome reaches the pool: successes close breakers, proxy faults open them, a 407
+//! marks the proxy misconfigured, and an attempt that lost a hedge race after the
+//! delay counts as a proxy fault (that is how a blackholed proxy's breaker opens).
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Balancer, Connected, PoolEntry};
+use crate::config::{Transport, WhenAllDown};
+use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
+use crate::metrics::{Collect, Kind, Sample};
+use crate::pool::{Lease, ProxyId};
+use crate::strategy::PickContext;
+
+/// Recent handshakes kept per pool for the hedge delay.
+const HANDSHAKE_SAMPLES: usize = 64;
+/// Below this many samples the hedge delay is the configured maximum.
+const MIN_SAMPLES: usize = 8;
+
+/// Connect counters of one balancer.
+#[derive(Debug, Default)]
+pub struct ConnectCounters {
+    /// Tunnels opened through a pool.
+    pub connects: AtomicU64,
+    /// Connects through a pool that failed.
+    pub failed: AtomicU64,
+    /// Attempts that moved on to another proxy after a proxy or config fault.
+    pub failovers: AtomicU64,
+    /// Second dials started because the first went a hedge delay without a tunnel.
+    pub hedges: AtomicU64,
+    /// Hedges whose dial won the race.
+    pub hedges_won: AtomicU64,
+    /// Hedges cancelled because the first dial won after all.
+    pub hedges_lost: AtomicU64,
+    /// Connects that found no eligible proxy, by policy: panic, fallback_default, fail.
+    pub all_down: [AtomicU64; 3],
+}
+
+impl Collect for ConnectCounters {
+    fn collect(&self, out: &mut Vec<Sample>) {
+        let counter = |name, help, v: &AtomicU64, labels| Sample {
+            name,
+            help,
+            kind: Kind::Counter,
+            labels,
+            value: v.load(Ordering::Relaxed) as f64,
+        };
+        out.push(counter(
+            "proxypool_connects_total",
+            "Tunnels opened through pools.",
+            &self.connects,
+            vec![],
+        ));
+        out.push(counter(
+            "proxypool_connects_failed_total",
+            "Connects through pools that failed.",
+            &self.failed,
+            vec![],
+        ));
+        out.push(counter(
+            "proxypool_failovers_total",
+            "Attempts moved to another proxy after a fault.",
+            &self.failovers,
+            vec![],
+        ));
+        out.push(counter(
+            "proxypool_hedges_total",
+            "Second dials raced against a slow first one.",
+            &self.hedges,
+            vec![],
+        ));
+        out.push(counter(
+            "proxypool_hedges_won_total",
+            "Hedge dials that won.",
+            &self.hedges_won,
+            vec![],
+        ));
+        out.push(counter(
+            "proxypool_hedges_lost_total",
+            "Hedge dials cancelled because the first won.",
+            &self.hedges_lost,
+            vec![],
+        ));
+        for (i, policy) in ["panic", "fallback_default", "fail"]
+            .into_iter()
+            .enumerate()
+        {
+            out.push(counter(
+                "proxypool_all_down_total",
+                "Connects that found no eligible proxy, by policy.",
+                &self.all_down[i],
+                vec![("policy", policy.to_owned())],
+            ));
+        }
+    }
+}
+
+type Dial<'a> = Pin<Box<dyn Future<Output = Result<ProxyStream, DialError>> + Send + 'a>>;
+
+/// One dial in flight.
+struct Attempt<'a> {
+    lease: Lease,
+    dial: Dial<'a>,
+    /// Started as a hedge of another attempt.
+    hedge: bool,
+    started: Instant,
+}
+
+enum Event {
+    Done(usize, Result<ProxyStream, DialError>),
+    HedgeDue,
+    Deadline,
+}
+
+impl Balancer {
+    pub(super) async fn connect_pool(
+        &self,
+        entry: &PoolEntry,
+        ctx: DialContext<'_>,
+        target: &Target,
+        started: Instant,
+    ) -> Result<Connected, DialError> {
+        let pool = &entry.pool;
+        let exchange = ctx.exchange.unwrap_or("default").to_ascii_lowercase();
+        pool.poll(started);
+        let failover = &pool.spec().failover;
+        let deadline = started + failover.deadline.unwrap_or(pool.timeout());
+        let max_attempts = (failover.max_attempts as usize).min(pool.members().len());
+        // Proxies this connect must not use: banned for the exchange, then tried.
+        let mut excluded: Vec<ProxyId> = Vec::new();
+        pool.snapshot()
+            .banned_for(&exchange, started, &mut excluded);
+        let mut attempts = 0usize;
+        let mut inflight: Vec<Attempt<'_>> = Vec::with_capacity(2);
+        let mut hedge_at: Option<Instant> = None;
+        let mut last: Option<DialError> = None;
+        loop {
+            let hedge_due = hedge_at.is_some_and(|t| Instant::now() >= t);
+            if (inflight.is_empty() || (hedge_due && inflight.len() < 2)) && attempts < max_attempts
+            {
+                hedge_at = None;
+                if let Some(lease) =
+                    self.pick(entry, &exchange, ctx.transport, attempts, &mut excluded)
+                {
+                    let hedge = !inflight.is_empty();
+                    if hedge {
+                        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                    } else if attempts > 0 {
+                        self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    attempts += 1;
+                    let url = lease.url().clone();
+                    let timeout = pool.timeout();
+                    let dialer = &self.dialer;
+                    inflight.push(Attempt {
+                        lease,
+                        dial: Box::pin(
+                            async move { dialer.dial(&url, timeout, target, ctx).await },
+                        ),
+                        hedge,
+                        started: Instant::now(),
+                    });
+                    if inflight.len() == 1 {
+                        hedge_at = self.hedge_delay(entry).map(|d| Instant::now() + d);
+                    }
+                }
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let event = tokio::select! {
+                (i, r) = poll_fn(|cx| {
+                    for (i, a) in inflight.iter_mut().enumerate() {
+                        if let Poll::Ready(r) = a.dial.as_mut().poll(cx) {
+                            return Poll::Ready((i, r));
+                        }
+                    }
+                    Poll::Pending
+                }) => Event::Done(i, r),
+                _ = sleep_until_some(hedge_at), if hedge_at.is_some() && inflight.len() < 2 => Event::HedgeDue,
+                _ = tokio::time::sleep_until(deadline) => Event::Deadline,
+            };
+            match event {
+                Event::HedgeDue => {
+                    // Pretend it is due now even if the clock moved a hair.
+                    hedge_at = Some(Instant::now());
+                }
+                Event::Deadline => {
+                    for a in inflight.drain(..) {
+                        pool.record_failure(
+                            a.lease.id(),
+                            Instant::now(),
+                            "connect deadline passed",
+                        );
+                    }
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return Err(DialError::Deadline {
+                        route: pool.name().to_owned(),
+                        after: deadline - started,
+                        attempts,
+                    });
+                }
+                Event::Done(i, Ok(stream)) => {
+                    let won = inflight.swap_remove(i);
+                    let id = won.lease.id();
+                    pool.record_success(id);
+                    self.note_handshake(entry, won.started.elapsed());
+                    for loser in inflight.drain(..) {
+                        if won.hedge {
+                            // The first dial went past the hedge delay and lost.
+                            self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
+                            pool.record_failure(
+                                loser.lease.id(),
+                                Instant::now(),
+                                "no tunnel within the hedge delay; a hedge won",
+                            );
+                        } else {
+                            self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Connected {
+                        stream,
+                        via: Some(won.lease.url().clone()),
+                        handshake: started.elapsed(),
+                        lease: Some(won.lease),
+                        exchange,
+                    });
+                }
+                Event::Done(i, Err(e)) => {
+                    let failed = inflight.swap_remove(i);
+                    let id = failed.lease.id();
+                    excluded.push(id);
+                    match e.class() {
+                        FaultClass::Proxy => {
+                            pool.record_failure(id, Instant::now(), &e.to_string())
+                        }
+                        FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
+                        FaultClass::Destination => {
+                            // The proxy did its part.
+                            pool.record_success(id);
+                            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    // A hedge already running carries on; otherwise the loop moves on.
+                    if !inflight.is_empty() {
+                        hedge_at = None;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        if attempts == 0 {
+            return self.all_down(entry, ctx, target, started, &excluded).await;
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| DialError::NoProxy {
+            route: pool.name().to_owned(),
+        }))
+    }
+
+    /// A lease on the strategy's next proxy outside `excluded`, taking the breaker's
+    /// half-open trial where there is one; `None` if no proxy is left.
+    fn pick(
+        &self,
+        entry: &PoolEntry,
+        exchange: &str,
+        transport: Transport,
+        attempt: usize,
+        excluded: &mut Vec<ProxyId>,
+    ) -> Option<Lease> {
+        loop {
+            let ctx = PickContext {
+                exchange,
+                transport,
+                attempt: attempt as u32,
+                tried: excluded,
+                affinity: None,
+            };
+            let lease = entry.selector.pick(&entry.pool, ctx).ok()?;
+            if entry.pool.begin_attempt(lease.id()) {
+                return Some(lease);
+            }
+            // Its half-open trial is taken by another connect.
+            excluded.push(lease.id());
+        }
+    }
+
+    /// The pool's recent p95 handshake, within the configured bounds; the maximum
+    /// until there are enough samples.
+    fn hedge_delay(&self, entry: &PoolEntry) -> Option<Duration> {
+        let (min, max) = entry.pool.spec().failover.hedge?;
+        let samples = entry.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() < MIN_SAMPLES {
+            return Some(max);
+        }
+        let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+        drop(samples);
+        sorted.sort_unstable();
+        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        Some(p95.clamp(min, max))
+    }
+
+    fn note_handshake(&self, entry: &PoolEntry, took: Duration) {
+        let mut samples = entry.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == HANDSHAKE_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(took);
+    }
+
+    /// No proxy was eligible: the pool's policy decides. Never direct unless the
+    /// default route itself says direct (for `fallback_default`).
+    async fn all_down(
+        &self,
+        entry: &PoolEntry,
+        ctx: DialContext<'_>,
+        target: &Target,
+        started: Instant,
+        banned: &[ProxyId],
+    ) -> Result<Connected, DialError> {
+        let pool = &entry.pool;
+        let policy = pool.spec().when_all_down;
+        self.counters.all_down[policy as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "proxypool::health",
+            pool = pool.name(),
+            policy = policy.as_str(),
+            "no eligible proxy: {}",
+            self.why_out(entry, banned)
+        );
+        match policy {
+            WhenAllDown::Panic => {
+                self.panic_connect(entry, ctx, target, started, banned)
+                    .await
+            }
+            WhenAllDown::FallbackDefault => {
+                let default = format!("default.{}", ctx.transport);
+                if pool.name() == default {
+                    return Err(self.all_down_error(
+                        entry,
+                        banned,
+                        "fallback_default, but this is the default route",
+                    ));
+                }
+                let route = self.config.route(None, ctx.transport);
+                self.connect_upstream(route.upstream, &default, ctx, target, started)
+                    .await
+            }
+            WhenAllDown::Fail => Err(self.all_down_error(entry, banned, policy.as_str())),
+        }
+    }
+
+    /// Envoy's panic mode: every enabled proxy not banned for this exchange, in
+    /// rotation, health and breakers ignored, up to `max_attempts`.
+    async fn panic_connect(
+        &self,
+        entry: &PoolEntry,
+        ctx: DialContext<'_>,
+        target: &Target,
+        started: Instant,
+        banned: &[ProxyId],
+    ) -> Result<Connected, DialError> {
+        let pool = &entry.pool;
+        let candidates: Vec<ProxyId> = (0..pool.members().len() as ProxyId)
+            .filter(|id| pool.members()[*id as usize].enabled() && !banned.contains(id))
+            .collect();
+        if candidates.is_empty() {
+            return Err(self.all_down_error(entry, banned, "panic"));
+        }
+        let first = entry.panic_rotor.fetch_add(1, Ordering::Relaxed) as usize;
+        let attempts = (pool.spec().failover.max_attempts as usize).min(candidates.len());
+        let mut last = None;
+        for k in 0..attempts {
+            let id = candidates[(first + k) % candidates.len()];
+            let lease = pool.lease(id);
+            let url = lease.url().clone();
+            match self.dialer.dial(&url, pool.timeout(), target, ctx).await {
+                Ok(stream) => {
+                    pool.record_success(id);
+                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Connected {
+                        stream,
+                        via: Some(url),
+                        handshake: started.elapsed(),
+                        lease: Some(lease),
+                        exchange: ctx.exchange.unwrap_or("default").to_ascii_lowercase(),
+                    });
+                }
+                Err(e) if e.class() == FaultClass::Destination => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| self.all_down_error(entry, banned, "panic")))
+    }
+
+    fn all_down_error(
+        &self,
+        entry: &PoolEntry,
+        banned: &[ProxyId],
+        policy: &'static str,
+    ) -> DialError {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        DialError::AllDown {
+            route: entry.pool.name().to_owned(),
+            policy,
+            why: self.why_out(entry, banned),
+        }
+    }
+
+    /// "proxy: reason" for every member, redacted.
+    fn why_out(&self, entry: &PoolEntry, banned: &[ProxyId]) -> String {
+        entry
+            .pool
+            .status()
+            .iter()
+            .map(|m| {
+                let why = if !m.enabled {
+                    "disabled".to_owned()
+                } else if banned.contains(&m.id) {
+                    "banned for this exchange".to_owned()
+                } else if m.reason.is_empty() {
+                    if m.eligible {
+                        "eligible".to_owned()
+                    } else {
+                        "out".to_owned()
+                    }
+                } else {
+                    m.reason.clone()
+                };
+                format!("{}: {why}", m.url)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+async fn sleep_until_some(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

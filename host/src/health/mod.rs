@@ -1,0 +1,253 @@
+//! Active health checking: probes on background tasks, a pluggable verdict, and the
+//! pool's health cells flipped through [`Pool::set_health`].
+//!
+//! This layer defines what a probe and a verdict are ([`Probe`], [`Verdict`]) but not
+//! how a probe reaches a proxy (that is `dial`'s job) nor how a WebAssembly verdict
+//! runs (`strategy`'s); the [`crate::Balancer`] wires them in.
+//!
+//! Each member gets its own task: it sleeps an interval with ±25% jitter (HAProxy's
+//! `spread-checks`), or the fast interval while the proxy is down, its breaker is not
+//! closed, or its probes disagree with its state; takes a permit from a semaphore
+//! shared by every pool (so 10,000 proxies never mean 10,000 sockets at once); probes
+//! with up to `retry_count` attempts; and hands the result to the verdict. Picks never
+//! wait for any of this: they read the snapshot. A per-pool task moves breakers to
+//! half-open when their cooldown ends.
+
+mod threshold;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{HealthCheck, ProxyUrl};
+use crate::metrics::{Collect, Kind, Sample};
+use crate::pool::{BreakerState, Pool, ProxyId, splitmix64};
+pub use threshold::Threshold;
+
+/// Probes running at once across every pool: enough to check 1,000 proxies at a 1 s
+/// interval with 100 ms probes, few enough not to exhaust file descriptors.
+pub const DEFAULT_PROBE_CONCURRENCY: usize = 256;
+
+/// A boxed future, as probes return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One way of testing a proxy (implemented by `dial` for each method).
+pub trait Probe: Send + Sync + 'static {
+    /// The method's name, for metrics (`tcp`, `handshake`, `http`, `ping`).
+    fn method(&self) -> &'static str;
+
+    /// Tests `proxy` once within `timeout`: how long it took, or why it failed.
+    fn probe<'a>(
+        &'a self,
+        proxy: &'a ProxyUrl,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Duration, String>>;
+}
+
+/// What a verdict module says after one probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Eligible for picks.
+    Healthy,
+    /// Not eligible for picks.
+    Unhealthy,
+    /// No opinion (a faulting module says this): leave the state as it is.
+    Unchanged,
+}
+
+/// Turns probe results into up/down decisions (the built-in [`Threshold`], or a
+/// WebAssembly component of the `health-verdict` world).
+pub trait Verdict: Send + Sync {
+    /// One probe's outcome for `id`; the proxy's health as the verdict now sees it.
+    fn observe(&self, id: ProxyId, success: bool, latency: Duration) -> Health;
+}
+
+/// Where a pool's verdict lives: swapped whole, live.
+pub type VerdictSlot = Arc<ArcSwap<Box<dyn Verdict>>>;
+
+/// Probe counters of one pool, by result.
+#[derive(Debug, Default)]
+pub struct ProbeCounters {
+    /// Probes that succeeded.
+    pub ok: AtomicU64,
+    /// Probes that failed (after their retries).
+    pub failed: AtomicU64,
+}
+
+/// A pool's running health checks; dropping it stops them.
+pub struct HealthChecker {
+    tasks: JoinSet<()>,
+    counters: Arc<ProbeCounters>,
+    method: &'static str,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for HealthChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthChecker")
+            .field("pool", &self.pool.name())
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthChecker {
+    /// Starts checking `pool` with `probe` (if its `health_check` is enabled) and its
+    /// breaker timer. Must run inside a tokio runtime.
+    pub fn spawn(
+        pool: Pool,
+        probe: Arc<dyn Probe>,
+        verdict: VerdictSlot,
+        permits: Arc<Semaphore>,
+    ) -> HealthChecker {
+        let mut tasks = JoinSet::new();
+        let counters = Arc::new(ProbeCounters::default());
+        let method = probe.method();
+        tasks.spawn(breaker_timer(pool.clone()));
+        let hc = pool.spec().health_check.clone();
+        if hc.enabled {
+            let mut seed = pool.name().len() as u64 ^ 0x5eed;
+            for id in 0..pool.members().len() as ProxyId {
+                if !pool.members()[id as usize].enabled() {
+                    continue;
+                }
+                tasks.spawn(check_member(
+                    pool.clone(),
+                    id,
+                    hc.clone(),
+                    probe.clone(),
+                    verdict.clone(),
+                    permits.clone(),
+                    counters.clone(),
+                    splitmix64(&mut seed),
+                ));
+            }
+        }
+        HealthChecker {
+            tasks,
+            counters,
+            method,
+            pool,
+        }
+    }
+
+    /// Probe counters.
+    pub fn counters(&self) -> &ProbeCounters {
+        &self.counters
+    }
+
+    /// Stops every task now.
+    pub fn stop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+impl Collect for HealthChecker {
+    fn collect(&self, out: &mut Vec<Sample>) {
+        for (result, v) in [("ok", &self.counters.ok), ("failed", &self.counters.failed)] {
+            out.push(Sample {
+                name: "proxypool_probes_total",
+                help: "Active health probes, by method and result.",
+                kind: Kind::Counter,
+                labels: vec![
+                    ("pool", self.pool.name().to_owned()),
+                    ("method", self.method.to_owned()),
+                    ("result", result.to_owned()),
+                ],
+                value: v.load(Ordering::Relaxed) as f64,
+            });
+        }
+    }
+}
+
+/// Moves the pool's breakers to half-open when their cooldown ends, even if no
+/// connect comes along to notice.
+async fn breaker_timer(pool: Pool) {
+    loop {
+        let wake = pool.deadline_changed();
+        match pool.next_deadline() {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t) => pool.poll(Instant::now()),
+                    _ = wake => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check_member(
+    pool: Pool,
+    id: ProxyId,
+    hc: HealthCheck,
+    probe: Arc<dyn Probe>,
+    verdict: VerdictSlot,
+    permits: Arc<Semaphore>,
+    counters: Arc<ProbeCounters>,
+    mut rng: u64,
+) {
+    let url = pool.members()[id as usize].url().clone();
+    // The first probe comes soon, spread over the fast interval, so the first
+    // verdict is exported quickly without every proxy probed at the same instant.
+    let mut wait = hc.fast_interval.mul_f64(unit(&mut rng));
+    let mut last_success: Option<bool> = None;
+    loop {
+        tokio::time::sleep(wait).await;
+        let result = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            let mut result = Err(String::new());
+            for _ in 0..hc.retry_count.max(1) {
+                result = probe.probe(&url, hc.timeout).await;
+                if result.is_ok() {
+                    break;
+                }
+            }
+            result
+        };
+        let (success, latency, reason) = match &result {
+            Ok(d) => (true, *d, "probe succeeded".to_owned()),
+            Err(e) => (
+                false,
+                Duration::ZERO,
+                format!("{} probe failed: {e}", probe.method()),
+            ),
+        };
+        if success {
+            counters.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        match verdict.load().observe(id, success, latency) {
+            Health::Healthy => pool.set_health(id, true, &reason),
+            Health::Unhealthy => pool.set_health(id, false, &reason),
+            Health::Unchanged => {}
+        }
+        let member = &pool.members()[id as usize];
+        let settled = member.healthy() == success
+            && last_success.is_none_or(|l| l == success)
+            && member.breaker() == BreakerState::Closed;
+        last_success = Some(success);
+        let base = if settled && member.healthy() {
+            hc.interval
+        } else {
+            hc.fast_interval
+        };
+        wait = base.mul_f64(0.75 + 0.5 * unit(&mut rng));
+    }
+}
+
+/// A uniform number in [0, 1).
+fn unit(rng: &mut u64) -> f64 {
+    (splitmix64(rng) >> 11) as f64 / (1u64 << 53) as f64
+}
