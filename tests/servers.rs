@@ -38,6 +38,8 @@ pub struct RealProxy {
     pub egress: IpAddr,
     child: Child,
     log: PathBuf,
+    program: PathBuf,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -50,6 +52,30 @@ impl RealProxy {
     /// Stops it now (connections to it are refused afterwards).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// Starts it again on the same port, with the same arguments, after [`kill`].
+    ///
+    /// [`kill`]: RealProxy::kill
+    pub async fn restart(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        self.child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("restart");
+        crate::wait::until(
+            "the restarted proxy to listen",
+            crate::wait::DEFAULT_DEADLINE,
+            || std::net::TcpStream::connect(self.addr).ok().map(drop),
+        )
+        .await;
     }
 }
 
@@ -66,8 +92,9 @@ async fn start(
         let port = free_port();
         let log = dir.path().join("proxy.log");
         let out = std::fs::File::create(&log).expect("log file");
+        let argv = args(port, dir.path());
         let mut child = Command::new(&program)
-            .args(args(port, dir.path()))
+            .args(&argv)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -86,6 +113,8 @@ async fn start(
                     egress,
                     child,
                     log,
+                    program,
+                    args: argv,
                     _dir: dir,
                 });
             }

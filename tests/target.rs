@@ -70,3 +70,56 @@ impl Drop for TargetServer {
         self.task.abort();
     }
 }
+
+/// A plain HTTP server that answers every request with the status it is set to, for
+/// the `http` probe. Counts the requests it answered.
+pub struct HttpStatusServer {
+    addr: SocketAddr,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    task: JoinHandle<()>,
+}
+
+impl HttpStatusServer {
+    /// Starts one on 127.0.0.1:0 answering `status`.
+    pub async fn start(status: u16) -> HttpStatusServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let current = status.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let code = current.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let reply = format!(
+                        "HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        HttpStatusServer { addr, status, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers `status` from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for HttpStatusServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

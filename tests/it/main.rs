@@ -4,6 +4,7 @@ mod cli;
 mod compat;
 mod dial_faults;
 mod dial_real;
+mod failover;
 mod hot_swap;
 mod pool_shapes;
 mod redaction;

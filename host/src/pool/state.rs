@@ -526,3 +526,131 @@ impl Collect for Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::ProxyId;
+
+    fn pool() -> Pool {
+        Pool::from_urls(
+            "default.http",
+            ["socks5://a:1", "socks5://b:1", "socks5://c:1"],
+        )
+        .unwrap()
+    }
+
+    fn eligible(p: &Pool) -> Vec<ProxyId> {
+        p.snapshot().eligible().to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_half_opens_for_one_trial_and_closes() {
+        let p = pool();
+        let t0 = Instant::now();
+        p.record_failure(1, t0, "refused");
+        assert_eq!(
+            eligible(&p),
+            [0, 2],
+            "open after one proxy fault (the default)"
+        );
+        let BreakerState::Open { until } = p.members()[1].breaker() else {
+            panic!("not open");
+        };
+        assert_eq!(p.next_deadline(), Some(until));
+        let cooldown = until - t0;
+        // The timer task would call poll at `until`; nothing happens before it.
+        tokio::time::advance(cooldown - Duration::from_millis(1)).await;
+        p.poll(Instant::now());
+        assert_eq!(eligible(&p), [0, 2]);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.poll(Instant::now());
+        assert_eq!(eligible(&p), [0, 1, 2], "half-open: eligible for its trial");
+        assert!(p.begin_attempt(1), "the one trial");
+        assert_eq!(eligible(&p), [0, 2], "out while the trial runs");
+        assert!(!p.begin_attempt(1), "no second trial");
+        // The trial fails: open again, longer.
+        let t1 = Instant::now();
+        p.record_failure(1, t1, "refused again");
+        let BreakerState::Open { until } = p.members()[1].breaker() else {
+            panic!("not reopened");
+        };
+        assert!(until - t1 > cooldown, "{:?} after {cooldown:?}", until - t1);
+        tokio::time::advance(until - t1).await;
+        p.poll(Instant::now());
+        assert!(p.begin_attempt(1));
+        p.record_success(1);
+        assert_eq!(p.members()[1].breaker(), BreakerState::Closed);
+        assert_eq!(eligible(&p), [0, 1, 2]);
+        let c = p.counters();
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                n(&c.breaker_opened),
+                n(&c.breaker_half_opened),
+                n(&c.breaker_closed)
+            ),
+            (2, 2, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_health_recovery_closes_an_open_breaker() {
+        let p = pool();
+        p.record_failure(0, Instant::now(), "refused");
+        p.set_health(0, false, "tcp probe failed");
+        p.set_health(0, true, "probe succeeded");
+        assert_eq!(p.members()[0].breaker(), BreakerState::Closed);
+        assert_eq!(eligible(&p), [0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_covers_one_exchange_and_expires_on_time() {
+        let p = pool();
+        let t0 = Instant::now();
+        p.report(
+            2,
+            "Binance",
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(30)),
+            },
+            t0,
+        );
+        p.report(1, "kraken", Outcome::GeoBlocked, t0);
+        let banned = |ex: &str| {
+            let mut v = Vec::new();
+            p.snapshot().banned_for(ex, Instant::now(), &mut v);
+            v
+        };
+        assert_eq!(banned("binance"), [2]);
+        assert_eq!(banned("coinbase"), Vec::<ProxyId>::new());
+        assert_eq!(
+            eligible(&p),
+            [0, 1, 2],
+            "a ban is per exchange, not a health state"
+        );
+        tokio::time::advance(Duration::from_secs(30) - Duration::from_millis(1)).await;
+        assert_eq!(banned("binance"), [2]);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(banned("binance").is_empty(), "expired at exactly 30 s");
+        p.poll(Instant::now());
+        assert_eq!(
+            p.snapshot().bans().len(),
+            1,
+            "pruned; geo-blocked stays until reload"
+        );
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert_eq!(banned("kraken"), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_without_retry_after_uses_the_configured_time() {
+        let p = pool();
+        let t0 = Instant::now();
+        p.report(0, "binance", Outcome::Banned { retry_after: None }, t0);
+        assert_eq!(
+            p.snapshot().bans()[0].until,
+            Some(t0 + crate::config::DEFAULT_BANNED)
+        );
+    }
+}
