@@ -7,6 +7,7 @@ mod dial_real;
 mod failover;
 mod hot_swap;
 mod pool_shapes;
+mod probes;
 mod redaction;
 mod strategy;
 mod strategy_api;

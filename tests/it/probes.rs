@@ -1,0 +1,158 @@
+//! Each active probe method detects a failure and a recovery, against real proxies.
+
+use proxypool::Balancer;
+use proxypool::config::ConfigBuilder;
+use proxypool_tests::assert_eventually;
+use proxypool_tests::servers::microsocks;
+use proxypool_tests::target::{HttpStatusServer, TargetServer};
+
+use crate::failover::balancer;
+
+const ROUTE: &str = "default.http";
+
+fn healthy(b: &Balancer) -> bool {
+    let s = &b.pool(ROUTE).unwrap().0.status()[0];
+    s.healthy && s.probed
+}
+
+fn down(b: &Balancer) -> bool {
+    !b.pool(ROUTE).unwrap().0.status()[0].healthy
+}
+
+/// Fast knobs so that a test sees transitions within a second or two.
+const FAST: &str =
+    "interval: 1, fast_interval_ms: 100, timeout_seconds: 1, retry_count: 1, rise: 2, fall: 2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_probe_detects_a_dead_proxy_and_its_return() {
+    let Some(mut p) = microsocks(None).await else {
+        return;
+    };
+    let b = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{method: tcp, {FAST}}}}}}}}}",
+        p.addr
+    ));
+    assert_eventually!(healthy(&b), "the first check");
+    p.kill().await;
+    assert_eventually!(down(&b), "tcp probes to fail");
+    p.restart().await;
+    assert_eventually!(healthy(&b), "tcp probes to succeed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_probe_detects_a_dead_proxy_and_its_return() {
+    let Some(mut p) = microsocks(None).await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let b = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], \
+         health_check: {{method: handshake, target: '{}', {FAST}}}}}}}}}",
+        p.addr,
+        target.addr()
+    ));
+    assert_eventually!(healthy(&b), "the first check");
+    assert_eventually!(
+        !target.peer_ips().is_empty(),
+        "a handshake through the proxy to the target"
+    );
+    assert!(
+        target.peer_ips().iter().all(|ip| *ip == p.egress),
+        "through the proxy only"
+    );
+    p.kill().await;
+    assert_eventually!(down(&b), "handshake probes to fail");
+    p.restart().await;
+    assert_eventually!(healthy(&b), "handshake probes to succeed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probe_checks_the_status_through_the_proxy() {
+    let Some(p) = microsocks(None).await else {
+        return;
+    };
+    let web = HttpStatusServer::start(204).await;
+    let b = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], \
+         health_check: {{method: http, url: 'http://{}/health', expected_status: ['200-299'], {FAST}}}}}}}}}",
+        p.addr,
+        web.addr()
+    ));
+    assert_eventually!(healthy(&b), "the first check");
+    web.set_status(503);
+    assert_eventually!(down(&b), "a 503 to count as failure");
+    let reason = b.pool(ROUTE).unwrap().0.status()[0].reason.clone();
+    assert!(reason.contains("HTTP status 503"), "{reason}");
+    web.set_status(200);
+    assert_eventually!(healthy(&b), "a 200 to count as success");
+    let checker_metrics = b.metrics().render();
+    assert!(
+        checker_metrics.contains(
+            "proxypool_probes_total{pool=\"default.http\",method=\"http\",result=\"failed\"}"
+        ),
+        "{checker_metrics}"
+    );
+}
+
+/// Ping needs the machine's permission (`net.ipv4.ping_group_range`), which is a
+/// global setting: this one test checks both sides, in order, and puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_is_refused_at_validation_where_forbidden_and_probes_where_allowed() {
+    const RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+    const IGNORE: &str = "/proc/sys/net/ipv4/icmp_echo_ignore_all";
+    let yaml = "proxy: {enabled: true, default: {http: {pool: ['socks5://127.0.0.1:1080'], \
+                health_check: {method: ping, interval: 1, fast_interval_ms: 100, timeout_seconds: 1, \
+                retry_count: 1, rise: 2, fall: 2}}}}";
+    let Ok(original) = std::fs::read_to_string(RANGE) else {
+        eprintln!("skipped: no {RANGE} on this system");
+        return;
+    };
+    let writable = std::fs::write(RANGE, "1 0").is_ok();
+    if !writable {
+        assert!(
+            !proxypool_tests::in_ci(),
+            "CI must be able to set {RANGE} (run as root)"
+        );
+        eprintln!("skipped: cannot write {RANGE}");
+        return;
+    }
+    let restore = scopeguard(|| {
+        let _ = std::fs::write(RANGE, &original);
+        let _ = std::fs::write(IGNORE, "0");
+    });
+
+    let err = ConfigBuilder::new().yaml_str(yaml).build().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "default.http.pool.health_check.method: ping needs unprivileged ICMP sockets"
+        ) || text
+            .contains("default.http.health_check.method: ping needs unprivileged ICMP sockets"),
+        "{text}"
+    );
+    assert!(text.contains("ping_group_range"), "{text}");
+
+    std::fs::write(RANGE, "0 2147483647").unwrap();
+    let b = balancer(yaml);
+    assert_eventually!(healthy(&b), "echo replies from 127.0.0.1");
+    std::fs::write(IGNORE, "1").unwrap();
+    assert_eventually!(down(&b), "missing echo replies");
+    std::fs::write(IGNORE, "0").unwrap();
+    assert_eventually!(healthy(&b), "echo replies again");
+    let probes = b.metrics().render();
+    assert!(probes.contains("method=\"ping\",result=\"ok\""), "{probes}");
+    drop(restore);
+}
+
+/// Runs `f` when dropped, so a failed assertion still restores global settings.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
