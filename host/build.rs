@@ -1,11 +1,11 @@
-//! Builds the reference strategies in `strategies/` as WebAssembly components and
-//! leaves them in OUT_DIR for `include_bytes!`.
+//! Builds the reference strategies and the default health verdict in `strategies/`
+//! as WebAssembly components and leaves them in OUT_DIR for `include_bytes!`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-const STRATEGIES: [&str; 3] = ["round_robin", "random", "least_connections"];
+const STRATEGIES: [&str; 4] = ["round_robin", "random", "least_connections", "threshold"];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

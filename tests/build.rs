@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 /// The features of the `faulty` fixture; each is one way to misbehave.
-const FAULTS: [&str; 6] = [
+const FAULTS: [&str; 8] = [
     "trap",
     "spin",
     "grow",
     "out_of_range",
     "tried",
     "wasi_import",
+    "verdict_down",
+    "verdict_trap",
 ];
 
 fn main() -> Result<()> {

@@ -13,3 +13,4 @@ mod strategy;
 mod strategy_api;
 mod strategy_check;
 mod strategy_faults;
+mod verdict;

@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use crate::config::{
     BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, StrategyRef, Transport, Upstream,
+    VerdictRef,
 };
 use crate::dial::{DialContext, DialError, DialProbe, Dialer, ProxyStream, Target};
-use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Threshold, Verdict, VerdictSlot};
+use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Verdict, VerdictSlot};
 use crate::metrics::Registry;
 use crate::pool::{Lease, MemberStatus, Outcome, Pool};
-use crate::strategy::{Limits, Selector, StrategyEngine, StrategyError, StrategyWatch};
+use crate::strategy::{
+    Limits, Selector, StrategyEngine, StrategyError, StrategyWatch, WasmVerdict,
+};
 pub use connect::ConnectCounters;
+use sha2::Digest;
 
 /// Why a balancer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,8 @@ struct PoolEntry {
     /// The watch on the strategy file, if the strategy is one.
     watch: Mutex<Option<StrategyWatch>>,
     verdict: VerdictSlot,
+    /// The watch on the verdict file, if the verdict is one.
+    verdict_watch: Mutex<Option<StrategyWatch>>,
     /// Recent handshake times, for the hedge delay.
     handshakes: Mutex<VecDeque<Duration>>,
     /// Rotation for the panic policy, which bypasses the strategy.
@@ -179,12 +185,21 @@ impl Balancer {
         let selector = Arc::new(Selector::new(engine.clone(), compiled, fallback, seed));
         let watch = watch_strategy(engine, &selector, &spec.strategy).map_err(err)?;
         let hc = &spec.health_check;
-        let verdict: Box<dyn Verdict> = Box::new(Threshold::new(hc.rise, hc.fall));
+        let verdict_err = |source| BalancerError::Strategy {
+            pool: name.to_owned(),
+            strategy: format!("verdict {}", hc.verdict),
+            source,
+        };
+        let verdict = load_verdict(engine, &hc.verdict, hc.rise, hc.fall).map_err(verdict_err)?;
+        let slot: VerdictSlot = Arc::new(arc_swap::ArcSwap::from_pointee(verdict));
+        let verdict_watch =
+            watch_verdict(engine, &slot, &hc.verdict, hc.rise, hc.fall).map_err(verdict_err)?;
         Ok(PoolEntry {
             pool,
             selector,
             watch: Mutex::new(watch),
-            verdict: Arc::new(arc_swap::ArcSwap::from_pointee(verdict)),
+            verdict: slot,
+            verdict_watch: Mutex::new(verdict_watch),
             handshakes: Mutex::new(VecDeque::new()),
             panic_rotor: AtomicU64::new(0),
         })
@@ -211,12 +226,53 @@ impl Balancer {
         out
     }
 
-    /// Replaces a pool's health verdict live (a custom module, say); the next probe
-    /// results go through it.
-    pub fn set_verdict(&self, route: &str, verdict: Box<dyn Verdict>) -> Result<(), BalancerError> {
+    /// Changes a pool's health verdict live, through admission (as for strategies):
+    /// on failure the current verdict keeps serving. A `.wasm` verdict is watched
+    /// from then on. Blocking (it may compile).
+    pub fn set_verdict(&self, route: &str, verdict: &VerdictRef) -> Result<(), BalancerError> {
         let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
             route: route.to_owned(),
         })?;
+        let hc = &entry.pool.spec().health_check;
+        let loaded = load_verdict(&self.engine, verdict, hc.rise, hc.fall).and_then(|v| {
+            let watch = watch_verdict(&self.engine, &entry.verdict, verdict, hc.rise, hc.fall)?;
+            Ok((v, watch))
+        });
+        match loaded {
+            Ok((v, watch)) => {
+                entry.verdict.store(Arc::new(v));
+                *entry
+                    .verdict_watch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = watch;
+                tracing::info!(target: "proxypool::health", pool = route, "verdict {verdict} installed");
+                Ok(())
+            }
+            Err(source) => {
+                let e = BalancerError::Strategy {
+                    pool: route.to_owned(),
+                    strategy: format!("verdict {verdict}"),
+                    source,
+                };
+                tracing::warn!(target: "proxypool::health", "{e}; the previous verdict keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces a pool's verdict with a native one (an embedder's own logic).
+    pub fn set_native_verdict(
+        &self,
+        route: &str,
+        verdict: Box<dyn Verdict>,
+    ) -> Result<(), BalancerError> {
+        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
+            route: route.to_owned(),
+        })?;
+        *entry
+            .verdict_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         entry.verdict.store(Arc::new(verdict));
         Ok(())
     }
@@ -373,6 +429,54 @@ fn load_strategy(
             Ok((engine.admit(&bytes)?, BuiltinStrategy::RoundRobin))
         }
     }
+}
+
+/// A pool's verdict: the built-in `threshold` component or an admitted file.
+fn load_verdict(
+    engine: &StrategyEngine,
+    verdict: &VerdictRef,
+    rise: u32,
+    fall: u32,
+) -> Result<Box<dyn Verdict>, StrategyError> {
+    let compiled = match verdict {
+        VerdictRef::Threshold => engine.threshold_verdict()?,
+        VerdictRef::Wasm(path) => {
+            let bytes = std::fs::read(path).map_err(|source| StrategyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            engine.admit_verdict(&bytes, rise, fall)?
+        }
+    };
+    Ok(Box::new(WasmVerdict::new(
+        engine.clone(),
+        compiled,
+        rise,
+        fall,
+    )))
+}
+
+fn watch_verdict(
+    engine: &StrategyEngine,
+    slot: &VerdictSlot,
+    verdict: &VerdictRef,
+    rise: u32,
+    fall: u32,
+) -> Result<Option<StrategyWatch>, StrategyError> {
+    let VerdictRef::Wasm(path) = verdict else {
+        return Ok(None);
+    };
+    let seen = std::fs::read(path)
+        .ok()
+        .map(|b| <[u8; 32]>::from(sha2::Sha256::digest(&b)));
+    let (engine, slot) = (engine.clone(), slot.clone());
+    StrategyWatch::start_with(path, seen, move |bytes| {
+        let compiled = engine.admit_verdict(bytes, rise, fall)?;
+        let v: Box<dyn Verdict> = Box::new(WasmVerdict::new(engine.clone(), compiled, rise, fall));
+        slot.store(Arc::new(v));
+        Ok(())
+    })
+    .map(Some)
 }
 
 fn watch_strategy(

@@ -10,6 +10,7 @@ mod bindings;
 pub mod check;
 mod native;
 mod selector;
+mod verdict;
 mod watch;
 
 use std::collections::HashMap;
@@ -22,13 +23,15 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 
 use crate::config::BuiltinStrategy;
-use bindings::{Selection, SelectionPre};
+use bindings::Plugins;
+use bindings::exports::proxypool::strategy::selector as wit_selector;
 
 pub use bindings::proxypool::strategy::types::Transport as WitTransport;
 pub use native::Native;
 pub use selector::{
     BATCH_SIZE, PickError, QUARANTINE_FAULTS, QUARANTINE_WINDOW, Selector, SelectorStats,
 };
+pub use verdict::{CompiledVerdict, VerdictFaults, WasmVerdict, threshold_bytes};
 pub use watch::{StrategyWatch, SwapCounters};
 
 pub use crate::pool::{LeaseCount, ProxyId};
@@ -80,9 +83,14 @@ pub enum StrategyError {
         /// The offending import.
         import: String,
     },
-    /// The component does not implement the `selection` world.
-    #[error("does not implement proxypool:strategy/selection@0.1.0: {0}")]
-    WrongWorld(String),
+    /// The component does not implement the world it is loaded as.
+    #[error("does not implement proxypool:strategy/{world}@0.1.0: {detail}")]
+    WrongWorld {
+        /// `selection` or `health-verdict`.
+        world: &'static str,
+        /// What is missing or mistyped.
+        detail: String,
+    },
     /// Instantiation failed (a trap in start-up code, say).
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
@@ -175,6 +183,7 @@ struct EngineInner {
     linker: Linker<HostState>,
     limits: Limits,
     cache: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+    threshold: std::sync::OnceLock<Arc<CompiledVerdict>>,
 }
 
 impl fmt::Debug for StrategyEngine {
@@ -193,7 +202,7 @@ impl StrategyEngine {
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| StrategyError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        Selection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        Plugins::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| StrategyError::Engine(e.to_string()))?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -214,6 +223,7 @@ impl StrategyEngine {
                 linker,
                 limits,
                 cache: Mutex::default(),
+                threshold: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -221,6 +231,15 @@ impl StrategyEngine {
     /// The limits every instance runs under.
     pub fn limits(&self) -> Limits {
         self.inner.limits
+    }
+
+    /// The default verdict component, compiled once per engine.
+    pub fn threshold_verdict(&self) -> Result<Arc<CompiledVerdict>, StrategyError> {
+        if let Some(c) = self.inner.threshold.get() {
+            return Ok(c.clone());
+        }
+        let c = self.compile_verdict(threshold_bytes())?;
+        Ok(self.inner.threshold.get_or_init(|| c).clone())
     }
 
     /// Compiles a reference strategy (cached after the first time).
@@ -236,6 +255,27 @@ impl StrategyEngine {
         if let Some(c) = self.lock_cache().get(&hash) {
             return Ok(c.clone());
         }
+        let (pre, imports) = self.load(bytes)?;
+        let indices =
+            wit_selector::GuestIndices::new(&pre).map_err(|e| StrategyError::WrongWorld {
+                world: "selection",
+                detail: format!("{e:#}"),
+            })?;
+        let compiled = Arc::new(Compiled {
+            pre,
+            indices,
+            hash,
+            imports,
+        });
+        self.lock_cache().insert(hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Compiles `bytes`, checks that it imports nothing but our WIT, and links it.
+    fn load(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(wasmtime::component::InstancePre<HostState>, Vec<String>), StrategyError> {
         let engine = &self.inner.engine;
         let component =
             Component::new(engine, bytes).map_err(|e| StrategyError::Compile(format!("{e:#}")))?;
@@ -256,11 +296,27 @@ impl StrategyEngine {
             .inner
             .linker
             .instantiate_pre(&component)
-            .and_then(SelectionPre::new)
-            .map_err(|e| StrategyError::WrongWorld(format!("{e:#}")))?;
-        let compiled = Arc::new(Compiled { pre, hash, imports });
-        self.lock_cache().insert(hash, compiled.clone());
-        Ok(compiled)
+            .map_err(|e| StrategyError::Compile(format!("{e:#}")))?;
+        Ok((pre, imports))
+    }
+
+    /// A store under this engine's memory cap, with `host.random` seeded by `seed`,
+    /// and the deadlines in epoch ticks (call, update).
+    fn store(&self, seed: u64) -> (Store<HostState>, u64, u64) {
+        let limits = self.inner.limits;
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            rng: seed,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = deadline_ticks(limits.deadline);
+        let update_ticks = deadline_ticks(limits.update_deadline);
+        store.set_epoch_deadline(update_ticks);
+        (store, ticks, update_ticks)
     }
 
     /// Admission: [`StrategyEngine::compile`], then canary calls under this engine's
@@ -328,22 +384,11 @@ impl StrategyEngine {
 
     /// A fresh instance of `compiled`; `seed` seeds its `host.random`.
     pub fn instantiate(&self, compiled: &Compiled, seed: u64) -> Result<Instance, StrategyError> {
-        let limits = self.inner.limits;
-        let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                .trap_on_grow_failure(true)
-                .build(),
-            rng: seed,
-        };
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = deadline_ticks(limits.deadline);
-        let update_ticks = deadline_ticks(limits.update_deadline);
-        store.set_epoch_deadline(update_ticks);
+        let (mut store, ticks, update_ticks) = self.store(seed);
         let bindings = compiled
             .pre
             .instantiate(&mut store)
+            .and_then(|instance| compiled.indices.load(&mut store, &instance))
             .map_err(|e| StrategyError::Instantiate(format!("{e:#}")))?;
         Ok(Instance {
             store,
@@ -367,7 +412,8 @@ fn deadline_ticks(deadline: Duration) -> u64 {
 
 /// A component that passed the import and world checks, ready to instantiate.
 pub struct Compiled {
-    pre: SelectionPre<HostState>,
+    pre: wasmtime::component::InstancePre<HostState>,
+    indices: wit_selector::GuestIndices,
     hash: [u8; 32],
     imports: Vec<String>,
 }
@@ -432,7 +478,7 @@ pub struct PickContext<'a> {
 /// One live instance of a strategy. Not `Sync`: the pool serialises calls.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: Selection,
+    bindings: wit_selector::Guest,
     /// Reused for every pick's lease counts.
     leases: Vec<WitLeaseCount>,
     ticks: u64,
@@ -455,7 +501,6 @@ impl Instance {
     ) -> Result<(), Fault> {
         self.store.set_epoch_deadline(self.update_ticks);
         self.bindings
-            .proxypool_strategy_selector()
             .call_set_candidates(&mut self.store, ids, weights, active)
             .map_err(|e| Fault::from_wasmtime(&e))
     }
@@ -485,7 +530,6 @@ impl Instance {
             leases: &self.leases,
         };
         self.bindings
-            .proxypool_strategy_selector()
             .call_pick(&mut self.store, wit)
             .map_err(|e| Fault::from_wasmtime(&e))
     }
@@ -495,7 +539,6 @@ impl Instance {
         self.store.set_epoch_deadline(self.ticks);
         let batch = self
             .bindings
-            .proxypool_strategy_selector()
             .call_pick_batch(&mut self.store, max)
             .map_err(|e| Fault::from_wasmtime(&e))?;
         if batch.len() > max as usize {

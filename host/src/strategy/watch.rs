@@ -47,6 +47,21 @@ impl StrategyWatch {
         selector: Arc<Selector>,
         path: impl AsRef<Path>,
     ) -> Result<StrategyWatch, StrategyError> {
+        let seen = selector.strategy_hash();
+        Self::start_with(path, Some(seen), move |bytes| {
+            selector.install(engine.admit(bytes)?);
+            Ok(())
+        })
+    }
+
+    /// Watches `path` and hands each new content (other than `seen`) to `install`,
+    /// which admits and installs it or says why not. The same logging and counters as
+    /// for strategies; used for health-verdict files too.
+    pub fn start_with(
+        path: impl AsRef<Path>,
+        seen: Option<[u8; 32]>,
+        install: impl Fn(&[u8]) -> Result<(), StrategyError> + Send + 'static,
+    ) -> Result<StrategyWatch, StrategyError> {
         let path = path.as_ref().to_path_buf();
         let dir = path
             .parent()
@@ -55,7 +70,7 @@ impl StrategyWatch {
             .to_path_buf();
         let counters = Arc::new(SwapCounters::default());
         let file_name = path.file_name().map(ToOwned::to_owned);
-        let last_seen: Mutex<Option<[u8; 32]>> = Mutex::new(Some(selector.strategy_hash()));
+        let last_seen: Mutex<Option<[u8; 32]>> = Mutex::new(seen);
         let c = counters.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -68,7 +83,7 @@ impl StrategyWatch {
                 {
                     return;
                 }
-                reload(&engine, &selector, &path, &last_seen, &c);
+                reload(&install, &path, &last_seen, &c);
             })
             .map_err(|e| watch_error(&dir, e))?;
         watcher
@@ -95,8 +110,7 @@ fn watch_error(dir: &Path, e: notify::Error) -> StrategyError {
 
 /// Reads, admits and installs the file's current content, once per distinct content.
 fn reload(
-    engine: &StrategyEngine,
-    selector: &Selector,
+    install: &dyn Fn(&[u8]) -> Result<(), StrategyError>,
     path: &PathBuf,
     last_seen: &Mutex<Option<[u8; 32]>>,
     counters: &SwapCounters,
@@ -111,7 +125,7 @@ fn reload(
                 path: path.display().to_string(),
                 source,
             };
-            tracing::warn!(target: "proxypool::strategy", "strategy {} rejected: {err}; the previous strategy keeps serving", path.display());
+            tracing::warn!(target: "proxypool::strategy", "{} rejected: {err}; the previous one keeps serving", path.display());
             return;
         }
     };
@@ -123,22 +137,16 @@ fn reload(
         }
         *seen = Some(hash);
     }
-    match engine.admit(&bytes) {
-        Ok(compiled) => {
-            selector.install(compiled);
+    match install(&bytes) {
+        Ok(()) => {
             counters.installed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                target: "proxypool::strategy",
-                generation = selector.stats().generation,
-                "strategy {} installed",
-                path.display()
-            );
+            tracing::info!(target: "proxypool::strategy", "{} installed", path.display());
         }
         Err(err) => {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 target: "proxypool::strategy",
-                "strategy {} rejected: {err}; the previous strategy keeps serving",
+                "{} rejected: {err}; the previous one keeps serving",
                 path.display()
             );
         }
