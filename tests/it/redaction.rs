@@ -140,3 +140,51 @@ async fn log_lines_are_redacted() {
     assert!(out.contains("proxy: transport=websocket"), "{out}");
     assert_clean("log output", &out);
 }
+
+/// Status, metrics, transition logs and the all-down error of a pool whose proxies
+/// carry credentials.
+#[tokio::test]
+async fn status_metrics_and_health_logs_are_redacted() {
+    let (logs, _guard) = proxypool_tests::capture_logs();
+    let bal = crate::failover::balancer(
+        "proxy: {enabled: true, default: {http: {pool: ['socks5://trader:hunter2secret@127.0.0.1:9', \
+         'http://trader:hunter2secret@127.0.0.1:9'], when_all_down: fail, \
+         health_check: {method: tcp, interval: 1, fast_interval_ms: 100, timeout_seconds: 1, \
+         retry_count: 1, rise: 1, fall: 1}}}}",
+    );
+    let (pool, _) = bal.pool("default.http").unwrap();
+    proxypool_tests::assert_eventually!(
+        pool.status().iter().all(|m| m.probed && !m.healthy),
+        "both marked down by probes"
+    );
+    pool.report(
+        0,
+        "binance",
+        proxypool::pool::Outcome::GeoBlocked,
+        tokio::time::Instant::now(),
+    );
+    let err = bal
+        .connect(
+            Some("binance"),
+            proxypool::Transport::Http,
+            &"127.0.0.1:1".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_clean("all-down error", &err.to_string());
+    let status: Vec<String> = bal
+        .status()
+        .iter()
+        .flat_map(|(_, members)| members.iter().map(|m| format!("{m} {m:?}")))
+        .collect();
+    assert_clean("status", &status.join("\n"));
+    let metrics = bal.metrics().render();
+    assert!(
+        metrics.contains("proxy=\"socks5://***@127.0.0.1:9\""),
+        "{metrics}"
+    );
+    assert_clean("metrics", &metrics);
+    let logs = logs.contents();
+    assert!(logs.contains("health down"), "{logs}");
+    assert_clean("health logs", &logs);
+}
