@@ -11,15 +11,20 @@
 //! - [`config`] reads cryptofeed's proxy schema (YAML, `CRYPTOFEED_PROXY_*`, code) and
 //!   resolves `(exchange, transport)` to a route. It knows nothing about sockets.
 //! - [`pool`] holds each route's live proxy state: one `ArcSwap` snapshot of the
-//!   eligible set, and RAII [`pool::Lease`]s that count active connections.
-//! - [`strategy`] runs selection strategies as WebAssembly components (with native
-//!   fallbacks) and picks from a pool's snapshot.
-//! - [`balancer`] is the facade: it builds pools and strategies from a config and
-//!   opens tunnels by route, moving on to another proxy after a proxy fault.
+//!   eligible set and bans, RAII [`pool::Lease`]s that count active connections, and a
+//!   circuit breaker per proxy.
+//! - [`health`] schedules active probes on background tasks and flips the pool's health
+//!   cells through a pluggable [`health::Verdict`]; it defines what a probe is, and
+//!   `dial` implements the methods.
+//! - [`strategy`] runs selection strategies and health verdicts as WebAssembly
+//!   components (with native fallbacks) and picks from a pool's snapshot.
 //! - [`dial`] opens a stream to a target through one proxy and classifies every failure
-//!   as a proxy, destination or config fault.
+//!   as a proxy, destination or config fault; it also holds the probe methods.
+//! - [`balancer`] is the facade: it builds pools, strategies and health checks from a
+//!   config, and opens tunnels by route with failover, hedging and the all-down policy.
+//! - [`metrics`] is a pull-model registry every layer reports into.
 //!
-//! Health checks, failover and the gateway build on these.
+//! The gateway builds on these.
 //!
 //! Credentials in proxy URLs never reach `Debug`, `Display`, errors or logs: see
 //! [`config::ProxyUrl`] and [`config::redact_text`].
