@@ -2,11 +2,13 @@
 //!
 //! At most two dials run at once: the current attempt and, once it has gone a hedge
 //! delay without a tunnel, a second proxy racing it. The first tunnel wins and the
-//! other dial is dropped (cancelled). A proxy or config fault moves on to the next
-//! proxy; a destination fault returns at once, since every proxy would meet it. Every
-//! outcome reaches the pool: successes close breakers, proxy faults open them, a 407
-//! marks the proxy misconfigured, and an attempt that lost a hedge race after the
-//! delay counts as a proxy fault (that is how a blackholed proxy's breaker opens).
+//! other dial is cancelled as far as the client is concerned. A proxy or config fault
+//! moves on to the next proxy; a destination fault returns at once, since every proxy
+//! would meet it. Every outcome reaches the pool: successes close breakers, proxy
+//! faults open them, a 407 marks the proxy misconfigured. A first dial that lost to
+//! its hedge is given a short grace in the background to tell slow from dead: if it
+//! still has no tunnel then, it counts as a proxy fault (that is how a blackholed
+//! proxy's breaker opens); if it finishes, it was only slow and its tunnel is closed.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -27,6 +29,11 @@ use crate::strategy::PickContext;
 const HANDSHAKE_SAMPLES: usize = 64;
 /// Below this many samples the hedge delay is the configured maximum.
 const MIN_SAMPLES: usize = 8;
+/// A first dial that lost to its hedge gets this many hedge delays more, in the
+/// background, before it counts as a proxy fault.
+const LOSER_GRACE_DELAYS: u32 = 3;
+/// The least grace a losing dial gets: under load, a healthy handshake can take this.
+const MIN_LOSER_GRACE: Duration = Duration::from_millis(250);
 
 /// Connect counters of one balancer.
 #[derive(Debug, Default)]
@@ -106,15 +113,18 @@ impl Collect for ConnectCounters {
     }
 }
 
-type Dial<'a> = Pin<Box<dyn Future<Output = Result<ProxyStream, DialError>> + Send + 'a>>;
+/// Owned, so that a losing dial can finish in the background.
+type Dial = Pin<Box<dyn Future<Output = Result<ProxyStream, DialError>> + Send + 'static>>;
 
 /// One dial in flight.
-struct Attempt<'a> {
+struct Attempt {
     lease: Lease,
-    dial: Dial<'a>,
+    dial: Dial,
     /// Started as a hedge of another attempt.
     hedge: bool,
     started: Instant,
+    /// The hedge delay in force when it started.
+    hedge_delay: Option<Duration>,
 }
 
 enum Event {
@@ -142,7 +152,7 @@ impl Balancer {
         pool.snapshot()
             .banned_for(&exchange, started, &mut excluded);
         let mut attempts = 0usize;
-        let mut inflight: Vec<Attempt<'_>> = Vec::with_capacity(2);
+        let mut inflight: Vec<Attempt> = Vec::with_capacity(2);
         let mut hedge_at: Option<Instant> = None;
         let mut last: Option<DialError> = None;
         loop {
@@ -160,19 +170,25 @@ impl Balancer {
                         self.counters.failovers.fetch_add(1, Ordering::Relaxed);
                     }
                     attempts += 1;
-                    let url = lease.url().clone();
-                    let timeout = pool.timeout();
-                    let dialer = &self.dialer;
+                    let (url, timeout) = (lease.url().clone(), pool.timeout());
+                    let (dialer, target) = (self.dialer.clone(), target.clone());
+                    let (exchange, transport) = (ctx.exchange.map(str::to_owned), ctx.transport);
+                    let hedge_delay = self.hedge_delay(entry);
                     inflight.push(Attempt {
                         lease,
-                        dial: Box::pin(
-                            async move { dialer.dial(&url, timeout, target, ctx).await },
-                        ),
+                        dial: Box::pin(async move {
+                            let ctx = DialContext {
+                                exchange: exchange.as_deref(),
+                                transport,
+                            };
+                            dialer.dial(&url, timeout, &target, ctx).await
+                        }),
                         hedge,
                         started: Instant::now(),
+                        hedge_delay,
                     });
                     if inflight.len() == 1 {
-                        hedge_at = self.hedge_delay(entry).map(|d| Instant::now() + d);
+                        hedge_at = hedge_delay.map(|d| Instant::now() + d);
                     }
                 }
             }
@@ -218,14 +234,10 @@ impl Balancer {
                     self.note_handshake(entry, won.started.elapsed());
                     for loser in inflight.drain(..) {
                         if won.hedge {
-                            // The first dial went past the hedge delay and lost.
                             self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
-                            pool.record_failure(
-                                loser.lease.id(),
-                                Instant::now(),
-                                "no tunnel within the hedge delay; a hedge won",
-                            );
+                            judge_loser(pool.clone(), loser);
                         } else {
+                            // The hedge was not needed after all: drop it.
                             self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -446,6 +458,30 @@ impl Balancer {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// Lets a first dial that lost to its hedge run a little longer in the background, so
+/// that a dead proxy is told from a slow one; its tunnel, if any, is closed.
+fn judge_loser(pool: crate::pool::Pool, loser: Attempt) {
+    let delay = loser.hedge_delay.unwrap_or(MIN_LOSER_GRACE);
+    let grace = (delay * LOSER_GRACE_DELAYS).max(MIN_LOSER_GRACE);
+    tokio::spawn(async move {
+        let id = loser.lease.id();
+        match tokio::time::timeout(grace, loser.dial).await {
+            Ok(Ok(_tunnel)) => pool.record_success(id),
+            Ok(Err(e)) => match e.class() {
+                FaultClass::Proxy => pool.record_failure(id, Instant::now(), &e.to_string()),
+                FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
+                FaultClass::Destination => pool.record_success(id),
+            },
+            Err(_) => pool.record_failure(
+                id,
+                Instant::now(),
+                &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
+            ),
+        }
+        drop(loser.lease);
+    });
 }
 
 async fn sleep_until_some(t: Option<Instant>) {

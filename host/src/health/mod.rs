@@ -201,7 +201,10 @@ async fn check_member(
     let mut wait = hc.fast_interval.mul_f64(unit(&mut rng));
     let mut last_success: Option<bool> = None;
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = pool.attention(id) => {}
+        }
         let result = {
             let Ok(_permit) = permits.acquire().await else {
                 return;

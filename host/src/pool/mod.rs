@@ -61,6 +61,8 @@ pub struct Member {
     /// Why the member last went out, for status and the `fail` policy.
     reason: Mutex<String>,
     active: AtomicU32,
+    /// Wakes the member's health task when passive detection saw trouble.
+    attention: tokio::sync::Notify,
 }
 
 impl Member {
@@ -262,6 +264,7 @@ impl Pool {
                 misconfigured: AtomicBool::new(false),
                 reason: Mutex::new(String::new()),
                 active: AtomicU32::new(0),
+                attention: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();
         let dirty = DirtyBits::new(members.len());

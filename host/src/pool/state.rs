@@ -144,8 +144,8 @@ pub struct PoolCounters {
 
 impl Pool {
     /// Applies a health verdict; `reason` says why (a probe's error, say). Logged once
-    /// per transition. A proxy that comes up also has its breaker closed: probes just
-    /// proved it works.
+    /// per transition. A proxy that comes back up also has its breaker closed: probes
+    /// just proved it works again.
     pub fn set_health(&self, id: ProxyId, healthy: bool, reason: &str) {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
@@ -153,7 +153,12 @@ impl Pool {
         let first = !m.probed.swap(true, Ordering::AcqRel);
         let was = m.healthy.swap(healthy, Ordering::AcqRel);
         let mut changed = was != healthy;
-        if healthy && let Some(state) = lock(&m.breaker).reset() {
+        // Only a recovery closes the breaker: a proxy that stays up by its probes may
+        // still fail real connects (a tcp probe cannot see a broken handshake).
+        if healthy
+            && !was
+            && let Some(state) = lock(&m.breaker).reset()
+        {
             m.breaker_admits.store(true, Ordering::Release);
             self.count_breaker(state);
             changed = true;
@@ -213,6 +218,8 @@ impl Pool {
             if let BreakerState::Open { until } = state {
                 self.note_deadline(until);
             }
+            // Probe now rather than at the next (possibly 30 s) interval.
+            m.attention.notify_one();
             self.republish();
         }
     }
@@ -433,6 +440,14 @@ impl Pool {
         }
     }
 
+    /// Resolves when passive detection opens `id`'s breaker (or at once, if it did
+    /// since the last call): its health task probes without waiting out the interval.
+    pub async fn attention(&self, id: ProxyId) {
+        if let Some(m) = self.inner.members.get(id as usize) {
+            m.attention.notified().await;
+        }
+    }
+
     /// Resolves when the next deadline moves earlier (create it before reading
     /// [`Pool::next_deadline`], so that no change falls between).
     pub fn deadline_changed(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
@@ -598,6 +613,12 @@ mod tests {
     async fn a_health_recovery_closes_an_open_breaker() {
         let p = pool();
         p.record_failure(0, Instant::now(), "refused");
+        // Probes that keep saying "up" do not override what real connects saw.
+        p.set_health(0, true, "probe succeeded");
+        assert!(matches!(
+            p.members()[0].breaker(),
+            BreakerState::Open { .. }
+        ));
         p.set_health(0, false, "tcp probe failed");
         p.set_health(0, true, "probe succeeded");
         assert_eq!(p.members()[0].breaker(), BreakerState::Closed);
