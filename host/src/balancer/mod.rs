@@ -106,9 +106,12 @@ impl std::fmt::Debug for Balancer {
 }
 
 impl Balancer {
-    /// Builds every pool and loads its strategy: built-ins from inside the binary,
-    /// `.wasm` files through admission (and then watched for hot swap). Blocking:
-    /// compiling takes tens of milliseconds per distinct component.
+    /// Builds every pool and loads its strategy and health verdict: built-ins from
+    /// inside the binary, `.wasm` files through admission (and then watched for hot
+    /// swap). Called inside a tokio runtime, it also starts each pool's health checks
+    /// and breaker timer (stopped when the balancer drops); outside one, the balancer
+    /// only dials. Blocking: compiling takes tens of milliseconds per distinct
+    /// component.
     pub fn try_new(config: Config, dialer: Dialer) -> Result<Balancer, BalancerError> {
         Self::with_limits(config, dialer, Limits::default())
     }
