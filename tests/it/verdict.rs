@@ -122,4 +122,11 @@ async fn a_faulting_verdict_has_no_opinion() {
     );
     // Proxy 1's verdict faults on every probe: its state never changes.
     assert_eq!(states(&bal)[1], (false, true));
+    let metrics = bal.metrics().render();
+    let faults: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("proxypool_verdict_faults_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(faults >= 1.0, "{metrics}");
 }

@@ -67,6 +67,11 @@ pub enum Health {
 pub trait Verdict: Send + Sync {
     /// One probe's outcome for `id`; the proxy's health as the verdict now sees it.
     fn observe(&self, id: ProxyId, success: bool, latency: Duration) -> Health;
+
+    /// Calls that faulted (and so had no opinion) since this verdict was installed.
+    fn faults(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a pool's verdict lives: swapped whole, live.
@@ -87,6 +92,7 @@ pub struct HealthChecker {
     counters: Arc<ProbeCounters>,
     method: &'static str,
     pool: Pool,
+    verdict: VerdictSlot,
 }
 
 impl std::fmt::Debug for HealthChecker {
@@ -135,6 +141,7 @@ impl HealthChecker {
             counters,
             method,
             pool,
+            verdict,
         }
     }
 
@@ -164,6 +171,13 @@ impl Collect for HealthChecker {
                 value: v.load(Ordering::Relaxed) as f64,
             });
         }
+        out.push(Sample {
+            name: "proxypool_verdict_faults_total",
+            help: "Health-verdict calls that faulted (no opinion), since the verdict was installed.",
+            kind: Kind::Counter,
+            labels: vec![("pool", self.pool.name().to_owned())],
+            value: self.verdict.load().faults() as f64,
+        });
     }
 }
 

@@ -177,14 +177,13 @@ impl WasmVerdict {
             last_log: Mutex::new(None),
         }
     }
-
-    /// Its fault counter.
-    pub fn faults(&self) -> Arc<VerdictFaults> {
-        self.faults.clone()
-    }
 }
 
 impl Verdict for WasmVerdict {
+    fn faults(&self) -> u64 {
+        self.faults.faults.load(Ordering::Relaxed)
+    }
+
     fn observe(&self, id: ProxyId, success: bool, latency: Duration) -> Health {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if live.is_none() {
