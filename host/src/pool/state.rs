@@ -173,16 +173,13 @@ impl Pool {
             }
             self.log(id, "health", if healthy { "up" } else { "down" }, reason);
         } else if first {
-            // The first verdict is news even when it confirms the initial state.
-            self.log(
-                id,
-                "health",
-                if healthy {
-                    "up (first check)"
-                } else {
-                    "down (first check)"
-                },
-                reason,
+            // Confirms the initial state: exported (`proxypool_proxy_probed`), logged
+            // quietly, since a large pool would print a line per proxy at start-up.
+            tracing::debug!(
+                target: "proxypool::health",
+                pool = self.name(),
+                proxy = %m.url,
+                "health up (first check): {reason}"
             );
         }
         if changed {
