@@ -199,3 +199,74 @@ fn every_example_loads() {
     }
     assert!(n >= 3, "examples/*.yaml went missing");
 }
+
+#[test]
+fn the_resilience_example_sets_every_knob() {
+    use proxypool::config::{ProbeMethod, VerdictRef, WhenAllDown};
+    let c = ConfigBuilder::new()
+        .yaml_file(examples_dir().join("resilience.yaml"))
+        .build()
+        .unwrap();
+    let p = pool(&c, Some("binance"), Transport::Http);
+    let hc = &p.health_check;
+    assert_eq!(
+        hc.method,
+        ProbeMethod::Handshake {
+            target: "api.binance.com:443".into()
+        }
+    );
+    assert_eq!(
+        (hc.interval, hc.fast_interval, hc.timeout, hc.retry_count),
+        (
+            Duration::from_secs(10),
+            Duration::from_millis(500),
+            Duration::from_secs(3),
+            2
+        )
+    );
+    assert_eq!(hc.verdict, VerdictRef::Threshold);
+    assert_eq!(
+        (
+            p.breaker.failures,
+            p.breaker.cooldown,
+            p.breaker.max_cooldown
+        ),
+        (2, Duration::from_millis(500), Duration::from_secs(30))
+    );
+    assert_eq!(p.failover.deadline, Some(Duration::from_secs(10)));
+    assert_eq!(
+        p.failover.hedge,
+        Some((Duration::from_millis(100), Duration::from_millis(800)))
+    );
+    assert_eq!(p.when_all_down, WhenAllDown::FallbackDefault);
+    assert_eq!(p.bans.rate_limited, Duration::from_secs(120));
+    assert_eq!(p.bans.banned, Duration::from_secs(7200));
+}
+
+#[test]
+fn resilience_keys_are_checked_with_paths() {
+    let err = ConfigBuilder::new()
+        .yaml_str(
+            "proxy:
+  default:
+    http:
+      pool: {proxies: ['socks5://a:1'], breaker: {failures: 0}, when_all_down: maybe}
+      failover: {hedge_min_ms: 500, hedge_max_ms: 100}
+    websocket:
+      url: 'socks5://a:1'
+      bans: {banned_seconds: 1}
+",
+        )
+        .build()
+        .unwrap_err();
+    let got: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "default.http.pool.breaker.failures: must be between 1 and 100",
+            "default.http.failover.hedge_max_ms: must not be below hedge_min_ms",
+            "default.http.pool.when_all_down: unknown policy \"maybe\" (expected panic, fallback_default or fail)",
+            "default.websocket.bans: bans applies only to a pool",
+        ]
+    );
+}
