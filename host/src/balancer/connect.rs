@@ -232,9 +232,11 @@ impl Balancer {
                     let id = won.lease.id();
                     pool.record_success(id);
                     self.note_handshake(entry, won.started.elapsed());
+                    if won.hedge {
+                        self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
+                    }
                     for loser in inflight.drain(..) {
                         if won.hedge {
-                            self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
                             judge_loser(pool.clone(), loser);
                         } else {
                             // The hedge was not needed after all: drop it.

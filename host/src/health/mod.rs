@@ -119,7 +119,11 @@ impl HealthChecker {
         tasks.spawn(breaker_timer(pool.clone()));
         let hc = pool.spec().health_check.clone();
         if hc.enabled {
-            let mut seed = pool.name().len() as u64 ^ 0x5eed;
+            // Per pool, so that pools' probes do not fall into step with each other.
+            let mut seed = pool
+                .name()
+                .bytes()
+                .fold(0x5eed_u64, |h, b| splitmix64(&mut (h ^ b as u64)));
             for id in 0..pool.members().len() as ProxyId {
                 if !pool.members()[id as usize].enabled() {
                     continue;
