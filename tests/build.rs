@@ -6,14 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-/// The features of the `faulty` fixture; each is one way to misbehave.
-const FAULTS: [&str; 8] = [
+/// The features of the `faulty` fixture: each is one way to misbehave, except
+/// `fastest` (a latency-aware strategy) and the `verdict_*` health verdicts.
+const FAULTS: [&str; 9] = [
     "trap",
     "spin",
     "grow",
     "out_of_range",
     "tried",
     "wasi_import",
+    "fastest",
     "verdict_down",
     "verdict_trap",
 ];

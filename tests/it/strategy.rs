@@ -329,3 +329,25 @@ mod selection {
         assert_eq!(stats.fallback_picks, 9);
     }
 }
+
+#[test]
+fn a_strategy_reads_handshake_latency_from_the_host() {
+    use proxypool::strategy::Selector;
+    let e = engine();
+    let fastest = e
+        .admit(include_bytes!(concat!(env!("OUT_DIR"), "/fastest.wasm")))
+        .unwrap();
+    let p = proxypool_tests::pool_of(3);
+    let s = Selector::new(e.clone(), fastest, BuiltinStrategy::RoundRobin, 1);
+    for (id, ms) in [(0, 5), (1, 1), (2, 9)] {
+        p.record_latency(id, std::time::Duration::from_millis(ms));
+    }
+    assert_eq!(p.members()[1].latency_us(), 1000);
+    let pick = |tried: &[u32]| s.pick(&p, PickContext { tried, ..ctx(&[]) }).unwrap().id();
+    assert_eq!(pick(&[]), 1);
+    assert_eq!(pick(&[1]), 0);
+    // A slower sample moves the mean: 1 ms → (7 × 1 + 40) / 8 ≈ 5.9 ms.
+    p.record_latency(1, std::time::Duration::from_millis(40));
+    assert_eq!(pick(&[]), 0);
+    assert_eq!(s.stats().faults, 0);
+}

@@ -231,6 +231,7 @@ impl Balancer {
                     let won = inflight.swap_remove(i);
                     let id = won.lease.id();
                     pool.record_success(id);
+                    pool.record_latency(id, won.started.elapsed());
                     self.note_handshake(entry, won.started.elapsed());
                     if won.hedge {
                         self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);

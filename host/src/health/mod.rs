@@ -246,6 +246,10 @@ async fn check_member(
         };
         if success {
             counters.ok.fetch_add(1, Ordering::Relaxed);
+            // Only a probe that does a whole handshake measures what connects see.
+            if probe.method() == "handshake" {
+                pool.record_latency(id, latency);
+            }
         } else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
         }

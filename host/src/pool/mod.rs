@@ -61,6 +61,8 @@ pub struct Member {
     /// Why the member last went out, for status and the `fail` policy.
     reason: Mutex<String>,
     active: AtomicU32,
+    /// Handshake time, an exponentially weighted mean in microseconds (0: unmeasured).
+    latency_us: AtomicU32,
     /// Wakes the member's health task when passive detection saw trouble.
     attention: tokio::sync::Notify,
 }
@@ -74,6 +76,12 @@ impl Member {
     /// Active leases right now.
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Recent handshake time through this proxy in microseconds (an exponentially
+    /// weighted mean over connects and probes), or 0 before the first measurement.
+    pub fn latency_us(&self) -> u32 {
+        self.latency_us.load(Ordering::Relaxed)
     }
 
     /// The active health verdict.
@@ -264,6 +272,7 @@ impl Pool {
                 misconfigured: AtomicBool::new(false),
                 reason: Mutex::new(String::new()),
                 active: AtomicU32::new(0),
+                latency_us: AtomicU32::new(0),
                 attention: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();
@@ -332,6 +341,22 @@ impl Pool {
     /// The current eligible set (a cheap, lock-free load).
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.inner.snapshot.load()
+    }
+
+    /// Folds one handshake time into `id`'s mean (weight 1/8, as TCP's SRTT).
+    pub fn record_latency(&self, id: ProxyId, took: Duration) {
+        let Some(m) = self.inner.members.get(id as usize) else {
+            return;
+        };
+        let sample = took.as_micros().clamp(1, u32::MAX as u128) as u32;
+        // A lost race between two updates loses one sample: harmless for a mean.
+        let old = m.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            ((old as u64 * 7 + sample as u64) / 8) as u32
+        };
+        m.latency_us.store(new.max(1), Ordering::Relaxed);
     }
 
     /// The configuration the pool was built from.

@@ -310,6 +310,7 @@ impl StrategyEngine {
                 .trap_on_grow_failure(true)
                 .build(),
             rng: seed,
+            pool: None,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -384,7 +385,19 @@ impl StrategyEngine {
 
     /// A fresh instance of `compiled`; `seed` seeds its `host.random`.
     pub fn instantiate(&self, compiled: &Compiled, seed: u64) -> Result<Instance, StrategyError> {
+        self.instantiate_for(compiled, seed, None)
+    }
+
+    /// As [`StrategyEngine::instantiate`], serving `pool`: `host.handshake-latency-us`
+    /// answers from its members' measurements.
+    pub fn instantiate_for(
+        &self,
+        compiled: &Compiled,
+        seed: u64,
+        pool: Option<crate::pool::Pool>,
+    ) -> Result<Instance, StrategyError> {
         let (mut store, ticks, update_ticks) = self.store(seed);
+        store.data_mut().pool = pool;
         let bindings = compiled
             .pre
             .instantiate(&mut store)
@@ -444,6 +457,8 @@ impl fmt::Debug for Compiled {
 struct HostState {
     limits: StoreLimits,
     rng: u64,
+    /// The pool a selection instance serves, for `handshake-latency-us`.
+    pool: Option<crate::pool::Pool>,
 }
 
 impl bindings::proxypool::strategy::types::Host for HostState {}
@@ -453,8 +468,11 @@ impl bindings::proxypool::strategy::host::Host for HostState {
         splitmix64(&mut self.rng)
     }
 
-    fn handshake_latency_us(&mut self, _id: ProxyId) -> u32 {
-        0
+    fn handshake_latency_us(&mut self, id: ProxyId) -> u32 {
+        self.pool
+            .as_ref()
+            .and_then(|p| p.members().get(id as usize))
+            .map_or(0, |m| m.latency_us())
     }
 }
 

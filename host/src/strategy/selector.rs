@@ -260,7 +260,7 @@ impl Selector {
             if st.quarantined {
                 break;
             }
-            match self.guest_pick(&mut st, &generation, &snap, ctx) {
+            match self.guest_pick(&mut st, pool, &generation, &snap, ctx) {
                 Ok(Some(id)) => {
                     if st.load_dependent == Some(false) && !st.native.is_load_dependent() {
                         // Off is always safe; turning it on again resyncs.
@@ -381,6 +381,7 @@ impl Selector {
     fn guest_pick(
         &self,
         st: &mut State,
+        pool: &Pool,
         generation: &Generation,
         snap: &Snapshot,
         ctx: PickContext<'_>,
@@ -388,7 +389,7 @@ impl Selector {
         if st.instance.is_none() || st.instance_generation != generation.number {
             let instance = self
                 .engine
-                .instantiate(&generation.compiled, self.seed)
+                .instantiate_for(&generation.compiled, self.seed, Some(pool.clone()))
                 .map_err(|e| Fault::Trap(e.to_string()))?;
             st.instance = Some(instance);
             st.instance_generation = generation.number;

@@ -70,6 +70,22 @@ mod selection {
             if cfg!(feature = "tried") {
                 return context.tried.first().copied().or(first);
             }
+            if cfg!(feature = "fastest") {
+                // Not a fault: the lowest measured handshake latency, from the host.
+                let mut tried = context.tried.clone();
+                tried.sort_unstable(); // admission tries 10,000 tried ids
+                return IDS.with_borrow(|ids| {
+                    ids.iter()
+                        .copied()
+                        .filter(|id| tried.binary_search(id).is_err())
+                        .min_by_key(|&id| {
+                            match proxypool::strategy::host::handshake_latency_us(id) {
+                                0 => u32::MAX,
+                                us => us,
+                            }
+                        })
+                });
+            }
             first
         }
 
