@@ -1,5 +1,7 @@
 //! One broken strategy per feature: each misbehaves in `pick` (and, where a batch
-//! would hide it, returns no batch so that the host calls `pick`). The `verdict_*`
+//! would hide it, returns no batch so that the host calls `pick`). Two kinds of
+//! fixture share the crate because they share its build: `fastest` is a well-behaved
+//! latency-aware strategy (it reads `host.handshake-latency-us`), and the `verdict_*`
 //! features build health verdicts instead (module `verdict`).
 
 #[cfg(any(feature = "verdict_down", feature = "verdict_trap"))]
