@@ -64,7 +64,6 @@ impl Breaker {
     }
 
     /// Whether picks may choose this proxy (closed, or half-open with the trial free).
-    #[cfg(test)]
     pub(crate) fn admits(&self) -> bool {
         matches!(
             self.state,

@@ -53,8 +53,6 @@ pub struct Member {
     healthy: AtomicBool,
     /// Whether any probe result has arrived.
     probed: AtomicBool,
-    /// Closed, or half-open with the trial free (mirrors `breaker` for the snapshot).
-    breaker_admits: AtomicBool,
     breaker: Mutex<Breaker>,
     /// The proxy refused our credentials (407, auth rejected): out until reload.
     misconfigured: AtomicBool,
@@ -105,10 +103,7 @@ impl Member {
     }
 
     fn eligible(&self) -> bool {
-        self.enabled
-            && self.healthy()
-            && self.breaker_admits.load(Ordering::Acquire)
-            && !self.misconfigured()
+        self.enabled && self.healthy() && lock(&self.breaker).admits() && !self.misconfigured()
     }
 }
 
@@ -222,7 +217,6 @@ pub struct Pool {
 struct PoolInner {
     name: String,
     members: Vec<Member>,
-    timeout: Duration,
     spec: PoolSpec,
     /// Authoritative ban list; the snapshot holds a copy.
     bans: Mutex<Vec<Ban>>,
@@ -267,7 +261,6 @@ impl Pool {
                 enabled: m.enabled,
                 healthy: AtomicBool::new(true),
                 probed: AtomicBool::new(false),
-                breaker_admits: AtomicBool::new(true),
                 breaker: Mutex::new(Breaker::new(spec.breaker.clone(), seed ^ i as u64)),
                 misconfigured: AtomicBool::new(false),
                 reason: Mutex::new(String::new()),
@@ -280,7 +273,6 @@ impl Pool {
         let inner = Arc::new(PoolInner {
             name,
             members,
-            timeout: spec.timeout,
             spec: spec.clone(),
             bans: Mutex::new(Vec::new()),
             next_deadline: AtomicU64::new(u64::MAX),
@@ -330,7 +322,7 @@ impl Pool {
 
     /// Bound on connect plus handshake through a member.
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        self.inner.spec.timeout
     }
 
     /// All members, by id.

@@ -159,7 +159,6 @@ impl Pool {
             && !was
             && let Some(state) = lock(&m.breaker).reset()
         {
-            m.breaker_admits.store(true, Ordering::Release);
             self.count_breaker(state);
             changed = true;
         }
@@ -194,7 +193,6 @@ impl Pool {
         };
         let changed = lock(&m.breaker).success();
         if let Some(state) = changed {
-            m.breaker_admits.store(true, Ordering::Release);
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), "a connect succeeded");
             self.republish();
@@ -208,7 +206,6 @@ impl Pool {
         };
         let changed = lock(&m.breaker).failure(now);
         if let Some(state) = changed {
-            m.breaker_admits.store(false, Ordering::Release);
             *lock(&m.reason) = format!("breaker open: {reason}");
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), reason);
@@ -254,7 +251,6 @@ impl Pool {
         drop(b);
         if was_free && ok {
             // Others skip it while the trial runs.
-            m.breaker_admits.store(false, Ordering::Release);
             self.republish();
         }
         ok
@@ -272,7 +268,6 @@ impl Pool {
         for (id, m) in self.inner.members.iter().enumerate() {
             let mut b = lock(&m.breaker);
             if let Some(state) = b.poll(now) {
-                m.breaker_admits.store(true, Ordering::Release);
                 drop(b);
                 self.count_breaker(state);
                 self.log(
