@@ -92,7 +92,9 @@ pub struct Balancer {
     dialer: Dialer,
     engine: StrategyEngine,
     pools: HashMap<String, PoolEntry>,
-    checkers: Vec<Arc<Mutex<HealthChecker>>>,
+    /// Held so that health checks live exactly as long as the balancer (the metrics
+    /// registry holds them too); their tasks stop when the last handle drops.
+    _checkers: Vec<Arc<HealthChecker>>,
     metrics: Registry,
     counters: Arc<ConnectCounters>,
 }
@@ -149,13 +151,13 @@ impl Balancer {
                     dialer.clone(),
                     &entry.pool.spec().health_check,
                 ));
-                let checker = Arc::new(Mutex::new(HealthChecker::spawn(
+                let checker = Arc::new(HealthChecker::spawn(
                     entry.pool.clone(),
                     probe,
                     entry.verdict.clone(),
                     permits.clone(),
-                )));
-                metrics.register(Arc::new(CheckerSource(checker.clone())));
+                ));
+                metrics.register(checker.clone());
                 checkers.push(checker);
             }
         } else {
@@ -166,7 +168,7 @@ impl Balancer {
             dialer,
             engine,
             pools,
-            checkers,
+            _checkers: checkers,
             metrics,
             counters,
         })
@@ -391,26 +393,6 @@ impl Balancer {
                 })?;
                 Box::pin(self.connect_pool(entry, ctx, target, started)).await
             }
-        }
-    }
-}
-
-/// Lets the registry read a checker that the balancer keeps behind a mutex.
-struct CheckerSource(Arc<Mutex<HealthChecker>>);
-
-impl crate::metrics::Collect for CheckerSource {
-    fn collect(&self, out: &mut Vec<crate::metrics::Sample>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .collect(out);
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        for c in &self.checkers {
-            c.lock().unwrap_or_else(|p| p.into_inner()).stop();
         }
     }
 }

@@ -88,7 +88,8 @@ pub struct ProbeCounters {
 
 /// A pool's running health checks; dropping it stops them.
 pub struct HealthChecker {
-    tasks: JoinSet<()>,
+    /// Aborts every task when dropped.
+    _tasks: JoinSet<()>,
     counters: Arc<ProbeCounters>,
     method: &'static str,
     pool: Pool,
@@ -141,7 +142,7 @@ impl HealthChecker {
             }
         }
         HealthChecker {
-            tasks,
+            _tasks: tasks,
             counters,
             method,
             pool,
@@ -152,11 +153,6 @@ impl HealthChecker {
     /// Probe counters.
     pub fn counters(&self) -> &ProbeCounters {
         &self.counters
-    }
-
-    /// Stops every task now.
-    pub fn stop(&mut self) {
-        self.tasks.abort_all();
     }
 }
 
