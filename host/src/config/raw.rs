@@ -127,17 +127,6 @@ pub(crate) struct RawPoolMap {
     pub bans: Option<RawBans>,
 }
 
-/// The pool-level keys that may sit beside `pool` or inside its mapping.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RawPoolKeys {
-    pub strategy: Option<Scalar>,
-    pub health_check: Option<RawHealthCheck>,
-    pub breaker: Option<RawBreaker>,
-    pub failover: Option<RawFailover>,
-    pub when_all_down: Option<Scalar>,
-    pub bans: Option<RawBans>,
-}
-
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBreaker {

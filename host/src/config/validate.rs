@@ -169,7 +169,9 @@ impl Checker<'_> {
         if direct && (m.url.is_some() || m.pool.is_some()) {
             self.fail(path, "`direct: true` cannot be combined with url or pool");
         }
-        let beside = RawPoolKeys {
+        // The pool-level keys beside `pool`, shaped like a pool mapping without proxies.
+        let beside = RawPoolMap {
+            proxies: None,
             strategy: m.strategy,
             health_check: m.health_check,
             breaker: m.breaker,
@@ -216,23 +218,19 @@ impl Checker<'_> {
         }
     }
 
-    fn pool(&mut self, path: &str, pool: RawPool, beside: RawPoolKeys) -> Option<PoolSpec> {
+    fn pool(&mut self, path: &str, pool: RawPool, beside: RawPoolMap) -> Option<PoolSpec> {
         let pool_path = format!("{path}.pool");
-        let (members_path, members, inside) = match pool {
-            RawPool::List(list) => (pool_path.clone(), Some(list), RawPoolKeys::default()),
-            RawPool::Map(m) => (
-                format!("{pool_path}.proxies"),
-                m.proxies,
-                RawPoolKeys {
-                    strategy: m.strategy,
-                    health_check: m.health_check,
-                    breaker: m.breaker,
-                    failover: m.failover,
-                    when_all_down: m.when_all_down,
-                    bans: m.bans,
+        let (members_path, mut inside) = match pool {
+            RawPool::List(list) => (
+                pool_path.clone(),
+                RawPoolMap {
+                    proxies: Some(list),
+                    ..Default::default()
                 },
             ),
+            RawPool::Map(m) => (format!("{pool_path}.proxies"), m),
         };
+        let members = inside.proxies.take();
         // Each key may sit beside the pool or inside its mapping, not both.
         macro_rules! key {
             ($key:ident, $default:expr, |$c:ident, $p:ident, $v:ident| $parse:expr) => {
