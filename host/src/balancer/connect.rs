@@ -138,11 +138,11 @@ impl Balancer {
         &self,
         entry: &PoolEntry,
         ctx: DialContext<'_>,
+        exchange: String,
         target: &Target,
         started: Instant,
     ) -> Result<Connected, DialError> {
         let pool = &entry.pool;
-        let exchange = ctx.exchange.unwrap_or("default").to_ascii_lowercase();
         pool.poll(started);
         let failover = &pool.spec().failover;
         let deadline = started + failover.deadline.unwrap_or(pool.timeout());
@@ -278,7 +278,9 @@ impl Balancer {
             }
         }
         if attempts == 0 {
-            return self.all_down(entry, ctx, target, started, &excluded).await;
+            return self
+                .all_down(entry, ctx, exchange, target, started, &excluded)
+                .await;
         }
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         Err(last.unwrap_or_else(|| DialError::NoProxy {
@@ -342,6 +344,7 @@ impl Balancer {
         &self,
         entry: &PoolEntry,
         ctx: DialContext<'_>,
+        exchange: String,
         target: &Target,
         started: Instant,
         banned: &[ProxyId],
@@ -358,7 +361,7 @@ impl Balancer {
         );
         match policy {
             WhenAllDown::Panic => {
-                self.panic_connect(entry, ctx, target, started, banned)
+                self.panic_connect(entry, ctx, exchange, target, started, banned)
                     .await
             }
             WhenAllDown::FallbackDefault => {
@@ -371,7 +374,7 @@ impl Balancer {
                     ));
                 }
                 let route = self.config.route(None, ctx.transport);
-                self.connect_upstream(route.upstream, &default, ctx, target, started)
+                self.connect_upstream(route.upstream, &default, ctx, exchange, target, started)
                     .await
             }
             WhenAllDown::Fail => Err(self.all_down_error(entry, banned, policy.as_str())),
@@ -384,6 +387,7 @@ impl Balancer {
         &self,
         entry: &PoolEntry,
         ctx: DialContext<'_>,
+        exchange: String,
         target: &Target,
         started: Instant,
         banned: &[ProxyId],
@@ -411,7 +415,7 @@ impl Balancer {
                         via: Some(url),
                         handshake: started.elapsed(),
                         lease: Some(lease),
-                        exchange: ctx.exchange.unwrap_or("default").to_ascii_lowercase(),
+                        exchange,
                     });
                 }
                 Err(e) if e.class() == FaultClass::Destination => return Err(e),

@@ -350,7 +350,9 @@ impl Balancer {
             transport,
         };
         let name = pool_name(exchange, transport, route.origin);
-        self.connect_upstream(route.upstream, &name, ctx, target, started)
+        // The name ban lists and `Connected::report` use.
+        let key = exchange.unwrap_or("default").to_ascii_lowercase();
+        self.connect_upstream(route.upstream, &name, ctx, key, target, started)
             .await
     }
 
@@ -359,10 +361,10 @@ impl Balancer {
         upstream: Option<&Upstream>,
         pool_name: &str,
         ctx: DialContext<'_>,
+        exchange: String,
         target: &Target,
         started: tokio::time::Instant,
     ) -> Result<Connected, DialError> {
-        let exchange = ctx.exchange.unwrap_or("default").to_ascii_lowercase();
         match upstream {
             None | Some(Upstream::Direct) => {
                 let stream = self
@@ -391,7 +393,7 @@ impl Balancer {
                 let entry = self.pools.get(pool_name).ok_or(DialError::NoProxy {
                     route: pool_name.to_owned(),
                 })?;
-                Box::pin(self.connect_pool(entry, ctx, target, started)).await
+                Box::pin(self.connect_pool(entry, ctx, exchange, target, started)).await
             }
         }
     }
