@@ -15,13 +15,7 @@ use proxypool::strategy::{LeaseCount, Limits, Native, PickContext, Selector, Str
 
 const PICKS: usize = 200_000;
 
-const FIRST: PickContext<'static> = PickContext {
-    exchange: "binance",
-    transport: Transport::Http,
-    attempt: 0,
-    tried: &[],
-    affinity: None,
-};
+const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 
 fn pool(n: usize) -> Pool {
     Pool::from_urls(

@@ -12,13 +12,7 @@ use proxypool::config::{BuiltinStrategy, Transport};
 use proxypool::pool::Pool;
 use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
 
-const FIRST: PickContext<'static> = PickContext {
-    exchange: "binance",
-    transport: Transport::Http,
-    attempt: 0,
-    tried: &[],
-    affinity: None,
-};
+const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 
 fn bench(c: &mut Criterion) {
     let engine = StrategyEngine::try_new(Limits::default()).unwrap();

@@ -157,13 +157,7 @@ async fn pick(n: usize) -> Result<()> {
                 let bal = bal.clone();
                 std::thread::spawn(move || {
                     let (pool, sel) = bal.pool("default.http").expect("pool");
-                    let ctx = PickContext {
-                        exchange: "binance",
-                        transport: Transport::Http,
-                        attempt: 0,
-                        tried: &[],
-                        affinity: None,
-                    };
+                    let ctx = PickContext::first("binance", Transport::Http);
                     let mut ns = Vec::with_capacity(200_000);
                     for _ in 0..200_000 {
                         let t = Instant::now();
@@ -217,13 +211,7 @@ async fn memory_one(n: usize) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // Touch the pick path so the strategy instance holds the whole candidate set.
     let (pool, sel) = bal.pool("default.http").context("pool")?;
-    let ctx = PickContext {
-        exchange: "x",
-        transport: Transport::Http,
-        attempt: 0,
-        tried: &[],
-        affinity: None,
-    };
+    let ctx = PickContext::first("x", Transport::Http);
     for _ in 0..1000 {
         drop(sel.pick(pool, ctx)?);
     }

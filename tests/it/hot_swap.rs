@@ -9,13 +9,7 @@ use proxypool::strategy::{
     Limits, PickContext, Selector, StrategyEngine, StrategyWatch, builtin_bytes,
 };
 
-const FIRST: PickContext<'static> = PickContext {
-    exchange: "binance",
-    transport: Transport::Http,
-    attempt: 0,
-    tried: &[],
-    affinity: None,
-};
+const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 
 /// Replaces `path` atomically: write beside it, then rename over it.
 fn replace(path: &std::path::Path, bytes: &[u8]) {

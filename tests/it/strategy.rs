@@ -145,13 +145,7 @@ mod selection {
         Selector::new(e.clone(), e.builtin(b).unwrap(), b, seed)
     }
 
-    const FIRST: PickContext<'static> = PickContext {
-        exchange: "binance",
-        transport: Transport::Http,
-        attempt: 0,
-        tried: &[],
-        affinity: None,
-    };
+    const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 
     #[test]
     fn round_robin_is_exactly_fair_across_two_threads() {

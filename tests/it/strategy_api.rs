@@ -7,13 +7,7 @@ use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, StrategyRef,
 use proxypool::dial::Dialer;
 use proxypool::strategy::{Limits, PickContext, builtin_bytes};
 
-const FIRST: PickContext<'static> = PickContext {
-    exchange: "binance",
-    transport: Transport::Http,
-    attempt: 0,
-    tried: &[],
-    affinity: None,
-};
+const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 const ROUTE: &str = "default.http";
 
 fn balancer() -> Balancer {

@@ -366,11 +366,8 @@ impl StrategyEngine {
         inst.set_candidates(ids, &vec![1000; ids.len()], &vec![0; ids.len()])?;
         let answer = inst.pick(
             PickContext {
-                exchange: "canary",
-                transport: crate::config::Transport::Http,
-                attempt: 0,
                 tried,
-                affinity: None,
+                ..PickContext::first("canary", crate::config::Transport::Http)
             },
             &[],
         )?;
@@ -491,6 +488,19 @@ pub struct PickContext<'a> {
     pub tried: &'a [ProxyId],
     /// An optional affinity key.
     pub affinity: Option<u64>,
+}
+
+impl<'a> PickContext<'a> {
+    /// The first pick of a connection: nothing tried yet, no affinity key.
+    pub const fn first(exchange: &'a str, transport: crate::config::Transport) -> Self {
+        PickContext {
+            exchange,
+            transport,
+            attempt: 0,
+            tried: &[],
+            affinity: None,
+        }
+    }
 }
 
 /// One live instance of a strategy. Not `Sync`: the pool serialises calls.
