@@ -139,6 +139,7 @@ mod selection {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use proxypool::config::{BuiltinStrategy, Transport};
+    use proxypool::pool::{Lease, Pool};
     use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
 
     fn selector(e: &StrategyEngine, b: BuiltinStrategy, seed: u64) -> Selector {
@@ -146,6 +147,25 @@ mod selection {
     }
 
     const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
+
+    /// Picks and asserts that the proxy had the fewest active leases of the eligible
+    /// ones (so it has one more than that minimum now).
+    fn pick_a_minimum(p: &Pool, s: &Selector, step: usize) -> Lease {
+        let snap = p.snapshot();
+        let min = snap
+            .eligible()
+            .iter()
+            .map(|&id| p.members()[id as usize].active())
+            .min()
+            .unwrap();
+        let lease = s.pick(p, FIRST).unwrap();
+        assert_eq!(
+            p.members()[lease.id() as usize].active(),
+            min + 1,
+            "step {step}"
+        );
+        lease
+    }
 
     #[test]
     fn round_robin_is_exactly_fair_across_two_threads() {
@@ -218,14 +238,7 @@ mod selection {
         // Scripted holds and drops: every pick has the fewest active leases.
         let mut held = Vec::new();
         for step in 0..2_000usize {
-            let min = p.members().iter().map(|m| m.active()).min().unwrap();
-            let lease = s.pick(&p, FIRST).unwrap();
-            assert_eq!(
-                p.members()[lease.id() as usize].active(),
-                min + 1,
-                "step {step}"
-            );
-            held.push(lease);
+            held.push(pick_a_minimum(&p, &s, step));
             if step % 3 == 2 {
                 held.swap_remove((step * 5) % held.len());
             }
@@ -283,20 +296,7 @@ mod selection {
         // Quiet now: what the guest believes must equal the pool's counts, so the
         // next picks go exactly to the minimum.
         for step in 0..200 {
-            let snap = p.snapshot();
-            let min = snap
-                .eligible()
-                .iter()
-                .map(|&id| p.members()[id as usize].active())
-                .min()
-                .unwrap();
-            let lease = s.pick(&p, FIRST).unwrap();
-            assert_eq!(
-                p.members()[lease.id() as usize].active(),
-                min + 1,
-                "step {step}"
-            );
-            held.push(lease);
+            held.push(pick_a_minimum(&p, &s, step));
         }
         assert_eq!(s.stats().faults, 0);
     }
