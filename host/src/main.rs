@@ -241,6 +241,8 @@ fn connect(
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    // Probes and breaker timers run for as long as the tunnel does.
+    balancer.start(rt.handle());
     let result = rt.block_on(async move {
         let connected = balancer
             .connect(exchange.as_deref(), transport, &target)

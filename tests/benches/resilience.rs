@@ -31,7 +31,9 @@ use tokio::io::AsyncReadExt;
 
 fn balancer(yaml: &str) -> Result<Balancer> {
     let config = ConfigBuilder::new().yaml_str(yaml).build()?;
-    Ok(Balancer::try_new(config, Dialer::new())?)
+    let b = Balancer::try_new(config, Dialer::new())?;
+    b.start(&tokio::runtime::Handle::current());
+    Ok(b)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -328,3 +328,99 @@ async fn release_binary_runs_builtin_and_custom_strategies_from_an_empty_directo
     );
     assert_eq!(target.peer_ips(), [a.egress, a.egress]);
 }
+
+/// The pool from issue 8's report: a blackhole, a refusing proxy and a healthy one,
+/// in that order, so that a fresh process picks the blackhole first. Every run
+/// connects through the healthy one, after one hedge delay: the refusal starts the
+/// healthy dial at once, whatever the blackhole is doing.
+#[tokio::test]
+async fn connect_through_blackhole_refuse_and_healthy_succeeds_on_every_fresh_run() {
+    use proxypool_tests::faults::{Fault, FaultProxy};
+    let Some(healthy) = microsocks(None).await else {
+        return;
+    };
+    let hole = FaultProxy::start(Fault::Blackhole).await;
+    let refuse = FaultProxy::start(Fault::Refuse).await;
+    let target = TargetServer::start().await;
+    let pool = format!(
+        r#"{{"proxies":[{{"url":"{}"}},{{"url":"{}"}},{{"url":"socks5://{}"}}]}}"#,
+        hole.url("socks5"),
+        refuse.url("socks5"),
+        healthy.addr
+    );
+    for run in 0..3 {
+        let mut child = proxypool()
+            .arg("connect")
+            .arg(target.addr().to_string())
+            .env("CRYPTOFEED_PROXY_ENABLED", "true")
+            .env("CRYPTOFEED_PROXY_DEFAULT__HTTP__POOL", &pool)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stderr}");
+        assert!(
+            stderr.contains(&format!("via socks5://{}", healthy.addr)),
+            "run {run}: {stderr}"
+        );
+        // The handshake line reads "(handshake N ms)": well under the 1 s hedge
+        // ceiling, and far from the 30 s timeout the stall used to cost.
+        let ms: f64 = stderr
+            .split("(handshake ")
+            .nth(1)
+            .and_then(|s| s.split(" ms").next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no handshake time: {stderr}"));
+        assert!(ms < 1000.0, "run {run}: {ms} ms");
+    }
+    // Each fresh run picked it first (tcp probes may connect to it too).
+    assert!(hole.accepted() >= 3, "{} accepted", hole.accepted());
+    assert_eq!(target.peer_ips(), [healthy.egress; 3]);
+}
+
+/// `connect` starts the pool's health checks: the first probe's confirmation shows
+/// in the log while the tunnel is open.
+#[tokio::test]
+async fn connect_runs_health_probes_while_the_tunnel_is_open() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(proxy) = microsocks(None).await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let pool = format!(
+        r#"{{"proxies":[{{"url":"socks5://{}"}}],"health_check":{{"method":"tcp","fast_interval_ms":100}}}}"#,
+        proxy.addr
+    );
+    let mut child = proxypool()
+        .arg("connect")
+        .arg(target.addr().to_string())
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env("CRYPTOFEED_PROXY_DEFAULT__HTTP__POOL", &pool)
+        .env("PROXYPOOL_LOG", "info,proxypool::health=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(proxypool_tests::wait::DEFAULT_DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("health up (first check)") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "no probe logged: {seen}");
+    drop(stdin);
+    child.kill().await.unwrap();
+}

@@ -16,7 +16,7 @@ use proxypool_tests::servers::{RealProxy, microsocks};
 use proxypool_tests::target::{GREETING, TargetServer};
 use tokio::io::AsyncReadExt;
 
-/// A balancer for `yaml`, built inside the runtime so that its health checks run.
+/// A balancer for `yaml`, with its health checks started on the current runtime.
 pub fn balancer(yaml: &str) -> Balancer {
     let config = ConfigBuilder::new().yaml_str(yaml).build().unwrap();
     // A debug-built host needs a roomier strategy deadline than production's 1 ms.
@@ -24,7 +24,9 @@ pub fn balancer(yaml: &str) -> Balancer {
         deadline: Duration::from_millis(100),
         ..Limits::default()
     };
-    Balancer::with_limits(config, Dialer::new(), limits).unwrap()
+    let b = Balancer::with_limits(config, Dialer::new(), limits).unwrap();
+    b.start(&tokio::runtime::Handle::current());
+    b
 }
 
 /// Connects and reads the target's greeting, so a returned tunnel is known to work.

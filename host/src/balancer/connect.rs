@@ -1,14 +1,16 @@
 //! One connect through a pool: pick, dial, fail over, hedge, and the all-down policy.
 //!
-//! At most two dials run at once: the current attempt and, once it has gone a hedge
-//! delay without a tunnel, a second proxy racing it. The first tunnel wins and the
-//! other dial is cancelled as far as the client is concerned. A proxy or config fault
-//! moves on to the next proxy; a destination fault returns at once, since every proxy
-//! would meet it. Every outcome reaches the pool: successes close breakers, proxy
-//! faults open them, a 407 marks the proxy misconfigured. A first dial that lost to
-//! its hedge is given a short grace in the background to tell slow from dead: if it
-//! still has no tunnel then, it counts as a proxy fault (that is how a blackholed
-//! proxy's breaker opens); if it finishes, it was only slow and its tunnel is closed.
+//! [`Schedule`] decides when the next dial starts: at once after a loud failure,
+//! after one hedge delay of silence otherwise, so that a blackholed proxy never holds
+//! a connect up for longer than that. The first tunnel wins; the other dials are
+//! dropped (and their breaker trials given back) or, if they went silent before the
+//! winner started, judged in the background. A proxy or config fault moves on to the
+//! next proxy; a destination fault returns at once, since every proxy would meet it.
+//! Every outcome reaches the pool: successes close breakers, proxy faults open them,
+//! a 407 marks the proxy misconfigured. A dial that lost is given a short grace in
+//! the background to tell slow from dead: if it still has no tunnel then, it counts
+//! as a proxy fault (that is how a blackholed proxy's breaker opens); if it finishes,
+//! it was only slow and its tunnel is closed.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -18,16 +20,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::schedule::{Schedule, Step};
 use super::{Balancer, Connected, PoolEntry};
-use crate::config::{Transport, WhenAllDown};
+use crate::config::{DEFAULT_HEDGE_INITIAL, Transport, WhenAllDown};
 use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
 use crate::metrics::{Collect, Kind, Sample};
-use crate::pool::{Lease, ProxyId};
+use crate::pool::{Lease, Pool, ProxyId, Trial};
 use crate::strategy::PickContext;
 
 /// Recent handshakes kept per pool for the hedge delay.
 const HANDSHAKE_SAMPLES: usize = 64;
-/// Below this many samples the hedge delay is the configured maximum.
+/// Below this many samples the hedge delay comes from what the pool measured otherwise.
 const MIN_SAMPLES: usize = 8;
 /// A first dial that lost to its hedge gets this many hedge delays more, in the
 /// background, before it counts as a proxy fault.
@@ -119,12 +122,10 @@ type Dial = Pin<Box<dyn Future<Output = Result<ProxyStream, DialError>> + Send +
 /// One dial in flight.
 struct Attempt {
     lease: Lease,
+    /// The breaker's admission; dropped unresolved, it gives a half-open trial back.
+    _trial: Trial,
     dial: Dial,
-    /// Started as a hedge of another attempt.
-    hedge: bool,
     started: Instant,
-    /// The hedge delay in force when it started.
-    hedge_delay: Option<Duration>,
 }
 
 enum Event {
@@ -147,54 +148,53 @@ impl Balancer {
         let failover = &pool.spec().failover;
         let deadline = started + failover.deadline.unwrap_or(pool.timeout());
         let max_attempts = (failover.max_attempts as usize).min(pool.members().len());
+        let mut schedule = Schedule::new(max_attempts, self.hedge_delay(entry), deadline);
         // Proxies this connect must not use: banned for the exchange, then tried.
         let mut excluded: Vec<ProxyId> = Vec::new();
         pool.snapshot()
             .banned_for(&exchange, started, &mut excluded);
-        let mut attempts = 0usize;
-        let mut inflight: Vec<Attempt> = Vec::with_capacity(2);
-        let mut hedge_at: Option<Instant> = None;
+        let mut inflight: Vec<Attempt> = Vec::with_capacity(max_attempts);
         let mut last: Option<DialError> = None;
+        let mut step = schedule.begin(started);
         loop {
-            let hedge_due = hedge_at.is_some_and(|t| Instant::now() >= t);
-            if (inflight.is_empty() || (hedge_due && inflight.len() < 2)) && attempts < max_attempts
-            {
-                hedge_at = None;
-                if let Some(lease) =
-                    self.pick(entry, &exchange, ctx.transport, attempts, &mut excluded)
-                {
-                    let hedge = !inflight.is_empty();
-                    if hedge {
-                        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                    } else if attempts > 0 {
-                        self.counters.failovers.fetch_add(1, Ordering::Relaxed);
-                    }
-                    attempts += 1;
-                    let (url, timeout) = (lease.url().clone(), pool.timeout());
-                    let (dialer, target) = (self.dialer.clone(), target.clone());
-                    let (exchange, transport) = (ctx.exchange.map(str::to_owned), ctx.transport);
-                    let hedge_delay = self.hedge_delay(entry);
-                    inflight.push(Attempt {
-                        lease,
-                        dial: Box::pin(async move {
-                            let ctx = DialContext {
-                                exchange: exchange.as_deref(),
-                                transport,
-                            };
-                            dialer.dial(&url, timeout, &target, ctx).await
-                        }),
-                        hedge,
-                        started: Instant::now(),
-                        hedge_delay,
-                    });
-                    if inflight.len() == 1 {
-                        hedge_at = hedge_delay.map(|d| Instant::now() + d);
-                    }
+            let hedge_at = match step {
+                Step::Start { hedge } => {
+                    let now = Instant::now();
+                    step = match self.pick(entry, &exchange, ctx.transport, &mut excluded) {
+                        Some((lease, trial)) => {
+                            if hedge {
+                                self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                            } else if schedule.started() > 0 {
+                                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                            }
+                            excluded.push(lease.id());
+                            inflight.push(self.start_dial(pool, lease, trial, ctx, target, now));
+                            schedule.on_started(now)
+                        }
+                        None => schedule.on_no_candidate(now),
+                    };
+                    continue;
                 }
-            }
-            if inflight.is_empty() {
-                break;
-            }
+                Step::Wait { hedge_at } => hedge_at,
+                Step::Won => unreachable!("a won connect has returned"),
+                Step::Exhausted => break,
+                Step::Deadline => {
+                    let now = Instant::now();
+                    let silent_for = schedule.hedge_delay().unwrap_or(Duration::ZERO);
+                    for a in inflight.drain(..) {
+                        // A dial started just before the deadline had no fair chance.
+                        if now.duration_since(a.started) >= silent_for {
+                            pool.record_failure(a.lease.id(), now, "connect deadline passed");
+                        }
+                    }
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return Err(DialError::Deadline {
+                        route: pool.name().to_owned(),
+                        after: deadline - started,
+                        attempts: schedule.started(),
+                    });
+                }
+            };
             let event = tokio::select! {
                 (i, r) = poll_fn(|cx| {
                     for (i, a) in inflight.iter_mut().enumerate() {
@@ -204,80 +204,39 @@ impl Balancer {
                     }
                     Poll::Pending
                 }) => Event::Done(i, r),
-                _ = sleep_until_some(hedge_at), if hedge_at.is_some() && inflight.len() < 2 => Event::HedgeDue,
+                _ = sleep_until_some(hedge_at), if hedge_at.is_some() => Event::HedgeDue,
                 _ = tokio::time::sleep_until(deadline) => Event::Deadline,
             };
-            match event {
-                Event::HedgeDue => {
-                    // Pretend it is due now even if the clock moved a hair.
-                    hedge_at = Some(Instant::now());
-                }
-                Event::Deadline => {
-                    for a in inflight.drain(..) {
-                        pool.record_failure(
-                            a.lease.id(),
-                            Instant::now(),
-                            "connect deadline passed",
-                        );
-                    }
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(DialError::Deadline {
-                        route: pool.name().to_owned(),
-                        after: deadline - started,
-                        attempts,
-                    });
-                }
+            let now = Instant::now();
+            step = match event {
+                Event::HedgeDue => schedule.on_hedge_timer(now),
+                Event::Deadline => schedule.on_deadline(now.max(deadline)),
                 Event::Done(i, Ok(stream)) => {
+                    schedule.on_won();
                     let won = inflight.swap_remove(i);
-                    let id = won.lease.id();
-                    pool.record_success(id);
-                    pool.record_latency(id, won.started.elapsed());
-                    self.note_handshake(entry, won.started.elapsed());
-                    if won.hedge {
-                        self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
-                    }
-                    for loser in inflight.drain(..) {
-                        if won.hedge {
-                            judge_loser(pool.clone(), loser);
-                        } else {
-                            // The hedge was not needed after all: drop it.
-                            self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Connected {
-                        stream,
-                        via: Some(won.lease.url().clone()),
-                        handshake: started.elapsed(),
-                        lease: Some(won.lease),
-                        exchange,
-                    });
+                    return Ok(self.won(entry, won, inflight, stream, exchange, started));
                 }
                 Event::Done(i, Err(e)) => {
                     let failed = inflight.swap_remove(i);
                     let id = failed.lease.id();
-                    excluded.push(id);
                     match e.class() {
-                        FaultClass::Proxy => {
-                            pool.record_failure(id, Instant::now(), &e.to_string())
-                        }
+                        FaultClass::Proxy => pool.record_failure(id, now, &e.to_string()),
                         FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
                         FaultClass::Destination => {
-                            // The proxy did its part.
+                            // The proxy did its part; every other proxy would meet the
+                            // same destination. Pending siblings are dropped with
+                            // their trials given back.
                             pool.record_success(id);
                             self.counters.failed.fetch_add(1, Ordering::Relaxed);
                             return Err(e);
                         }
                     }
-                    // A hedge already running carries on; otherwise the loop moves on.
-                    if !inflight.is_empty() {
-                        hedge_at = None;
-                    }
                     last = Some(e);
+                    schedule.on_failed(now)
                 }
-            }
+            };
         }
-        if attempts == 0 {
+        if schedule.started() == 0 {
             return self
                 .all_down(entry, ctx, exchange, target, started, &excluded)
                 .await;
@@ -288,46 +247,121 @@ impl Balancer {
         }))
     }
 
-    /// A lease on the strategy's next proxy outside `excluded`, taking the breaker's
-    /// half-open trial where there is one; `None` if no proxy is left.
+    fn start_dial(
+        &self,
+        pool: &Pool,
+        lease: Lease,
+        trial: Trial,
+        ctx: DialContext<'_>,
+        target: &Target,
+        now: Instant,
+    ) -> Attempt {
+        let (url, timeout) = (lease.url().clone(), pool.timeout());
+        let (dialer, target) = (self.dialer.clone(), target.clone());
+        let (exchange, transport) = (ctx.exchange.map(str::to_owned), ctx.transport);
+        Attempt {
+            lease,
+            _trial: trial,
+            dial: Box::pin(async move {
+                let ctx = DialContext {
+                    exchange: exchange.as_deref(),
+                    transport,
+                };
+                dialer.dial(&url, timeout, &target, ctx).await
+            }),
+            started: now,
+        }
+    }
+
+    /// Records the winner and settles the others: a dial started before the winner
+    /// went silent for at least a hedge delay and is judged in the background; one
+    /// started after it was a hedge that was not needed, and is dropped.
+    fn won(
+        &self,
+        entry: &PoolEntry,
+        won: Attempt,
+        others: Vec<Attempt>,
+        stream: ProxyStream,
+        exchange: String,
+        started: Instant,
+    ) -> Connected {
+        let pool = &entry.pool;
+        let id = won.lease.id();
+        let took = won.started.elapsed();
+        pool.record_success(id);
+        pool.record_latency(id, took);
+        self.note_handshake(entry, took);
+        if won.started > started {
+            self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
+        }
+        let grace = self.loser_grace(entry);
+        for other in others {
+            if other.started < won.started {
+                judge_loser(pool.clone(), other, grace);
+            } else {
+                self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        Connected {
+            stream,
+            via: Some(won.lease.url().clone()),
+            handshake: started.elapsed(),
+            lease: Some(won.lease),
+            exchange,
+        }
+    }
+
+    /// A lease on the strategy's next proxy outside `excluded`, with the breaker's
+    /// admission (its half-open trial where there is one); `None` if no proxy is left.
     fn pick(
         &self,
         entry: &PoolEntry,
         exchange: &str,
         transport: Transport,
-        attempt: usize,
         excluded: &mut Vec<ProxyId>,
-    ) -> Option<Lease> {
+    ) -> Option<(Lease, Trial)> {
+        let attempt = excluded.len() as u32;
         loop {
             let ctx = PickContext {
                 exchange,
                 transport,
-                attempt: attempt as u32,
+                attempt,
                 tried: excluded,
                 affinity: None,
             };
             let lease = entry.selector.pick(&entry.pool, ctx).ok()?;
-            if entry.pool.begin_attempt(lease.id()) {
-                return Some(lease);
+            if let Some(trial) = entry.pool.begin_attempt(lease.id()) {
+                return Some((lease, trial));
             }
             // Its half-open trial is taken by another connect.
             excluded.push(lease.id());
         }
     }
 
-    /// The pool's recent p95 handshake, within the configured bounds; the maximum
-    /// until there are enough samples.
+    /// The pool's recent p95 handshake, within the configured bounds. Until there
+    /// are enough samples: twice the slowest member's measured handshake, else four
+    /// probe round trips (a handshake is at least two round trips to the proxy plus
+    /// its own connect), else [`DEFAULT_HEDGE_INITIAL`]; never the ceiling by default.
     fn hedge_delay(&self, entry: &PoolEntry) -> Option<Duration> {
         let (min, max) = entry.pool.spec().failover.hedge?;
         let samples = entry.handshakes.lock().unwrap_or_else(|p| p.into_inner());
         if samples.len() < MIN_SAMPLES {
-            return Some(max);
+            drop(samples);
+            return Some(initial_hedge_delay(&entry.pool).clamp(min, max));
         }
         let mut sorted: Vec<Duration> = samples.iter().copied().collect();
         drop(samples);
         sorted.sort_unstable();
         let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
         Some(p95.clamp(min, max))
+    }
+
+    /// How long a first dial that lost to its hedge may go on before it counts as a
+    /// proxy fault.
+    fn loser_grace(&self, entry: &PoolEntry) -> Duration {
+        let delay = self.hedge_delay(entry).unwrap_or(MIN_LOSER_GRACE);
+        (delay * LOSER_GRACE_DELAYS).max(MIN_LOSER_GRACE)
     }
 
     fn note_handshake(&self, entry: &PoolEntry, took: Duration) {
@@ -401,25 +435,47 @@ impl Balancer {
         }
         let first = entry.panic_rotor.fetch_add(1, Ordering::Relaxed) as usize;
         let attempts = (pool.spec().failover.max_attempts as usize).min(candidates.len());
+        let deadline = started + pool.spec().failover.deadline.unwrap_or(pool.timeout());
         let mut last = None;
-        for k in 0..attempts {
-            let id = candidates[(first + k) % candidates.len()];
-            let lease = pool.lease(id);
-            let url = lease.url().clone();
-            match self.dialer.dial(&url, pool.timeout(), target, ctx).await {
-                Ok(stream) => {
-                    pool.record_success(id);
-                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Connected {
-                        stream,
-                        via: Some(url),
-                        handshake: started.elapsed(),
-                        lease: Some(lease),
-                        exchange,
-                    });
+        let tries = async {
+            for k in 0..attempts {
+                let id = candidates[(first + k) % candidates.len()];
+                let Some(lease) = pool.lease(id) else {
+                    continue;
+                };
+                let url = lease.url().clone();
+                match self.dialer.dial(&url, pool.timeout(), target, ctx).await {
+                    Ok(stream) => {
+                        pool.record_success(id);
+                        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Connected {
+                            stream,
+                            via: Some(url),
+                            handshake: started.elapsed(),
+                            lease: Some(lease),
+                            exchange: exchange.clone(),
+                        });
+                    }
+                    Err(e) if e.class() == FaultClass::Destination => return Err(e),
+                    Err(e) => last = Some(e),
                 }
-                Err(e) if e.class() == FaultClass::Destination => return Err(e),
-                Err(e) => last = Some(e),
+            }
+            Err(DialError::NoProxy {
+                route: pool.name().to_owned(),
+            })
+        };
+        // Panic mode still keeps the connect's deadline.
+        match tokio::time::timeout_at(deadline, tries).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if e.class() == FaultClass::Destination => return Err(e),
+            Ok(Err(_)) => {}
+            Err(_) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(DialError::Deadline {
+                    route: pool.name().to_owned(),
+                    after: deadline - started,
+                    attempts,
+                });
             }
         }
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -467,11 +523,9 @@ impl Balancer {
     }
 }
 
-/// Lets a first dial that lost to its hedge run a little longer in the background, so
+/// Lets a dial that lost to a later one run a little longer in the background, so
 /// that a dead proxy is told from a slow one; its tunnel, if any, is closed.
-fn judge_loser(pool: crate::pool::Pool, loser: Attempt) {
-    let delay = loser.hedge_delay.unwrap_or(MIN_LOSER_GRACE);
-    let grace = (delay * LOSER_GRACE_DELAYS).max(MIN_LOSER_GRACE);
+fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
     tokio::spawn(async move {
         let id = loser.lease.id();
         match tokio::time::timeout(grace, loser.dial).await {
@@ -487,8 +541,23 @@ fn judge_loser(pool: crate::pool::Pool, loser: Attempt) {
                 &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
             ),
         }
-        drop(loser.lease);
+        drop((loser.lease, loser._trial));
     });
+}
+
+/// The hedge delay of a pool with too few handshakes recorded (see
+/// [`Balancer::hedge_delay`]'s rules).
+fn initial_hedge_delay(pool: &Pool) -> Duration {
+    let slowest = |f: fn(&crate::pool::Member) -> u32| {
+        pool.members().iter().map(f).max().filter(|&us| us > 0)
+    };
+    if let Some(us) = slowest(crate::pool::Member::latency_us) {
+        return Duration::from_micros(us as u64 * 2);
+    }
+    if let Some(us) = slowest(crate::pool::Member::probe_rtt_us) {
+        return Duration::from_micros(us as u64 * 4);
+    }
+    DEFAULT_HEDGE_INITIAL
 }
 
 async fn sleep_until_some(t: Option<Instant>) {

@@ -3,6 +3,7 @@
 //! policy. A gateway (or any embedding client) uses only this.
 
 mod connect;
+mod schedule;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -92,9 +93,10 @@ pub struct Balancer {
     dialer: Dialer,
     engine: StrategyEngine,
     pools: HashMap<String, PoolEntry>,
-    /// Held so that health checks live exactly as long as the balancer (the metrics
-    /// registry holds them too); their tasks stop when the last handle drops.
-    _checkers: Vec<Arc<HealthChecker>>,
+    /// Started by [`Balancer::start`]; held so that health checks live exactly as
+    /// long as the balancer (the metrics registry holds them too): their tasks stop
+    /// when the last handle drops.
+    checkers: Mutex<Vec<Arc<HealthChecker>>>,
     metrics: Registry,
     counters: Arc<ConnectCounters>,
 }
@@ -110,10 +112,9 @@ impl std::fmt::Debug for Balancer {
 impl Balancer {
     /// Builds every pool and loads its strategy and health verdict: built-ins from
     /// inside the binary, `.wasm` files through admission (and then watched for hot
-    /// swap). Called inside a tokio runtime, it also starts each pool's health checks
-    /// and breaker timer (stopped when the balancer drops); outside one, the balancer
-    /// only dials. Blocking: compiling takes tens of milliseconds per distinct
-    /// component.
+    /// swap). Nothing runs in the background until [`Balancer::start`], whether or
+    /// not a runtime exists here. Blocking: compiling takes tens of milliseconds per
+    /// distinct component.
     pub fn try_new(config: Config, dialer: Dialer) -> Result<Balancer, BalancerError> {
         Self::with_limits(config, dialer, Limits::default())
     }
@@ -141,37 +142,58 @@ impl Balancer {
         for entry in pools.values() {
             metrics.register(Arc::new(entry.pool.clone()));
         }
-        let mut checkers = Vec::new();
-        // Health checks are tasks: they start when the balancer is built inside a
-        // tokio runtime (a balancer built outside one only dials).
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let permits = Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROBE_CONCURRENCY));
-            for entry in pools.values() {
-                let probe = Arc::new(DialProbe::new(
-                    dialer.clone(),
-                    &entry.pool.spec().health_check,
-                ));
-                let checker = Arc::new(HealthChecker::spawn(
-                    entry.pool.clone(),
-                    probe,
-                    entry.verdict.clone(),
-                    permits.clone(),
-                ));
-                metrics.register(checker.clone());
-                checkers.push(checker);
-            }
-        } else {
-            tracing::debug!(target: "proxypool::health", "no tokio runtime: health checks are not running");
-        }
         Ok(Balancer {
             config,
             dialer,
             engine,
             pools,
-            _checkers: checkers,
+            checkers: Mutex::new(Vec::new()),
             metrics,
             counters,
         })
+    }
+
+    /// Starts the work that runs in the background on `runtime`: each pool's health
+    /// probes and its breaker timer (which turns open breakers half-open when their
+    /// cooldown ends). Until then the balancer dials, fails over and opens breakers,
+    /// but nothing probes and a breaker turns half-open only when a connect looks.
+    /// Strategy and verdict file watches need no runtime: they run on their own
+    /// threads from construction. Calling it again does nothing; the tasks stop when
+    /// the balancer drops.
+    pub fn start(&self, runtime: &tokio::runtime::Handle) {
+        let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
+        if !checkers.is_empty() || self.pools.is_empty() {
+            return;
+        }
+        let _entered = runtime.enter();
+        let permits = Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROBE_CONCURRENCY));
+        let mut names: Vec<&String> = self.pools.keys().collect();
+        names.sort();
+        for name in names {
+            let entry = &self.pools[name];
+            let probe = Arc::new(DialProbe::new(
+                self.dialer.clone(),
+                &entry.pool.spec().health_check,
+            ));
+            let checker = Arc::new(HealthChecker::spawn(
+                entry.pool.clone(),
+                probe,
+                entry.verdict.clone(),
+                permits.clone(),
+            ));
+            self.metrics.register(checker.clone());
+            checkers.push(checker);
+        }
+        tracing::debug!(target: "proxypool::health", pools = checkers.len(), "health checks started");
+    }
+
+    /// Whether [`Balancer::start`] has started the background work.
+    pub fn started(&self) -> bool {
+        !self
+            .checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn pool_entry(

@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_HEDGE_MIN: Duration = Duration::from_millis(50);
 /// Upper bound of the hedge delay: the failover goal is well under a second.
 pub const DEFAULT_HEDGE_MAX: Duration = Duration::from_secs(1);
+/// The hedge delay of a pool with nothing measured yet (no handshake, no probe): a
+/// proxy handshake across a continent takes 100–200 ms, so a silent first proxy
+/// costs a quarter of a second, not the one-second ceiling.
+pub const DEFAULT_HEDGE_INITIAL: Duration = Duration::from_millis(250);
 /// A rate-limited proxy rests this long for that exchange when the exchange sent no
 /// Retry-After (Binance's limits are per minute).
 pub const DEFAULT_RATE_LIMITED: Duration = Duration::from_secs(60);

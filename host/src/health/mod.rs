@@ -242,6 +242,7 @@ async fn check_member(
         };
         if success {
             counters.ok.fetch_add(1, Ordering::Relaxed);
+            pool.record_probe_rtt(id, latency);
             // Only a probe that does a whole handshake measures what connects see.
             if probe.method() == "handshake" {
                 pool.record_latency(id, latency);

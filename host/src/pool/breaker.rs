@@ -46,6 +46,19 @@ pub(crate) struct Breaker {
     /// Opens since it was last closed by a success: the backoff exponent.
     reopens: u32,
     rng: u64,
+    /// Numbers each half-open trial, so that only its own holder can give it back.
+    trials: u64,
+}
+
+/// What [`Breaker::take_trial`] allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Closed: go ahead, no trial is held.
+    Closed,
+    /// The half-open trial, numbered.
+    Trial(u64),
+    /// Open, or its trial is taken.
+    Refused,
 }
 
 impl Breaker {
@@ -56,6 +69,7 @@ impl Breaker {
             consecutive: 0,
             reopens: 0,
             rng: seed,
+            trials: 0,
         }
     }
 
@@ -92,14 +106,27 @@ impl Breaker {
         }
     }
 
-    /// Takes the half-open trial; false if the breaker is not half-open with it free.
-    pub(crate) fn take_trial(&mut self) -> bool {
-        if self.state == (BreakerState::HalfOpen { trial: false }) {
-            self.state = BreakerState::HalfOpen { trial: true };
-            true
-        } else {
-            self.state == BreakerState::Closed
+    /// Takes the half-open trial if it is free; a closed breaker admits without one.
+    pub(crate) fn take_trial(&mut self) -> Admission {
+        match self.state {
+            BreakerState::Closed => Admission::Closed,
+            BreakerState::HalfOpen { trial: false } => {
+                self.state = BreakerState::HalfOpen { trial: true };
+                self.trials += 1;
+                Admission::Trial(self.trials)
+            }
+            _ => Admission::Refused,
         }
+    }
+
+    /// Frees trial `n` if it is still the one under way: its attempt ended with no
+    /// outcome (cancelled, or not needed). True if the breaker changed.
+    pub(crate) fn release_trial(&mut self, n: u64) -> bool {
+        let held = self.state == (BreakerState::HalfOpen { trial: true }) && self.trials == n;
+        if held {
+            self.state = BreakerState::HalfOpen { trial: false };
+        }
+        held
     }
 
     /// Open → half-open once the cooldown has passed.
@@ -202,8 +229,8 @@ mod tests {
         let t1 = t0 + first;
         assert_eq!(b.poll(t1), Some(BreakerState::HalfOpen { trial: false }));
         assert!(b.admits());
-        assert!(b.take_trial());
-        assert!(!b.take_trial(), "one trial only");
+        assert_eq!(b.take_trial(), Admission::Trial(1));
+        assert_eq!(b.take_trial(), Admission::Refused, "one trial only");
         assert!(!b.admits());
         let second = open_for(b.failure(t1), t1);
         assert!(second > first, "{second:?} after {first:?}");
@@ -225,12 +252,34 @@ mod tests {
         let mut b = breaker(1);
         let d = open_for(b.failure(t0), t0);
         b.poll(t0 + d);
-        assert!(b.take_trial());
+        assert!(matches!(b.take_trial(), Admission::Trial(_)));
         assert_eq!(b.success(), Some(BreakerState::Closed));
         let again = open_for(b.failure(t0 + d), t0 + d);
         assert!(
             again <= Duration::from_millis(1200),
             "backoff restarted: {again:?}"
         );
+    }
+
+    #[test]
+    fn only_the_holder_of_the_current_trial_can_give_it_back() {
+        let t0 = Instant::now();
+        let mut b = breaker(1);
+        let d = open_for(b.failure(t0), t0);
+        b.poll(t0 + d);
+        let Admission::Trial(first) = b.take_trial() else {
+            panic!("no trial");
+        };
+        assert!(b.release_trial(first));
+        assert!(b.admits(), "free again");
+        let Admission::Trial(second) = b.take_trial() else {
+            panic!("no second trial");
+        };
+        assert!(!b.release_trial(first), "a stale holder changes nothing");
+        assert!(!b.admits());
+        assert!(b.release_trial(second));
+        b.success();
+        assert!(!b.release_trial(second), "closed: nothing to give back");
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::{PoolSpec, ProxyUrl};
 use breaker::Breaker;
 pub use breaker::BreakerState;
-pub use state::{Ban, BanReason, MemberStatus, Outcome, PoolCounters};
+pub use state::{Ban, BanReason, MemberStatus, Outcome, PoolCounters, Trial};
 
 /// A small, fast, seedable generator (splitmix64): jitter here, and the strategies'
 /// randomness, reproducible in tests.
@@ -61,6 +61,8 @@ pub struct Member {
     active: AtomicU32,
     /// Handshake time, an exponentially weighted mean in microseconds (0: unmeasured).
     latency_us: AtomicU32,
+    /// A successful probe's round trip, the same kind of mean (0: unmeasured).
+    probe_rtt_us: AtomicU32,
     /// Wakes the member's health task when passive detection saw trouble.
     attention: tokio::sync::Notify,
 }
@@ -80,6 +82,12 @@ impl Member {
     /// weighted mean over connects and probes), or 0 before the first measurement.
     pub fn latency_us(&self) -> u32 {
         self.latency_us.load(Ordering::Relaxed)
+    }
+
+    /// Recent successful probe time in microseconds (an exponentially weighted mean,
+    /// whatever the method), or 0 before the first.
+    pub fn probe_rtt_us(&self) -> u32 {
+        self.probe_rtt_us.load(Ordering::Relaxed)
     }
 
     /// The active health verdict.
@@ -266,6 +274,7 @@ impl Pool {
                 reason: Mutex::new(String::new()),
                 active: AtomicU32::new(0),
                 latency_us: AtomicU32::new(0),
+                probe_rtt_us: AtomicU32::new(0),
                 attention: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();
@@ -337,18 +346,16 @@ impl Pool {
 
     /// Folds one handshake time into `id`'s mean (weight 1/8, as TCP's SRTT).
     pub fn record_latency(&self, id: ProxyId, took: Duration) {
-        let Some(m) = self.inner.members.get(id as usize) else {
-            return;
-        };
-        let sample = took.as_micros().clamp(1, u32::MAX as u128) as u32;
-        // A lost race between two updates loses one sample: harmless for a mean.
-        let old = m.latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            ((old as u64 * 7 + sample as u64) / 8) as u32
-        };
-        m.latency_us.store(new.max(1), Ordering::Relaxed);
+        if let Some(m) = self.inner.members.get(id as usize) {
+            fold_mean(&m.latency_us, took);
+        }
+    }
+
+    /// Folds one successful probe's time into `id`'s probe mean.
+    pub fn record_probe_rtt(&self, id: ProxyId, took: Duration) {
+        if let Some(m) = self.inner.members.get(id as usize) {
+            fold_mean(&m.probe_rtt_us, took);
+        }
     }
 
     /// The configuration the pool was built from.
@@ -361,13 +368,15 @@ impl Pool {
         self.set_health(id, healthy, "set by the embedding application");
     }
 
-    /// A lease on `id`: counts one active connection until dropped.
-    pub fn lease(&self, id: ProxyId) -> Lease {
+    /// A lease on `id`: counts one active connection until dropped. `None` if the
+    /// pool has no member `id`.
+    pub fn lease(&self, id: ProxyId) -> Option<Lease> {
+        self.inner.members.get(id as usize)?;
         self.inner.count(id, 1);
-        Lease {
+        Some(Lease {
             pool: self.inner.clone(),
             id,
-        }
+        })
     }
 
     /// Whether lease changes are being tracked for [`Pool::drain_load_changes`].
@@ -442,6 +451,19 @@ impl PoolInner {
     }
 }
 
+/// An exponentially weighted mean in microseconds, weight 1/8; 0 means unmeasured.
+fn fold_mean(cell: &AtomicU32, took: Duration) {
+    let sample = took.as_micros().clamp(1, u32::MAX as u128) as u32;
+    // A lost race between two updates loses one sample: harmless for a mean.
+    let old = cell.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        ((old as u64 * 7 + sample as u64) / 8) as u32
+    };
+    cell.store(new.max(1), Ordering::Relaxed);
+}
+
 /// Holding the lock only to rebuild the snapshot: a panic cannot corrupt state.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -510,8 +532,8 @@ mod tests {
     #[test]
     fn leases_count_while_alive() {
         let p = pool(3);
-        let a = p.lease(1);
-        let b = p.lease(1);
+        let a = p.lease(1).unwrap();
+        let b = p.lease(1).unwrap();
         assert_eq!(p.members()[1].active(), 2);
         drop(a);
         assert_eq!(p.members()[1].active(), 1);
@@ -526,14 +548,14 @@ mod tests {
     fn tracking_reports_each_changed_count_once_with_its_latest_value() {
         let p = pool(200);
         let mut changes = Vec::new();
-        let untracked = p.lease(5);
+        let untracked = p.lease(5).unwrap();
         p.drain_load_changes(&mut changes);
         assert!(changes.is_empty(), "tracking is off by default");
 
         p.set_load_tracking(true);
-        let a = p.lease(130);
-        let b = p.lease(130);
-        let c = p.lease(63);
+        let a = p.lease(130).unwrap();
+        let b = p.lease(130).unwrap();
+        let c = p.lease(63).unwrap();
         drop(untracked);
         p.drain_load_changes(&mut changes);
         let at = |id| LeaseCount {
@@ -569,7 +591,7 @@ mod tests {
                 let p = p.clone();
                 s.spawn(move || {
                     for i in 0..20_000u32 {
-                        let held = p.lease((i * 7 + t) % 100);
+                        let held = p.lease((i * 7 + t) % 100).unwrap();
                         drop(held);
                     }
                 });

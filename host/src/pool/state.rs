@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::breaker::Admission;
 use super::{BreakerState, Pool, ProxyId, lock};
 use crate::metrics::{Collect, Kind, Sample};
 
@@ -239,21 +240,27 @@ impl Pool {
         }
     }
 
-    /// Takes the breaker's half-open trial for a connect through `id`: true if the
-    /// connect may go ahead (closed, or the trial was free).
-    pub fn begin_attempt(&self, id: ProxyId) -> bool {
-        let Some(m) = self.inner.members.get(id as usize) else {
-            return false;
+    /// Admits a connect through `id`: `None` if its breaker refuses (open, or its
+    /// half-open trial is taken). The [`Trial`] holds the half-open trial, if one was
+    /// taken, until an outcome is recorded; dropped before that (cancelled, or not
+    /// needed), it gives the trial back, so the proxy cannot be stuck out of rotation.
+    pub fn begin_attempt(&self, id: ProxyId) -> Option<Trial> {
+        let m = self.inner.members.get(id as usize)?;
+        let admission = lock(&m.breaker).take_trial();
+        let trial = match admission {
+            Admission::Refused => return None,
+            Admission::Closed => None,
+            Admission::Trial(n) => {
+                // Others skip it while the trial runs.
+                self.republish();
+                Some(n)
+            }
         };
-        let mut b = lock(&m.breaker);
-        let was_free = b.state() == (BreakerState::HalfOpen { trial: false });
-        let ok = b.take_trial();
-        drop(b);
-        if was_free && ok {
-            // Others skip it while the trial runs.
-            self.republish();
-        }
-        ok
+        Some(Trial {
+            pool: self.clone(),
+            id,
+            trial,
+        })
     }
 
     /// Moves breakers whose cooldown has passed to half-open, and drops expired bans.
@@ -447,6 +454,47 @@ impl Pool {
     }
 }
 
+/// The breaker's permission for one attempt through a proxy (see
+/// [`Pool::begin_attempt`]). Keep it until the attempt's outcome is recorded.
+#[must_use = "dropping it at once gives the half-open trial back"]
+pub struct Trial {
+    pool: Pool,
+    id: ProxyId,
+    /// The half-open trial's number, if this attempt holds it.
+    trial: Option<u64>,
+}
+
+impl Trial {
+    /// Whether this attempt is the breaker's half-open trial.
+    pub fn is_half_open_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+}
+
+impl fmt::Debug for Trial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trial")
+            .field("pool", &self.pool.name())
+            .field("id", &self.id)
+            .field("trial", &self.trial)
+            .finish()
+    }
+}
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        let Some(n) = self.trial else { return };
+        let Some(m) = self.pool.inner.members.get(self.id as usize) else {
+            return;
+        };
+        // A recorded outcome has already moved the breaker on; then this does nothing.
+        let released = lock(&m.breaker).release_trial(n);
+        if released {
+            self.pool.republish();
+        }
+    }
+}
+
 impl Collect for Pool {
     fn collect(&self, out: &mut Vec<Sample>) {
         let pool = || ("pool", self.name().to_owned());
@@ -573,20 +621,23 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         p.poll(Instant::now());
         assert_eq!(eligible(&p), [0, 1, 2], "half-open: eligible for its trial");
-        assert!(p.begin_attempt(1), "the one trial");
+        let trial = p.begin_attempt(1).expect("the one trial");
+        assert!(trial.is_half_open_trial());
         assert_eq!(eligible(&p), [0, 2], "out while the trial runs");
-        assert!(!p.begin_attempt(1), "no second trial");
+        assert!(p.begin_attempt(1).is_none(), "no second trial");
         // The trial fails: open again, longer.
         let t1 = Instant::now();
         p.record_failure(1, t1, "refused again");
+        drop(trial);
         let BreakerState::Open { until } = p.members()[1].breaker() else {
             panic!("not reopened");
         };
         assert!(until - t1 > cooldown, "{:?} after {cooldown:?}", until - t1);
         tokio::time::advance(until - t1).await;
         p.poll(Instant::now());
-        assert!(p.begin_attempt(1));
+        let trial = p.begin_attempt(1).expect("a trial after the second cooldown");
         p.record_success(1);
+        drop(trial);
         assert_eq!(p.members()[1].breaker(), BreakerState::Closed);
         assert_eq!(eligible(&p), [0, 1, 2]);
         let c = p.counters();
@@ -599,6 +650,28 @@ mod tests {
             ),
             (2, 2, 1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_dropped_without_an_outcome_is_given_back() {
+        let p = pool();
+        let t0 = Instant::now();
+        p.record_failure(2, t0, "refused");
+        let BreakerState::Open { until } = p.members()[2].breaker() else {
+            panic!("not open");
+        };
+        tokio::time::advance(until - t0).await;
+        p.poll(Instant::now());
+        let trial = p.begin_attempt(2).expect("the trial");
+        assert_eq!(eligible(&p), [0, 1]);
+        drop(trial);
+        assert_eq!(eligible(&p), [0, 1, 2], "back in rotation for a new trial");
+        assert_eq!(
+            p.members()[2].breaker(),
+            BreakerState::HalfOpen { trial: false }
+        );
+        assert!(p.begin_attempt(7).is_none(), "an unknown id is refused");
+        assert!(p.lease(7).is_none(), "an unknown id has no lease");
     }
 
     #[tokio::test(start_paused = true)]

@@ -244,13 +244,13 @@ impl Selector {
         if ctx.tried.is_empty()
             && let Some(id) = self.take_batched(pool, &snap)
         {
-            return Ok(pool.lease(id));
+            return leased(pool, &snap, ctx, id);
         }
         let mut st = self.turn();
         if ctx.tried.is_empty()
             && let Some(id) = self.take_batched(pool, &snap)
         {
-            return Ok(pool.lease(id));
+            return leased(pool, &snap, ctx, id);
         }
         let generation = self.generation.load_full();
         // A deadline can be the OS descheduling this thread, not the guest looping:
@@ -267,7 +267,7 @@ impl Selector {
                         pool.set_load_tracking(false);
                     }
                     // Leased under the lock, so the next pick already counts it.
-                    return Ok(pool.lease(id));
+                    return leased(pool, &snap, ctx, id);
                 }
                 Ok(None) => return Err(exhausted(pool, &snap, ctx)),
                 Err(Fault::Deadline) if attempt == 0 => {
@@ -282,7 +282,7 @@ impl Selector {
         }
         self.fallback_picks.fetch_add(1, Ordering::Relaxed);
         match st.native.pick(ctx.tried) {
-            Some(id) if snap.is_eligible(id) => Ok(pool.lease(id)),
+            Some(id) if snap.is_eligible(id) => leased(pool, &snap, ctx, id),
             _ => Err(exhausted(pool, &snap, ctx)),
         }
     }
@@ -526,4 +526,14 @@ fn exhausted(pool: &Pool, snap: &Snapshot, ctx: PickContext<'_>) -> PickError {
         eligible: snap.eligible().len(),
         tried: ctx.tried.len(),
     }
+}
+
+/// A lease on a picked id (ids come from the snapshot, so the pool has them).
+fn leased(
+    pool: &Pool,
+    snap: &Snapshot,
+    ctx: PickContext<'_>,
+    id: ProxyId,
+) -> Result<Lease, PickError> {
+    pool.lease(id).ok_or_else(|| exhausted(pool, snap, ctx))
 }
