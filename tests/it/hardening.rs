@@ -1,0 +1,205 @@
+//! The core under any mix of faults: cancelled connects give their breaker trials
+//! back, and a randomized run ends with every healthy proxy in rotation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use proxypool::dial::Target;
+use proxypool::pool::{BreakerState, Pool, splitmix64};
+use proxypool::{Balancer, Connected, DialError, Transport};
+use proxypool_tests::assert_eventually;
+use proxypool_tests::faults::{Fault, FaultProxy};
+use proxypool_tests::servers::microsocks;
+use proxypool_tests::target::TargetServer;
+use tokio::time::Instant;
+
+use crate::failover::balancer;
+
+const ROUTE: &str = "default.http";
+
+/// Polls a connect `polls` times at most, then drops it: `None` if it was cancelled.
+struct CancelAfter<F> {
+    inner: Pin<Box<F>>,
+    polls: usize,
+}
+
+impl<F: Future> Future for CancelAfter<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polls == 0 {
+            return Poll::Ready(None);
+        }
+        self.polls -= 1;
+        match self.inner.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+async fn connect_cancelled_after(
+    b: &Balancer,
+    to: &Target,
+    polls: usize,
+) -> Option<Result<Connected, DialError>> {
+    let fut = b.connect(None, Transport::Http, to);
+    let limited = CancelAfter {
+        inner: Box::pin(fut),
+        polls,
+    };
+    tokio::time::timeout(Duration::from_secs(30), limited)
+        .await
+        .expect("a connect or its cancellation within 30 s")
+}
+
+/// Opens and cools down every breaker, so that each member is half-open with its
+/// trial free: the state a cancelled connect could leave stuck.
+async fn half_open_all(pool: &Pool) {
+    for id in 0..pool.members().len() as u32 {
+        // A recovery closes the breaker and restarts its backoff at the 10 ms base.
+        pool.set_health(id, false, "test");
+        pool.set_health(id, true, "test");
+        pool.record_failure(id, Instant::now(), "test");
+    }
+    assert_eventually!(
+        {
+            pool.poll(Instant::now());
+            pool.members()
+                .iter()
+                .all(|m| m.breaker() == BreakerState::HalfOpen { trial: false })
+        },
+        "every breaker half-open"
+    );
+}
+
+fn stuck(pool: &Pool) -> Vec<String> {
+    pool.status()
+        .into_iter()
+        .filter(|m| m.breaker == (BreakerState::HalfOpen { trial: true }) || !m.eligible)
+        .map(|m| m.to_string())
+        .collect()
+}
+
+fn pool_yaml(urls: &[String]) -> String {
+    format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: [{}], timeout_seconds: 5, \
+         breaker: {{cooldown_ms: 10, max_cooldown_seconds: 1}}, \
+         failover: {{hedge_min_ms: 20, hedge_max_ms: 50}}, health_check: {{enabled: false}}}}}}}}",
+        urls.iter()
+            .map(|u| format!("'{u}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_connect_at_every_await_point_gives_its_trials_back() {
+    let Some(healthy) = microsocks(None).await else {
+        return;
+    };
+    let hole = FaultProxy::start(Fault::Blackhole).await;
+    let target = TargetServer::start().await;
+    let to: Target = target.addr().into();
+    // The blackhole first: a connect waits on it, hedges, and races the healthy one,
+    // so its await points cover a pending dial, the hedge timer and two dials at once.
+    let bal = balancer(&pool_yaml(&[
+        hole.url("socks5"),
+        format!("socks5://{}", healthy.addr),
+    ]));
+    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let mut polls = 0;
+    loop {
+        half_open_all(&pool).await;
+        let outcome = connect_cancelled_after(&bal, &to, polls).await;
+        let done = outcome.is_some();
+        if let Some(r) = outcome {
+            let c = r.expect("the healthy proxy connects");
+            assert_eq!(c.via.unwrap().to_string(), format!("socks5://{}", healthy.addr));
+        }
+        // Dropped attempts gave their trials back at once; a judged loser settles in
+        // the background, so the blackhole may be open (it earned it) but not stuck.
+        let healthy_member = &pool.status()[1];
+        assert!(
+            healthy_member.eligible,
+            "after {polls} polls: {healthy_member}"
+        );
+        assert_eventually!(
+            {
+                pool.poll(Instant::now());
+                stuck(&pool).is_empty()
+            },
+            "no trial stuck after {polls} polls: {:?}",
+            stuck(&pool)
+        );
+        if done {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 1000, "the connect never finished");
+    }
+    assert!(polls >= 2, "the connect had await points to cancel at ({polls})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligible() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let hole = FaultProxy::start(Fault::Blackhole).await;
+    let refuse = FaultProxy::start(Fault::Refuse).await;
+    let reset = FaultProxy::start(Fault::ResetMidHandshake).await;
+    let target = TargetServer::start().await;
+    let to: Target = target.addr().into();
+    let urls = [
+        format!("socks5://{}", a.addr),
+        hole.url("socks5"),
+        refuse.url("socks5"),
+        format!("socks5://{}", b.addr),
+        reset.url("socks5"),
+    ];
+    let bal = balancer(&pool_yaml(&urls));
+    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let mut rng = 0x8_2026_u64;
+    let (mut finished, mut cancelled) = (0, 0);
+    for _ in 0..200 {
+        let r = splitmix64(&mut rng);
+        if r % 7 == 0 {
+            half_open_all(&pool).await;
+        }
+        let polls = (splitmix64(&mut rng) % 12) as usize;
+        match connect_cancelled_after(&bal, &to, polls).await {
+            Some(Ok(c)) => {
+                finished += 1;
+                let via = c.via.unwrap().to_string();
+                assert!(via == urls[0] || via == urls[3], "{via}");
+            }
+            Some(Err(e)) => panic!("two healthy proxies, yet: {e}"),
+            None => cancelled += 1,
+        }
+    }
+    assert!(finished > 10 && cancelled > 10, "{finished} finished, {cancelled} cancelled");
+    for id in [0usize, 3] {
+        assert_eventually!(
+            {
+                pool.poll(Instant::now());
+                pool.status()[id].eligible
+            },
+            "healthy member {id} eligible: {}",
+            pool.status()[id]
+        );
+    }
+    // Losers judged in the background hold their trials for their grace, no longer.
+    assert_eventually!(
+        {
+            pool.poll(Instant::now());
+            pool.status()
+                .iter()
+                .all(|m| m.breaker != (BreakerState::HalfOpen { trial: true }) && m.active == 0)
+        },
+        "no trial held and no lease left: {:?}",
+        stuck(&pool)
+    );
+}
