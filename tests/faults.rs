@@ -27,6 +27,8 @@ pub enum Fault {
     Socks4Reply(u8),
     /// An HTTP proxy that answers CONNECT with this status.
     HttpStatus(u16),
+    /// A working no-auth SOCKS5 proxy that waits this long before its first answer.
+    Slow(std::time::Duration),
 }
 
 /// A running fault proxy; stopped on drop.
@@ -156,6 +158,21 @@ async fn serve(mut s: TcpStream, fault: Fault) {
             }
             let _ = s.write_all(&[0, code, 0, 0, 0, 0, 0, 0]).await;
         }
+        Fault::Slow(delay) => {
+            if socks5_greeting_after(&mut s, 0, delay).await.is_none() {
+                return;
+            }
+            let Some(dest) = socks5_connect_request(&mut s).await else {
+                return;
+            };
+            let Ok(mut upstream) = TcpStream::connect(dest).await else {
+                let _ = s.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+                return;
+            };
+            if s.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut upstream).await;
+            }
+        }
         Fault::HttpStatus(status) => {
             let mut req = Vec::new();
             while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -175,11 +192,45 @@ async fn serve(mut s: TcpStream, fault: Fault) {
 
 /// Reads the client's method list and selects `method`.
 async fn socks5_greeting(s: &mut TcpStream, method: u8) -> Option<()> {
+    socks5_greeting_after(s, method, std::time::Duration::ZERO).await
+}
+
+/// As [`socks5_greeting`], answering only after `delay`.
+async fn socks5_greeting_after(
+    s: &mut TcpStream,
+    method: u8,
+    delay: std::time::Duration,
+) -> Option<()> {
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await.ok()?;
     let mut methods = vec![0u8; head[1] as usize];
     s.read_exact(&mut methods).await.ok()?;
+    tokio::time::sleep(delay).await;
     s.write_all(&[5, method]).await.ok()
+}
+
+/// Reads a SOCKS5 CONNECT request for an IPv4 address or a name: where to.
+async fn socks5_connect_request(s: &mut TcpStream) -> Option<String> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await.ok()?;
+    let host = match head[3] {
+        1 => {
+            let mut ip = [0u8; 4];
+            s.read_exact(&mut ip).await.ok()?;
+            std::net::Ipv4Addr::from(ip).to_string()
+        }
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l).await.ok()?;
+            let mut name = vec![0u8; l[0] as usize];
+            s.read_exact(&mut name).await.ok()?;
+            String::from_utf8(name).ok()?
+        }
+        _ => return None,
+    };
+    let mut port = [0u8; 2];
+    s.read_exact(&mut port).await.ok()?;
+    Some(format!("{host}:{}", u16::from_be_bytes(port)))
 }
 
 /// Reads a whole SOCKS5 request.

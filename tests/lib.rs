@@ -6,6 +6,7 @@
 //! server cannot report its own.
 
 pub mod faults;
+pub mod matrix;
 pub mod servers;
 pub mod target;
 pub mod tls;
@@ -21,15 +22,7 @@ pub fn in_ci() -> bool {
 /// The path of `name` on PATH (or in /usr/sbin), or `None` after a skip notice.
 /// Under `CI=true` a missing binary panics: CI must not pass by skipping.
 pub fn require_binary(name: &str) -> Option<PathBuf> {
-    let dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let found = dirs
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    match found {
+    match require_binary_quiet(name) {
         Some(p) => Some(p),
         None if in_ci() => panic!("{name} is not installed; .ci/run installs it"),
         None => {
@@ -37,6 +30,17 @@ pub fn require_binary(name: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The path of `name` on PATH (or in /usr/sbin), with no notice if it is missing.
+pub fn require_binary_quiet(name: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    dirs.into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The `proxypool` binary built beside this test binary.

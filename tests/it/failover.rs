@@ -8,7 +8,7 @@ use std::time::Duration;
 use proxypool::config::{ConfigBuilder, Transport};
 use proxypool::dial::{Dialer, FaultClass, Target};
 use proxypool::pool::{BanReason, BreakerState, Outcome};
-use proxypool::strategy::Limits;
+use proxypool::strategy::{Limits, StrategyEngine};
 use proxypool::{Balancer, Connected, DialError};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
@@ -18,13 +18,18 @@ use tokio::io::AsyncReadExt;
 
 /// A balancer for `yaml`, with its health checks started on the current runtime.
 pub fn balancer(yaml: &str) -> Balancer {
+    static ENGINE: std::sync::OnceLock<StrategyEngine> = std::sync::OnceLock::new();
     let config = ConfigBuilder::new().yaml_str(yaml).build().unwrap();
     // A debug-built host needs a roomier strategy deadline than production's 1 ms.
-    let limits = Limits {
-        deadline: Duration::from_millis(100),
-        ..Limits::default()
-    };
-    let b = Balancer::with_limits(config, Dialer::new(), limits).unwrap();
+    // One engine for every test: a debug build compiles a component in about a second.
+    let engine = ENGINE.get_or_init(|| {
+        StrategyEngine::try_new(Limits {
+            deadline: Duration::from_millis(100),
+            ..Limits::default()
+        })
+        .unwrap()
+    });
+    let b = Balancer::with_engine(config, Dialer::new(), engine.clone()).unwrap();
     b.start(&tokio::runtime::Handle::current());
     b
 }

@@ -117,7 +117,10 @@ async fn cancelling_a_connect_at_every_await_point_gives_its_trials_back() {
         let done = outcome.is_some();
         if let Some(r) = outcome {
             let c = r.expect("the healthy proxy connects");
-            assert_eq!(c.via.unwrap().to_string(), format!("socks5://{}", healthy.addr));
+            assert_eq!(
+                c.via.unwrap().to_string(),
+                format!("socks5://{}", healthy.addr)
+            );
         }
         // Dropped attempts gave their trials back at once; a judged loser settles in
         // the background, so the blackhole may be open (it earned it) but not stuck.
@@ -140,7 +143,10 @@ async fn cancelling_a_connect_at_every_await_point_gives_its_trials_back() {
         polls += 1;
         assert!(polls < 1000, "the connect never finished");
     }
-    assert!(polls >= 2, "the connect had await points to cancel at ({polls})");
+    assert!(
+        polls >= 2,
+        "the connect had await points to cancel at ({polls})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +186,10 @@ async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligib
             None => cancelled += 1,
         }
     }
-    assert!(finished > 10 && cancelled > 10, "{finished} finished, {cancelled} cancelled");
+    assert!(
+        finished > 10 && cancelled > 10,
+        "{finished} finished, {cancelled} cancelled"
+    );
     for id in [0usize, 3] {
         assert_eventually!(
             {
@@ -202,4 +211,103 @@ async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligib
         "no trial held and no lease left: {:?}",
         stuck(&pool)
     );
+}
+
+/// Every pool of three from the member kinds this process can build, healthy members
+/// last: one connect each, through a fresh balancer (no history, no probes).
+async fn run_fault_matrix() -> usize {
+    use proxypool_tests::matrix::{Healthy, Kind, Members, available_kinds, combinations, label};
+    let Some(healthy) = Healthy::start().await else {
+        return 0;
+    };
+    let target = TargetServer::start().await;
+    let to: Target = target.addr().into();
+    let egresses = healthy.egresses();
+    let combos = combinations(&available_kinds());
+    for combo in &combos {
+        let name = label(combo);
+        let members = Members::start(*combo, &healthy).await;
+        let bal = balancer(&members.yaml("{hedge_min_ms: 100, hedge_max_ms: 100}"));
+        let before = target.peer_ips().len();
+        let c = crate::failover::connect(&bal, None, &to)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let via = c.via.as_ref().unwrap().to_string();
+        let carrier = members
+            .urls
+            .iter()
+            .position(|u| *u == via)
+            .unwrap_or_else(|| panic!("{name}: via {via}"));
+        assert_eq!(combo[carrier], Kind::Healthy, "{name}: carried by {via}");
+        let healthy_before = combo[..carrier]
+            .iter()
+            .filter(|k| **k == Kind::Healthy)
+            .count();
+        let new_peers = target.peer_ips()[before..].to_vec();
+        assert_eq!(
+            new_peers,
+            [egresses[healthy_before]],
+            "{name}: exactly one tunnel, from the healthy member"
+        );
+        for (i, kind, proxy) in &members.faults {
+            assert!(
+                proxy.accepted() <= 1,
+                "{name}: member {i} ({}) tried {} times",
+                kind.name(),
+                proxy.accepted()
+            );
+        }
+        let counters = bal.counters();
+        let dials = 1
+            + counters.failovers.load(std::sync::atomic::Ordering::SeqCst)
+            + counters.hedges.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(dials <= 3, "{name}: {dials} dials for three members");
+        assert!(
+            dials as usize > carrier.min(combo.iter().position(|k| *k == Kind::Healthy).unwrap()),
+            "{name}: every member before the first healthy one was tried"
+        );
+    }
+    combos.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_matrix_every_connect_succeeds_through_the_healthy_member() {
+    let n = run_fault_matrix().await;
+    if std::env::var_os(proxypool_tests::matrix::IN_NETNS_ENV).is_none() && n > 0 {
+        assert_eq!(n, 28, "7 kinds: every multiset of 3 with a healthy member");
+    }
+}
+
+/// The same matrix with the SYN-dropping kind, in a network namespace of the test's
+/// own (root, `ip` and `nft` needed; skipped with a message otherwise). The test
+/// runs itself again inside the namespace.
+#[test]
+fn fault_matrix_with_dropped_syns_in_a_network_namespace() {
+    use proxypool_tests::matrix::{IN_NETNS_ENV, Netns, netns_unavailable};
+    const NAME: &str = "hardening::fault_matrix_with_dropped_syns_in_a_network_namespace";
+    if std::env::var_os(IN_NETNS_ENV).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = rt.block_on(run_fault_matrix());
+        assert_eq!(n, 36, "8 kinds: every multiset of 3 with a healthy member");
+        return;
+    }
+    if let Some(why) = netns_unavailable() {
+        eprintln!("SKIP: the SYN-drop matrix needs a network namespace: {why}");
+        return;
+    }
+    let ns = Netns::create().expect("network namespace");
+    let exe = std::env::current_exe().unwrap();
+    let out = ns
+        .command(&exe)
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .output()
+        .expect("run inside the namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the inner run ran: {stdout}");
 }

@@ -130,6 +130,16 @@ impl Balancer {
             strategy: String::new(),
             source,
         })?;
+        Self::with_engine(config, dialer, engine)
+    }
+
+    /// As [`Balancer::try_new`], on an engine that already exists: balancers that
+    /// share one compile each distinct component once.
+    pub fn with_engine(
+        config: Config,
+        dialer: Dialer,
+        engine: StrategyEngine,
+    ) -> Result<Balancer, BalancerError> {
         let seeds = std::collections::hash_map::RandomState::new();
         let mut pools = HashMap::new();
         for (name, spec) in config.pools() {

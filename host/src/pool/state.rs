@@ -635,7 +635,9 @@ mod tests {
         assert!(until - t1 > cooldown, "{:?} after {cooldown:?}", until - t1);
         tokio::time::advance(until - t1).await;
         p.poll(Instant::now());
-        let trial = p.begin_attempt(1).expect("a trial after the second cooldown");
+        let trial = p
+            .begin_attempt(1)
+            .expect("a trial after the second cooldown");
         p.record_success(1);
         drop(trial);
         assert_eq!(p.members()[1].breaker(), BreakerState::Closed);
