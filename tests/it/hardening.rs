@@ -172,7 +172,7 @@ async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligib
     let (mut finished, mut cancelled) = (0, 0);
     for _ in 0..200 {
         let r = splitmix64(&mut rng);
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             half_open_all(&pool).await;
         }
         let polls = (splitmix64(&mut rng) % 12) as usize;
