@@ -594,9 +594,9 @@ fn unknown_nested_yaml_key_is_an_error_with_line_and_column() {
     ));
     assert_eq!(p.len(), 1);
     assert!(p[0].contains("unknown field `timeout`"), "{p:?}");
-    // serde-saphyr points at the mapping that holds the key, and quotes the lines.
+    // serde-saphyr points at the key; the snippet quotes its line.
     assert!(
-        p[0].contains("line 5 column 7") && p[0].contains("timeout: 5"),
+        p[0].contains("line 6, column 7") && p[0].contains("6 |       timeout: 5"),
         "{p:?}"
     );
 }

@@ -228,8 +228,15 @@ impl ConfigBuilder {
 
     /// Reads a YAML file, as [`ConfigBuilder::yaml_str`].
     pub fn yaml_file(mut self, path: impl AsRef<Path>) -> Self {
+        use std::io::Read as _;
         let path = path.as_ref();
-        match std::fs::read_to_string(path) {
+        // Read one byte past the limit, so that parsing can say the file is too large.
+        let read = std::fs::File::open(path).and_then(|f| {
+            let mut text = String::new();
+            f.take(MAX_YAML_BYTES as u64 + 1).read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match read {
             Ok(text) => self.yaml = Some(parse_yaml(&text, &path.display().to_string())),
             Err(source) => {
                 self.read_error = Some(ConfigError::Read {
@@ -309,17 +316,105 @@ fn set_transport(conn: &mut RawConnection, transport: Transport, entry: ProxyEnt
     }
 }
 
+/// The largest configuration file read: far above any real pool list, far below
+/// what would hurt to hold.
+pub const MAX_YAML_BYTES: usize = 16 << 20;
+
+/// How much of the offending line a YAML error shows, in characters.
+const SNIPPET_CHARS: usize = 80;
+
 fn parse_yaml(text: &str, origin: &str) -> Result<Option<RawSettings>, Problem> {
-    let options = serde_saphyr::Options::default();
+    let problem = |message: String| Problem::new(Source::Yaml, origin.to_owned(), message);
+    if text.len() > MAX_YAML_BYTES {
+        return Err(problem(format!(
+            "larger than {} MiB: not a configuration file",
+            MAX_YAML_BYTES >> 20
+        )));
+    }
+    // One document, shallow, few aliases: a config file has no use for more, and the
+    // limits stop a hostile one before it costs memory or time.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1,
+            max_depth: 64,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_events: 2_000_000,
+        },
+    };
     match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, options) {
         Ok(file) => Ok(file.and_then(|f| f.proxy).map(validate::root_to_settings)),
-        // The snippet quotes the file, so it may quote a credential.
-        Err(e) => Err(Problem::new(
-            Source::Yaml,
-            origin.to_owned(),
-            redact_text(&e.to_string()),
-        )),
+        Err(e) => Err(problem(yaml_message(&e, text))),
     }
+}
+
+/// The parser's message without its own snippet, and a snippet of ours: the whole
+/// line is redacted before it is cropped, so no crop can cut a credential loose from
+/// the `scheme://` and `@` that mark it.
+fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
+    let plain = e.render_with_options(serde_saphyr::render_options! {
+        snippets: serde_saphyr::SnippetMode::Off,
+    });
+    let mut message = redact_text(&plain);
+    let Some(loc) = e.location() else {
+        return message;
+    };
+    let line_no = loc.line() as usize;
+    let Some(line) = line_no.checked_sub(1).and_then(|i| text.lines().nth(i)) else {
+        return message;
+    };
+    let column = (loc.column() as usize).saturating_sub(1);
+    let (shown, caret) = snippet(line, column);
+    message.push_str(&format!("\n  {line_no:>4} | {shown}\n       | {caret}^"));
+    message
+}
+
+/// A redacted crop of `line` of at most [`SNIPPET_CHARS`] characters around the
+/// character `column`, and the padding that puts a caret under it.
+fn snippet(line: &str, column: usize) -> (String, String) {
+    // Redact first, then find the column in the redacted text.
+    let ranges = url::userinfo_ranges(line);
+    let col_byte = line
+        .char_indices()
+        .nth(column)
+        .map_or(line.len(), |(b, _)| b);
+    let mut redacted = String::with_capacity(line.len());
+    let mut at = None;
+    let mut last = 0;
+    for r in &ranges {
+        if at.is_none() && col_byte < r.start {
+            at = Some(redacted.len() + (col_byte - last));
+        }
+        redacted.push_str(&line[last..r.start]);
+        if at.is_none() && col_byte < r.end {
+            at = Some(redacted.len());
+        }
+        redacted.push_str(REDACTED);
+        last = r.end;
+    }
+    if at.is_none() {
+        at = Some(redacted.len() + col_byte.saturating_sub(last));
+    }
+    redacted.push_str(&line[last..]);
+    let at_byte = at.unwrap_or(0).min(redacted.len());
+    let chars: Vec<char> = redacted.chars().collect();
+    let col = redacted[..at_byte].chars().count();
+    let start = col.saturating_sub(SNIPPET_CHARS / 2);
+    let end = (start + SNIPPET_CHARS).min(chars.len());
+    let start = end.saturating_sub(SNIPPET_CHARS).min(start);
+    let mut shown: String = chars[start..end]
+        .iter()
+        .map(|&c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut pad = col - start;
+    if start > 0 {
+        shown.insert(0, '…');
+        pad += 1;
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, " ".repeat(pad))
 }
 
 impl Config {

@@ -255,28 +255,75 @@ impl fmt::Debug for ProxyUrl {
     }
 }
 
-/// Replaces the userinfo of every `scheme://user:pass@host` in free text with `***`.
-///
-/// Used on text that did not come from this crate (parser snippets, serde messages)
-/// before it is shown anywhere.
-pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
+/// Characters that end a URL's authority in free text: whitespace, the delimiters
+/// that follow an authority (`/ ? #`), and what RFC 3986 allows in neither userinfo
+/// nor host (`"`, `<`, `>`, `\`, `^`, a backtick, `{`, `|`, `}`, and the brackets
+/// around an IPv6 host). Every
+/// sub-delim (`! $ & ' ( ) * + , ; =`), `%` and `:` may be part of a password, so none
+/// of them ends it.
+const AUTHORITY_END: &str = "/?#\"<>\\^`{|}[]";
+
+/// The byte ranges of `text` that may hold userinfo: for every `scheme://`, what lies
+/// between it and the last `@` of its authority. An authority cut off by the end of
+/// the text (a cropped quote) with no `@` is taken whole unless it reads as a plain
+/// `host:port`, since its `@` may be what was cut.
+pub(crate) fn userinfo_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let tail = &text[start..];
         let end = tail
-            .find(|c: char| c.is_whitespace() || "/?#\"'`,;)]}>".contains(c))
+            .find(|c: char| c.is_whitespace() || AUTHORITY_END.contains(c))
             .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
+        let authority = &tail[..end];
+        match authority.rfind('@') {
             Some(at) => {
-                out.push_str(REDACTED);
-                rest = &tail[at..];
+                if at > 0 {
+                    ranges.push(start..start + at);
+                }
+                from = start + at;
             }
-            None => rest = tail,
+            None => {
+                let cut = end == tail.len() || authority.ends_with("...") || authority.ends_with('…');
+                if cut && !authority.is_empty() && !plain_host_port(authority) {
+                    ranges.push(start..start + end);
+                }
+                from = start;
+            }
         }
     }
-    out.push_str(rest);
+    ranges
+}
+
+/// `host`, `host:port` or `[v6]:port`, with nothing a credential would need.
+fn plain_host_port(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+        _ => (s, None),
+    };
+    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+}
+
+/// Replaces the userinfo of every `scheme://user:pass@host` in free text with `***`
+/// (see [`userinfo_ranges`] for where a URL's userinfo is taken to be).
+///
+/// Used on text that did not come from this crate (parser messages, serde messages)
+/// before it is shown anywhere. Redact a whole line before cropping it: a crop can cut
+/// a URL's `scheme://` or its `@` away, and then nothing marks the credential.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for r in userinfo_ranges(text) {
+        out.push_str(&text[last..r.start]);
+        out.push_str(REDACTED);
+        last = r.end;
+    }
+    out.push_str(&text[last..]);
     out
 }
 
@@ -305,5 +352,24 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("http://h/p@q"), "{r}");
+    }
+
+    #[test]
+    fn every_sub_delim_in_a_password_is_redacted() {
+        for pass in ["a,b", "a;b", "a)b", "a'b", "a!$&()*+,;=b", "p%40ss:w:rd"] {
+            let t = format!("x: [socks5://user:{pass}@h:1, 'http://u:{pass}@[::1]:2']");
+            let r = redact_text(&t);
+            assert!(!r.contains(pass) && !r.contains("user"), "{t} → {r}");
+            assert_eq!(r.matches(REDACTED).count(), 2, "{r}");
+        }
+    }
+
+    #[test]
+    fn a_url_cut_off_before_its_at_sign_is_redacted_whole() {
+        assert_eq!(redact_text("url: socks5://trader:hunt"), "url: socks5://***");
+        assert_eq!(redact_text("'socks5://trader:hu..."), "'socks5://***");
+        // A plain endpoint at the end stays readable.
+        assert_eq!(redact_text("via socks5://h.example:1080"), "via socks5://h.example:1080");
+        assert_eq!(redact_text("via socks5://[::1]:1080"), "via socks5://[::1]:1080");
     }
 }
