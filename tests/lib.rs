@@ -116,6 +116,12 @@ impl LogBuffer {
     pub fn contents(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+
+    /// Everything logged since the last call (or the start), emptying the buffer.
+    pub fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 impl std::io::Write for LogBuffer {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use proxypool::Balancer;
-use proxypool::config::{Config, ConfigError, RouteOrigin, Source, Transport, Upstream};
+use proxypool::config::{Config, ConfigError, Transport};
 use proxypool::dial::{Dialer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -129,100 +129,8 @@ fn validate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    print!("{}", route_table(&config));
+    print!("{}", config.route_table());
     Ok(ExitCode::SUCCESS)
-}
-
-fn route_table(config: &Config) -> String {
-    let mut rows = vec![[
-        "EXCHANGE".to_owned(),
-        "TRANSPORT".to_owned(),
-        "SOURCE".to_owned(),
-        "ROUTE".to_owned(),
-    ]];
-    let names = std::iter::once(None).chain(config.exchanges().keys().map(|k| Some(k.as_str())));
-    for name in names {
-        for t in Transport::ALL {
-            let r = config.route(name, t);
-            let via = match r.origin {
-                RouteOrigin::Disabled => " (proxy disabled)",
-                RouteOrigin::Default if name.is_some() => " (from default)",
-                RouteOrigin::Unset => " (nothing configured)",
-                _ => "",
-            };
-            let route = match r.upstream {
-                None | Some(Upstream::Direct) => "direct".to_owned(),
-                Some(Upstream::Proxy(p)) => {
-                    format!("proxy {} timeout={}s", p.url, p.timeout.as_secs())
-                }
-                Some(Upstream::Pool(p)) => {
-                    let members: Vec<String> = p
-                        .members
-                        .iter()
-                        .map(|m| {
-                            let mut s = m.url.to_string();
-                            if m.weight != 1.0 {
-                                s.push_str(&format!(" w={}", m.weight));
-                            }
-                            if !m.enabled {
-                                s.push_str(" (disabled)");
-                            }
-                            s
-                        })
-                        .collect();
-                    format!(
-                        "pool {} [{}] timeout={}s health={}",
-                        p.strategy,
-                        members.join(", "),
-                        p.timeout.as_secs(),
-                        if p.health_check.enabled {
-                            p.health_check.method.as_str()
-                        } else {
-                            "off"
-                        }
-                    )
-                }
-            };
-            let source = if r.source == Source::Default && r.origin == RouteOrigin::Disabled {
-                "default".to_owned()
-            } else {
-                r.source.to_string()
-            };
-            rows.push([
-                name.unwrap_or("(default)").to_owned(),
-                t.to_string(),
-                source,
-                route + via,
-            ]);
-        }
-    }
-    let widths: Vec<usize> = (0..4)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = format!(
-        "configuration OK: proxy {} (enabled from {})\n",
-        if config.enabled() {
-            "enabled"
-        } else {
-            "disabled"
-        },
-        config.sources().enabled
-    );
-    for r in rows {
-        let line = format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn connect(

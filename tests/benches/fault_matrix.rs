@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use proxypool::Balancer;
 use proxypool::config::{ConfigBuilder, DEFAULT_HEDGE_INITIAL, Transport};
 use proxypool::dial::{Dialer, Target};
 use proxypool::strategy::{Limits, StrategyEngine};
-use proxypool::Balancer;
 use proxypool_tests::matrix::{
     Healthy, IN_NETNS_ENV, Kind, Members, Netns, available_kinds, combinations, label,
     netns_unavailable,
@@ -42,9 +42,7 @@ async fn matrix() -> Result<()> {
         let mut took = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
             let members = Members::start(combo, &healthy).await;
-            let config = ConfigBuilder::new()
-                .yaml_str(&members.yaml("{}"))
-                .build()?;
+            let config = ConfigBuilder::new().yaml_str(&members.yaml("{}")).build()?;
             let bal = Balancer::with_engine(config, Dialer::new(), engine.clone())?;
             let started = Instant::now();
             let mut c = bal

@@ -10,6 +10,7 @@ mod hot_swap;
 mod pool_shapes;
 mod probes;
 mod redaction;
+mod redaction_props;
 mod strategy;
 mod strategy_api;
 mod strategy_check;

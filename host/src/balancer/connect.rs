@@ -516,7 +516,7 @@ impl Balancer {
                 } else {
                     m.reason.clone()
                 };
-                format!("{}: {why}", m.url)
+                format!("{}: {why}", m.label)
             })
             .collect::<Vec<_>>()
             .join("; ")

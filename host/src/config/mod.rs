@@ -171,12 +171,26 @@ impl ProxyEntry {
 ///     .unwrap();
 /// assert!(!config.route(Some("BINANCE"), Transport::Websocket).is_direct());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConfigBuilder {
     code: RawSettings,
     yaml: Option<Result<Option<RawSettings>, Problem>>,
     env: Vec<(String, String)>,
     read_error: Option<ConfigError>,
+}
+
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may carry credentials: the code layer redacts them itself, the
+        // environment is shown by variable name only.
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ConfigBuilder")
+            .field("code", &self.code)
+            .field("yaml", &self.yaml)
+            .field("env", &env)
+            .field("read_error", &self.read_error)
+            .finish()
+    }
 }
 
 impl ConfigBuilder {
@@ -233,7 +247,8 @@ impl ConfigBuilder {
         // Read one byte past the limit, so that parsing can say the file is too large.
         let read = std::fs::File::open(path).and_then(|f| {
             let mut text = String::new();
-            f.take(MAX_YAML_BYTES as u64 + 1).read_to_string(&mut text)?;
+            f.take(MAX_YAML_BYTES as u64 + 1)
+                .read_to_string(&mut text)?;
             Ok(text)
         });
         match read {
@@ -373,7 +388,7 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
 /// character `column`, and the padding that puts a caret under it.
 fn snippet(line: &str, column: usize) -> (String, String) {
     // Redact first, then find the column in the redacted text.
-    let ranges = url::userinfo_ranges(line);
+    let ranges = url::userinfo_ranges_in(line, true);
     let col_byte = line
         .char_indices()
         .nth(column)
@@ -418,6 +433,102 @@ fn snippet(line: &str, column: usize) -> (String, String) {
 }
 
 impl Config {
+    /// What `proxypool validate` prints: whether proxying is on, then every exchange ×
+    /// transport with the source of its value and its route, credentials redacted.
+    pub fn route_table(&self) -> String {
+        let config = self;
+        let mut rows = vec![[
+            "EXCHANGE".to_owned(),
+            "TRANSPORT".to_owned(),
+            "SOURCE".to_owned(),
+            "ROUTE".to_owned(),
+        ]];
+        let names =
+            std::iter::once(None).chain(config.exchanges().keys().map(|k| Some(k.as_str())));
+        for name in names {
+            for t in Transport::ALL {
+                let r = config.route(name, t);
+                let via = match r.origin {
+                    RouteOrigin::Disabled => " (proxy disabled)",
+                    RouteOrigin::Default if name.is_some() => " (from default)",
+                    RouteOrigin::Unset => " (nothing configured)",
+                    _ => "",
+                };
+                let route = match r.upstream {
+                    None | Some(Upstream::Direct) => "direct".to_owned(),
+                    Some(Upstream::Proxy(p)) => {
+                        format!("proxy {} timeout={}s", p.url, p.timeout.as_secs())
+                    }
+                    Some(Upstream::Pool(p)) => {
+                        let members: Vec<String> = p
+                            .members
+                            .iter()
+                            .map(|m| {
+                                let mut s = m.url.to_string();
+                                if m.weight != 1.0 {
+                                    s.push_str(&format!(" w={}", m.weight));
+                                }
+                                if !m.enabled {
+                                    s.push_str(" (disabled)");
+                                }
+                                s
+                            })
+                            .collect();
+                        format!(
+                            "pool {} [{}] timeout={}s health={}",
+                            p.strategy,
+                            members.join(", "),
+                            p.timeout.as_secs(),
+                            if p.health_check.enabled {
+                                p.health_check.method.as_str()
+                            } else {
+                                "off"
+                            }
+                        )
+                    }
+                };
+                let source = if r.source == Source::Default && r.origin == RouteOrigin::Disabled {
+                    "default".to_owned()
+                } else {
+                    r.source.to_string()
+                };
+                rows.push([
+                    name.unwrap_or("(default)").to_owned(),
+                    t.to_string(),
+                    source,
+                    route + via,
+                ]);
+            }
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "configuration OK: proxy {} (enabled from {})\n",
+            if config.enabled() {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            config.sources().enabled
+        );
+        for r in rows {
+            let line = format!(
+                "{:w0$}  {:w1$}  {:w2$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
     /// Loads the way the CLI does: the YAML file if given, then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut b = ConfigBuilder::new();

@@ -14,13 +14,49 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Any scalar: the validator decides what it may be.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub(crate) enum Scalar {
     Bool(bool),
     Int(i64),
     Float(f64),
     Str(String),
 }
+
+/// A string as `Debug` shows it: any URL's userinfo redacted.
+struct Redacted<'a>(&'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&super::redact_text(self.0), f)
+    }
+}
+
+impl fmt::Debug for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => f.debug_tuple("Bool").field(b).finish(),
+            Scalar::Int(n) => f.debug_tuple("Int").field(n).finish(),
+            Scalar::Float(x) => f.debug_tuple("Float").field(x).finish(),
+            Scalar::Str(s) => f.debug_tuple("Str").field(&Redacted(s)).finish(),
+        }
+    }
+}
+
+/// `Debug` for the raw enums that are a bare string or a mapping.
+macro_rules! shorthand_debug {
+    ($($ty:ident => $map:ident),+) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $ty::Shorthand(s) => f.debug_tuple("Shorthand").field(&Redacted(s)).finish(),
+                    $ty::$map(m) => f.debug_tuple(stringify!($map)).field(m).finish(),
+                }
+            }
+        }
+    )+};
+}
+
+shorthand_debug!(RawRoot => Settings, RawConnection => Map, RawProxy => Map, RawMember => Map);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -54,7 +90,7 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 /// The `proxy:` value: the root shorthand (a URL string) or the settings mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum RawRoot {
     Shorthand(String),
     Settings(RawSettings),
@@ -71,7 +107,7 @@ pub(crate) struct RawSettings {
 }
 
 /// Connection-proxies: a bare string (http only, or `direct`) or the mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum RawConnection {
     Shorthand(String),
     Map(RawConnectionMap),
@@ -87,7 +123,7 @@ pub(crate) struct RawConnectionMap {
 }
 
 /// Proxy-config: a bare string (a URL, or `direct`) or the mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum RawProxy {
     Shorthand(String),
     Map(RawProxyMap),
@@ -153,7 +189,7 @@ pub(crate) struct RawBans {
 }
 
 /// A pool member: a bare URL string or the mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum RawMember {
     Shorthand(String),
     Map(RawMemberMap),

@@ -255,27 +255,41 @@ impl fmt::Debug for ProxyUrl {
     }
 }
 
-/// Characters that end a URL's authority in free text: whitespace, the delimiters
-/// that follow an authority (`/ ? #`), and what RFC 3986 allows in neither userinfo
-/// nor host (`"`, `<`, `>`, `\`, `^`, a backtick, `{`, `|`, `}`, and the brackets
-/// around an IPv6 host). Every
-/// sub-delim (`! $ & ' ( ) * + , ; =`), `%` and `:` may be part of a password, so none
-/// of them ends it.
-const AUTHORITY_END: &str = "/?#\"<>\\^`{|}[]";
+/// Where a URL's authority ends in free text: where [`ProxyUrl::parse`] ends it
+/// (`/ ? #`), and at a line break. Every other character (sub-delims, `%`, `:`,
+/// quotes, brackets, even spaces) may be part of a password the parser accepts, so
+/// none of them ends it: reading too far only redacts more.
+fn ends_authority(c: char) -> bool {
+    "/?#\n\r".contains(c)
+}
 
-/// The byte ranges of `text` that may hold userinfo: for every `scheme://`, what lies
-/// between it and the last `@` of its authority. An authority cut off by the end of
-/// the text (a cropped quote) with no `@` is taken whole unless it reads as a plain
-/// `host:port`, since its `@` may be what was cut.
+/// Characters that stop the run taken before a lone `@`: the above, whitespace, and
+/// what RFC 3986 allows in no userinfo (`"`, `<`, `>`, `\`, `^`, a backtick, braces, `|`,
+/// brackets).
+fn ends_userinfo_run(c: char) -> bool {
+    ends_authority(c) || c.is_whitespace() || c == '@' || "\"<>\\^`{|}[]".contains(c)
+}
+
+/// The byte ranges of `text` that may hold userinfo, sorted and disjoint:
+/// - for every `scheme://`, what lies between it and the last `@` of its authority;
+///   an authority cut off by the end of the text (a cropped quote) with no `@` is taken
+///   whole unless it reads as a plain `host:port`, since its `@` may be what was cut;
+/// - before every other `@`, the run of characters a userinfo may hold, so that a URL
+///   whose `://` is mistyped or cut away still loses its credential.
 pub(crate) fn userinfo_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    userinfo_ranges_in(text, false)
+}
+
+/// As [`userinfo_ranges`]; with `continues`, the text is one line of a longer one
+/// (a line of a file), so an authority cut off at its end is taken whole even when
+/// it reads as a `host:port`: the rest of it may be on the next line.
+pub(crate) fn userinfo_ranges_in(text: &str, continues: bool) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let mut from = 0;
     while let Some(i) = text[from..].find("://") {
         let start = from + i + 3;
         let tail = &text[start..];
-        let end = tail
-            .find(|c: char| c.is_whitespace() || AUTHORITY_END.contains(c))
-            .unwrap_or(tail.len());
+        let end = tail.find(ends_authority).unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -285,15 +299,36 @@ pub(crate) fn userinfo_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
                 from = start + at;
             }
             None => {
-                let cut = end == tail.len() || authority.ends_with("...") || authority.ends_with('…');
-                if cut && !authority.is_empty() && !plain_host_port(authority) {
+                let cut =
+                    end == tail.len() || authority.ends_with("...") || authority.ends_with('…');
+                let plain = !continues && plain_host_port(authority);
+                if cut && !authority.is_empty() && !plain {
                     ranges.push(start..start + end);
                 }
                 from = start;
             }
         }
     }
-    ranges
+    for (at, _) in text.match_indices('@') {
+        let run = text[..at]
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| !ends_userinfo_run(c))
+            .last()
+            .map(|(i, _)| i);
+        if let Some(start) = run {
+            ranges.push(start..at);
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
 /// `host`, `host:port` or `[v6]:port`, with nothing a credential would need.
@@ -344,14 +379,19 @@ mod tests {
 
     #[test]
     fn redact_text_hides_every_userinfo() {
-        let t = "a socks5://u:secret@h:1 and 'http://x:y@z' but not mailto:a@b or http://h/p@q";
+        let t = "a socks5://u:secret@h:1 and 'http://x:y@z', or socks5:/typo:secret@h";
         let r = redact_text(t);
         assert!(!r.contains("secret") && !r.contains("x:y"), "{r}");
         assert!(
             r.contains("socks5://***@h:1") && r.contains("http://***@z"),
             "{r}"
         );
-        assert!(r.contains("http://h/p@q"), "{r}");
+        // Any `@` marks what comes before it: over-redacting an address is harmless.
+        assert!(r.contains("socks5:/***@h"), "{r}");
+        assert_eq!(
+            redact_text("mailto:a@b, http://h/p@q"),
+            "***@b, http://h/***@q"
+        );
     }
 
     #[test]
@@ -366,10 +406,19 @@ mod tests {
 
     #[test]
     fn a_url_cut_off_before_its_at_sign_is_redacted_whole() {
-        assert_eq!(redact_text("url: socks5://trader:hunt"), "url: socks5://***");
+        assert_eq!(
+            redact_text("url: socks5://trader:hunt"),
+            "url: socks5://***"
+        );
         assert_eq!(redact_text("'socks5://trader:hu..."), "'socks5://***");
         // A plain endpoint at the end stays readable.
-        assert_eq!(redact_text("via socks5://h.example:1080"), "via socks5://h.example:1080");
-        assert_eq!(redact_text("via socks5://[::1]:1080"), "via socks5://[::1]:1080");
+        assert_eq!(
+            redact_text("via socks5://h.example:1080"),
+            "via socks5://h.example:1080"
+        );
+        assert_eq!(
+            redact_text("via socks5://[::1]:1080"),
+            "via socks5://[::1]:1080"
+        );
     }
 }

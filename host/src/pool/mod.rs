@@ -46,6 +46,9 @@ pub type ProxyId = u32;
 #[derive(Debug)]
 pub struct Member {
     url: ProxyUrl,
+    /// The redacted URL, numbered when another member reads the same redacted (they
+    /// differ only in credentials): what logs, metrics and status call it.
+    label: String,
     weight_milli: u32,
     enabled: bool,
     /// The active health verdict; members start up, so the first connects need not
@@ -71,6 +74,12 @@ impl Member {
     /// The proxy.
     pub fn url(&self) -> &ProxyUrl {
         &self.url
+    }
+
+    /// The name logs, metrics and status give it: the redacted URL, with `#2`, `#3`…
+    /// after members that would otherwise read the same (same endpoint, other user).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Active leases right now.
@@ -259,12 +268,15 @@ impl Pool {
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
+        let labels = member_labels(spec.members.iter().map(|m| &m.url));
         let members = spec
             .members
             .iter()
+            .zip(labels)
             .enumerate()
-            .map(|(i, m)| Member {
+            .map(|(i, (m, label))| Member {
                 url: m.url.clone(),
+                label,
                 weight_milli: (m.weight * 1000.0).round() as u32,
                 enabled: m.enabled,
                 healthy: AtomicBool::new(true),
@@ -451,6 +463,22 @@ impl PoolInner {
     }
 }
 
+/// Each URL's redacted form, numbered from the second one that reads the same.
+fn member_labels<'a>(urls: impl Iterator<Item = &'a ProxyUrl>) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    urls.map(|u| {
+        let shown = u.to_string();
+        let n = seen.entry(shown.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            shown
+        } else {
+            format!("{shown}#{n}")
+        }
+    })
+    .collect()
+}
+
 /// An exponentially weighted mean in microseconds, weight 1/8; 0 means unmeasured.
 fn fold_mean(cell: &AtomicU32, took: Duration) {
     let sample = took.as_micros().clamp(1, u32::MAX as u128) as u32;
@@ -506,7 +534,7 @@ impl fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("pool", &self.pool.name)
             .field("id", &self.id)
-            .field("proxy", self.url())
+            .field("proxy", &self.pool.members[self.id as usize].label)
             .finish()
     }
 }
@@ -527,6 +555,30 @@ mod tests {
             (0..n).map(|i| format!("socks5://p{i}:1080")),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn members_that_differ_only_in_credentials_get_distinct_labels() {
+        let p = Pool::from_urls(
+            "default.http",
+            [
+                "socks5://alice:one@gw:1080",
+                "socks5://bob:two@gw:1080",
+                "socks5://gw:1080",
+                "socks5://carol:three@gw:1080",
+            ],
+        )
+        .unwrap();
+        let labels: Vec<&str> = p.members().iter().map(Member::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "socks5://***@gw:1080",
+                "socks5://***@gw:1080#2",
+                "socks5://gw:1080",
+                "socks5://***@gw:1080#3"
+            ]
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct MemberStatus {
     pub id: ProxyId,
     /// The proxy (redacted when displayed).
     pub url: crate::config::ProxyUrl,
+    /// Its name in logs, metrics and status ([`super::Member::label`]).
+    pub label: String,
     /// Whether picks may choose it now.
     pub eligible: bool,
     /// Enabled in the configuration.
@@ -105,7 +107,7 @@ impl fmt::Display for MemberStatus {
             f,
             "{} {}: {}, breaker {}, {} active",
             self.id,
-            self.url,
+            self.label,
             if self.eligible { "in" } else { "out" },
             self.breaker.as_str(),
             self.active
@@ -178,7 +180,7 @@ impl Pool {
             tracing::debug!(
                 target: "proxypool::health",
                 pool = self.name(),
-                proxy = %m.url,
+                proxy = %m.label,
                 "health up (first check): {reason}"
             );
         }
@@ -233,7 +235,7 @@ impl Pool {
             tracing::error!(
                 target: "proxypool::health",
                 pool = self.name(),
-                proxy = %m.url,
+                proxy = %m.label,
                 "proxy misconfigured, out until reload: {reason}"
             );
             self.republish();
@@ -298,7 +300,7 @@ impl Pool {
                     tracing::info!(
                         target: "proxypool::health",
                         pool = self.name(),
-                        proxy = %self.inner.members[ban.id as usize].url,
+                        proxy = %self.inner.members[ban.id as usize].label,
                         exchange = %ban.exchange,
                         "ban expired ({})",
                         ban.reason.as_str()
@@ -360,7 +362,7 @@ impl Pool {
         tracing::warn!(
             target: "proxypool::health",
             pool = self.name(),
-            proxy = %m.url,
+            proxy = %m.label,
             exchange = %exchange,
             "proxy {} for this exchange, {}",
             reason.as_str(),
@@ -385,6 +387,7 @@ impl Pool {
                 MemberStatus {
                     id,
                     url: m.url.clone(),
+                    label: m.label.clone(),
                     eligible: snap.is_eligible(id),
                     enabled: m.enabled,
                     healthy: m.healthy(),
@@ -423,7 +426,7 @@ impl Pool {
         tracing::info!(
             target: "proxypool::health",
             pool = self.name(),
-            proxy = %self.inner.members[id as usize].url,
+            proxy = %self.inner.members[id as usize].label,
             "{what} {to}: {reason}"
         );
     }
@@ -499,7 +502,7 @@ impl Collect for Pool {
     fn collect(&self, out: &mut Vec<Sample>) {
         let pool = || ("pool", self.name().to_owned());
         for s in self.status() {
-            let labels = || vec![pool(), ("proxy", s.url.to_string())];
+            let labels = || vec![pool(), ("proxy", s.label.clone())];
             let gauge = |name, help, value: f64| Sample {
                 name,
                 help,
