@@ -15,7 +15,7 @@ async fn dial_fault(fault: Fault, scheme: &str, timeout: Duration) -> DialError 
     let proxy = FaultProxy::start(fault).await;
     let url = ProxyUrl::parse(&proxy.url(scheme)).unwrap();
     // The destination is never reached: the fault proxies never connect anywhere.
-    let target = Target::new("127.0.0.1", 9);
+    let target = Target::try_new("127.0.0.1", 9).unwrap();
     let r = Dialer::new().dial(&url, timeout, &target, CTX).await;
     match r {
         Ok(_) => panic!("{fault:?} over {scheme} must fail"),
@@ -116,7 +116,7 @@ async fn socks5_without_credentials_when_proxy_demands_them_is_a_config_fault() 
         .dial(
             &url,
             Duration::from_secs(10),
-            &Target::new("127.0.0.1", 9),
+            &Target::try_new("127.0.0.1", 9).unwrap(),
             CTX,
         )
         .await

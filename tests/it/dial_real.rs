@@ -96,7 +96,7 @@ async fn socks5h_lets_the_proxy_resolve_the_name() {
         .dial(
             &url,
             TIMEOUT,
-            &Target::new("localhost", target.addr().port()),
+            &Target::try_new("localhost", target.addr().port()).unwrap(),
             ctx(),
         )
         .await
@@ -167,7 +167,12 @@ async fn tinyproxy_refused_destination_is_a_destination_fault() {
     let closed = proxypool_tests::servers::free_port();
     let url = ProxyUrl::parse(&format!("http://trader:s3cret@{}", proxy.addr)).unwrap();
     let e = Dialer::new()
-        .dial(&url, TIMEOUT, &Target::new("127.0.0.1", closed), ctx())
+        .dial(
+            &url,
+            TIMEOUT,
+            &Target::try_new("127.0.0.1", closed).unwrap(),
+            ctx(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.class(), FaultClass::Destination, "{e}");
@@ -180,7 +185,12 @@ async fn dante_socks4_refused_destination_is_a_destination_fault() {
     let closed = proxypool_tests::servers::free_port();
     let url = ProxyUrl::parse(&format!("socks4://{}", proxy.addr)).unwrap();
     let e = Dialer::new()
-        .dial(&url, TIMEOUT, &Target::new("127.0.0.1", closed), ctx())
+        .dial(
+            &url,
+            TIMEOUT,
+            &Target::try_new("127.0.0.1", closed).unwrap(),
+            ctx(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.class(), FaultClass::Destination, "{e}");
@@ -194,7 +204,12 @@ async fn microsocks_refused_destination_is_a_destination_fault() {
     let closed = proxypool_tests::servers::free_port();
     let url = ProxyUrl::parse(&format!("socks5://{}", proxy.addr)).unwrap();
     let e = Dialer::new()
-        .dial(&url, TIMEOUT, &Target::new("127.0.0.1", closed), ctx())
+        .dial(
+            &url,
+            TIMEOUT,
+            &Target::try_new("127.0.0.1", closed).unwrap(),
+            ctx(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.class(), FaultClass::Destination, "{e}");
@@ -311,7 +326,7 @@ fn dial_future_is_send() {
     let (d, u, t) = (
         Dialer::new(),
         ProxyUrl::parse("socks5://h:1").unwrap(),
-        Target::new("h", 1),
+        Target::try_new("h", 1).unwrap(),
     );
     is_send(d.dial(&u, TIMEOUT, &t, ctx()));
 }

@@ -311,3 +311,163 @@ fn fault_matrix_with_dropped_syns_in_a_network_namespace() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "the inner run ran: {stdout}");
 }
+
+/// `when_all_down: panic` dials proxies the pool thinks are down; if they are
+/// blackholes, the connect still ends at its deadline, not at each proxy's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_policy_keeps_the_connect_deadline() {
+    let holes = [
+        FaultProxy::start(Fault::Blackhole).await,
+        FaultProxy::start(Fault::Blackhole).await,
+    ];
+    let bal = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['{}', '{}'], timeout_seconds: 300, \
+         when_all_down: panic, failover: {{deadline_seconds: 1}}, \
+         breaker: {{cooldown_ms: 3600000, max_cooldown_seconds: 3600}}, health_check: {{enabled: false}}}}}}}}",
+        holes[0].url("socks5"),
+        holes[1].url("socks5")
+    ));
+    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    for id in 0..2 {
+        pool.record_failure(id, Instant::now(), "test");
+    }
+    assert!(pool.snapshot().eligible().is_empty());
+    let started = std::time::Instant::now();
+    let e = bal
+        .connect(None, Transport::Http, &"127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DialError::Deadline { .. }), "{e}");
+    assert!(
+        holes[0].accepted() + holes[1].accepted() >= 1,
+        "panic mode dialed"
+    );
+    // One deadline, against a 300 s per-proxy timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Durations no configuration file could hold, given in code: nothing overflows,
+/// nothing spins, and the pool still works.
+#[tokio::test(start_paused = true)]
+async fn a_pool_spec_with_absurd_durations_is_bounded() {
+    use proxypool::config::{ConfigBuilder, MAX_BAN, MAX_DURATION, Upstream};
+    use proxypool::pool::Outcome;
+    let config = ConfigBuilder::new()
+        .yaml_str(
+            "proxy: {enabled: true, default: {http: {pool: ['socks5://a:1', 'socks5://b:1']}}}",
+        )
+        .build()
+        .unwrap();
+    let Some(Upstream::Pool(spec)) = config.route(None, Transport::Http).upstream else {
+        panic!("a pool");
+    };
+    let mut spec = (**spec).clone();
+    spec.timeout = Duration::MAX;
+    spec.health_check.interval = Duration::ZERO;
+    spec.health_check.fast_interval = Duration::ZERO;
+    spec.health_check.timeout = Duration::MAX;
+    spec.breaker.cooldown = Duration::MAX;
+    spec.breaker.max_cooldown = Duration::MAX;
+    spec.breaker.failures = 0;
+    spec.failover.deadline = Some(Duration::MAX);
+    spec.failover.hedge = Some((Duration::MAX, Duration::ZERO));
+    spec.bans.banned = Duration::MAX;
+    let pool = Pool::new(ROUTE, &spec);
+    let s = pool.spec();
+    assert_eq!(s.timeout, MAX_DURATION);
+    assert!(s.health_check.interval > Duration::ZERO);
+    assert_eq!(s.breaker.failures, 1);
+    assert_eq!(s.failover.deadline, Some(MAX_DURATION));
+    let (lo, hi) = s.failover.hedge.unwrap();
+    assert!(lo <= hi && hi <= MAX_DURATION);
+    assert_eq!(s.bans.banned, MAX_BAN);
+    let now = Instant::now();
+    pool.record_failure(0, now, "refused");
+    let BreakerState::Open { until } = pool.members()[0].breaker() else {
+        panic!("open");
+    };
+    assert!(until - now <= MAX_DURATION.mul_f64(1.2));
+    pool.report(1, "binance", Outcome::Banned { retry_after: None }, now);
+    pool.report(
+        1,
+        "kraken",
+        Outcome::RateLimited {
+            retry_after: Some(Duration::MAX),
+        },
+        now,
+    );
+    assert!(
+        pool.snapshot()
+            .bans()
+            .iter()
+            .all(|b| b.until == Some(now + MAX_BAN))
+    );
+}
+
+#[test]
+fn targets_refuse_line_breaks_nul_and_over_long_names() {
+    use proxypool::dial::Target;
+    for bad in ["a\r\nHost: evil", "a\nb", "a\0b", "a b", ""] {
+        assert!(Target::try_new(bad, 443).is_err(), "{bad:?}");
+        assert!(format!("{bad}:443").parse::<Target>().is_err(), "{bad:?}");
+    }
+    let long = "a".repeat(254);
+    assert!(Target::try_new(long.as_str(), 443).is_err());
+    assert!(Target::try_new("a".repeat(253), 443).is_ok());
+    assert!(Target::try_new("h", 0).is_err(), "port 0");
+    assert_eq!(Target::try_new("[::1]", 443).unwrap().host(), "::1");
+    let e = "x\r\ny:1".parse::<Target>().unwrap_err().to_string();
+    assert!(!e.contains('\n') && !e.contains('\r'), "{e}");
+}
+
+#[test]
+fn a_health_check_url_or_target_with_a_line_break_is_refused() {
+    use proxypool::config::ConfigBuilder;
+    for (hc, path) in [
+        (
+            r#"{method: http, url: "http://h/\r\nX-Evil: 1"}"#,
+            "health_check.url",
+        ),
+        (
+            r#"{method: http, url: "http://a\u0000b/"}"#,
+            "health_check.url",
+        ),
+        (
+            r#"{method: http, url: "http://user:pw@h/"}"#,
+            "health_check.url",
+        ),
+        (
+            r#"{method: handshake, target: "h\nx:443"}"#,
+            "health_check.target",
+        ),
+    ] {
+        let yaml = format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://a:1'], health_check: {hc}}}}}}}"
+        );
+        let e = ConfigBuilder::new().yaml_str(&yaml).build().unwrap_err();
+        assert!(e.to_string().contains(path), "{hc}: {e}");
+    }
+}
+
+#[test]
+fn strategy_limits_from_code_are_bounded() {
+    use proxypool::strategy::{Limits, MAX_CALL_DEADLINE, StrategyEngine};
+    let e = StrategyEngine::try_new(Limits {
+        deadline: Duration::MAX,
+        update_deadline: Duration::ZERO,
+        memory: usize::MAX,
+        instances: 0,
+        memories: 0,
+        tables: 0,
+        table_elements: 0,
+    })
+    .unwrap();
+    let l = e.limits();
+    assert_eq!(l.deadline, MAX_CALL_DEADLINE);
+    assert!(l.update_deadline > Duration::ZERO);
+    assert!(l.memory <= 4 << 30 && l.memories == 1 && l.instances == 1);
+}

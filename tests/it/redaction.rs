@@ -108,7 +108,7 @@ async fn dial_errors_are_redacted() {
             .dial(
                 &url,
                 Duration::from_secs(5),
-                &Target::new("127.0.0.1", 9),
+                &Target::try_new("127.0.0.1", 9).unwrap(),
                 ctx,
             )
             .await
@@ -132,7 +132,7 @@ async fn log_lines_are_redacted() {
         .dial(
             &url,
             Duration::from_secs(5),
-            &Target::new("127.0.0.1", 9),
+            &Target::try_new("127.0.0.1", 9).unwrap(),
             ctx,
         )
         .await;

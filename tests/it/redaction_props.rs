@@ -331,7 +331,7 @@ async fn dial_errors_and_their_logs_never_show_a_credential() {
                 .block_on(dialer.dial(
                     &url,
                     Duration::from_secs(5),
-                    &Target::new("127.0.0.1", 9),
+                    &Target::try_new("127.0.0.1", 9).unwrap(),
                     ctx,
                 ))
                 .err()

@@ -145,3 +145,67 @@ fn admission_accepts_the_reference_strategies() {
             .unwrap_or_else(|err| panic!("{}: {err}", b.as_str()));
     }
 }
+
+/// A fixture written in the component text format, under `tests/fixtures`.
+fn wat_fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_component_that_declares_many_memories_is_refused_at_admission() {
+    let bytes = wat_fixture("many_memories");
+    let e = engine();
+    for refused in [e.admit(&bytes).err(), e.admit_verdict(&bytes, 2, 3).err()] {
+        match refused {
+            Some(StrategyError::Resources { detail }) => {
+                assert!(detail.contains("3 memories, at most 1"), "{detail}")
+            }
+            other => panic!("expected a sandbox refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_component_that_starts_with_a_huge_table_is_refused_at_admission() {
+    let e = engine();
+    match e.admit(&wat_fixture("huge_table")) {
+        Err(StrategyError::Resources { detail }) => {
+            assert!(detail.contains("10000000 elements"), "{detail}")
+        }
+        other => panic!("expected a sandbox refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_verdict_that_grows_a_table_without_bound_traps_and_is_quarantined() {
+    use proxypool::health::{Health, Verdict};
+    use proxypool::strategy::WasmVerdict;
+    let e = engine();
+    // Its canaries probe ids 0 and 9999: it passes admission.
+    let compiled = e
+        .admit_verdict(&wat_fixture("table_grow_verdict"), 1, 1)
+        .expect("admitted");
+    let v = WasmVerdict::new(e.clone(), compiled, 1, 1);
+    let (logs, _guard) = proxypool_tests::capture_logs();
+    assert_eq!(v.observe(0, false, Duration::ZERO), Health::Unhealthy);
+    for _ in 0..proxypool::strategy::QUARANTINE_FAULTS {
+        // Each call grows the table until the cap refuses: a trap, no opinion.
+        assert_eq!(v.observe(1, true, Duration::ZERO), Health::Unchanged);
+    }
+    assert_eq!(v.faults(), proxypool::strategy::QUARANTINE_FAULTS as u64);
+    assert!(v.quarantined());
+    // The cap stopped it, not the deadline.
+    let logs = logs.contents();
+    assert!(
+        logs.contains("quarantined") && logs.contains("table"),
+        "{logs}"
+    );
+    assert!(!logs.contains("deadline"), "{logs}");
+    // The built-in threshold decides now (rise 1, fall 1), and the guest is not called.
+    assert_eq!(v.observe(1, false, Duration::ZERO), Health::Unhealthy);
+    assert_eq!(v.observe(1, true, Duration::ZERO), Health::Healthy);
+    assert_eq!(v.faults(), proxypool::strategy::QUARANTINE_FAULTS as u64);
+}

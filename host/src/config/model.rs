@@ -59,6 +59,33 @@ pub const DEFAULT_RATE_LIMITED: Duration = Duration::from_secs(60);
 /// ban (Binance's 418 bans run from 2 minutes to 3 days and say how long).
 pub const DEFAULT_BANNED: Duration = Duration::from_secs(3600);
 
+/// The longest ban a report can ask for: Binance's IP bans run up to 3 days, so a
+/// week is generous, and it keeps an absurd Retry-After from overflowing a clock.
+pub const MAX_BAN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest any other duration of a pool may be (timeouts, intervals,
+/// cooldowns), however it was given: a day is past every sensible setting, and no
+/// deadline computed from it can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The shortest probe interval, however it was given: a zero interval would spin.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest host name a destination or probe URL may name (RFC 1035).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Why `host` cannot name a destination, if it cannot: empty, longer than
+/// [`MAX_HOST_LEN`], or holding whitespace or a control character (CR, LF and NUL
+/// would let a name smuggle a second line into a handshake).
+pub fn host_problem(host: &str) -> Option<&'static str> {
+    if host.is_empty() {
+        Some("empty host")
+    } else if host.len() > MAX_HOST_LEN {
+        Some("host name longer than 253 characters")
+    } else if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("host name holds whitespace or a control character")
+    } else {
+        None
+    }
+}
+
 /// The kind of traffic a route carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -395,6 +422,40 @@ pub struct PoolSpec {
     pub when_all_down: WhenAllDown,
     /// Ban durations.
     pub bans: Bans,
+}
+
+impl PoolSpec {
+    /// The same spec with every duration within bounds ([`MAX_DURATION`],
+    /// [`MAX_BAN`], [`MIN_PROBE_INTERVAL`]) and every count at least 1. Validated
+    /// configuration is unchanged by it; a spec built in code cannot overflow a
+    /// deadline or spin a timer.
+    pub fn bounded(&self) -> PoolSpec {
+        let d = |v: Duration, min: Duration| v.clamp(min, MAX_DURATION);
+        let ms = Duration::from_millis(1);
+        let mut s = self.clone();
+        s.timeout = d(s.timeout, ms);
+        let hc = &mut s.health_check;
+        hc.interval = d(hc.interval, MIN_PROBE_INTERVAL);
+        hc.fast_interval = d(hc.fast_interval, MIN_PROBE_INTERVAL);
+        hc.timeout = d(hc.timeout, ms);
+        hc.retry_count = hc.retry_count.max(1);
+        hc.rise = hc.rise.max(1);
+        hc.fall = hc.fall.max(1);
+        let b = &mut s.breaker;
+        b.failures = b.failures.max(1);
+        b.cooldown = d(b.cooldown, ms);
+        b.max_cooldown = d(b.max_cooldown, b.cooldown);
+        let f = &mut s.failover;
+        f.max_attempts = f.max_attempts.max(1);
+        f.deadline = f.deadline.map(|v| d(v, ms));
+        f.hedge = f.hedge.map(|(lo, hi)| {
+            let lo = d(lo, ms);
+            (lo, d(hi, lo))
+        });
+        s.bans.rate_limited = s.bans.rate_limited.min(MAX_BAN);
+        s.bans.banned = s.bans.banned.min(MAX_BAN);
+        s
+    }
 }
 
 /// What one transport of one entry says.

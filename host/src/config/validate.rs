@@ -401,7 +401,10 @@ impl Checker<'_> {
             Some("http") => match url {
                 Some(u) if is_http_url(&u) => Some(ProbeMethod::Http { url: u }),
                 Some(_) => {
-                    self.fail(&format!("{path}.url"), "must be an http:// or https:// URL");
+                    self.fail(
+                        &format!("{path}.url"),
+                        "must be an http:// or https:// URL with a host, and no credentials, spaces or control characters",
+                    );
                     None
                 }
                 None => {
@@ -781,14 +784,34 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// An `http://` or `https://` URL a probe may put in a request line: no whitespace
+/// or control character anywhere (CR and LF would start a second header), and a host
+/// that [`super::host_problem`] accepts.
 fn is_http_url(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
+    let Some(rest) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if s.len() > 2048 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    !authority.contains('@') && super::host_problem(host).is_none()
 }
 
 fn valid_host_port(s: &str) -> bool {
     match s.rsplit_once(':') {
-        Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0),
+        Some((h, p)) => {
+            super::host_problem(h.trim_matches(['[', ']'])).is_none()
+                && p.parse::<u16>().is_ok_and(|p| p != 0)
+        }
         None => false,
     }
 }

@@ -36,21 +36,43 @@ pub struct Target {
     port: u16,
 }
 
-/// Why a `host:port` string is not a target.
+/// Why a `host:port` is not a target.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid target {0:?}: expected host:port")]
-pub struct TargetParseError(String);
+#[error("invalid target {shown:?}: {reason}")]
+pub struct TargetParseError {
+    /// The input, cropped and redacted.
+    shown: String,
+    reason: &'static str,
+}
+
+impl TargetParseError {
+    fn new(input: &str, reason: &'static str) -> Self {
+        let cropped: String = input.chars().take(80).collect();
+        TargetParseError {
+            shown: crate::config::redact_text(&cropped),
+            reason,
+        }
+    }
+}
 
 impl Target {
-    /// A target from its parts.
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
+    /// A target from its parts (an IPv6 host with or without brackets). Refuses an
+    /// empty or over-long host, whitespace and control characters (CR, LF, NUL), and
+    /// port 0.
+    pub fn try_new(host: impl Into<String>, port: u16) -> Result<Self, TargetParseError> {
         let host = host.into();
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .map(str::to_owned)
             .unwrap_or(host);
-        Target { host, port }
+        if let Some(reason) = crate::config::host_problem(&host) {
+            return Err(TargetParseError::new(&host, reason));
+        }
+        if port == 0 {
+            return Err(TargetParseError::new(&host, "port 0"));
+        }
+        Ok(Target { host, port })
     }
 
     /// The host name or IP address (IPv6 without brackets).
@@ -67,7 +89,7 @@ impl Target {
 impl std::str::FromStr for Target {
     type Err = TargetParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || TargetParseError(s.to_owned());
+        let bad = || TargetParseError::new(s, "expected host:port");
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
             (h, p)
@@ -82,13 +104,18 @@ impl std::str::FromStr for Target {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(bad)?;
-        Ok(Target::new(host, port))
+        Target::try_new(host, port).map_err(|e| TargetParseError::new(s, e.reason))
     }
 }
 
 impl From<SocketAddr> for Target {
+    /// An address is always a valid host; port 0 is kept as given (a dial to it
+    /// fails as the OS says).
     fn from(a: SocketAddr) -> Self {
-        Target::new(a.ip().to_string(), a.port())
+        Target {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
     }
 }
 

@@ -149,9 +149,11 @@ fn split_url(url: &str) -> (bool, Target, String) {
         None => (rest, "/".to_owned()),
     };
     let default_port = if tls { 443 } else { 80 };
-    let target = authority
-        .parse()
-        .unwrap_or_else(|_| Target::new(authority.trim_matches(['[', ']']), default_port));
+    // Validation checked the host; an unparsable one fails the probe's dial instead.
+    let target = authority.parse().unwrap_or_else(|_| Target {
+        host: authority.trim_matches(['[', ']']).to_owned(),
+        port: default_port,
+    });
     (tls, target, path)
 }
 

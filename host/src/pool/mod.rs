@@ -265,6 +265,8 @@ impl Pool {
     /// member starts eligible.
     pub fn new(name: impl Into<String>, spec: &PoolSpec) -> Pool {
         let name = name.into();
+        // Whatever built the spec, no duration in it can overflow a deadline.
+        let spec = &spec.bounded();
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });

@@ -333,15 +333,16 @@ impl Pool {
             return;
         };
         let cfg = &self.inner.spec.bans;
+        // An exchange's Retry-After is taken up to MAX_BAN: no overflow, no forever.
+        let until = |d: Duration| Some(now + d.min(crate::config::MAX_BAN));
         let (reason, until) = match outcome {
             Outcome::RateLimited { retry_after } => (
                 BanReason::RateLimited,
-                Some(now + retry_after.unwrap_or(cfg.rate_limited)),
+                until(retry_after.unwrap_or(cfg.rate_limited)),
             ),
-            Outcome::Banned { retry_after } => (
-                BanReason::Banned,
-                Some(now + retry_after.unwrap_or(cfg.banned)),
-            ),
+            Outcome::Banned { retry_after } => {
+                (BanReason::Banned, until(retry_after.unwrap_or(cfg.banned)))
+            }
             Outcome::GeoBlocked => (BanReason::GeoBlocked, None),
         };
         let exchange = exchange.to_ascii_lowercase();
@@ -732,6 +733,37 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(86_400)).await;
         assert_eq!(banned("kraken"), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_is_clamped_and_a_zero_one_expires_at_once() {
+        let p = pool();
+        let t0 = Instant::now();
+        p.report(
+            0,
+            "binance",
+            Outcome::Banned {
+                retry_after: Some(Duration::MAX),
+            },
+            t0,
+        );
+        assert_eq!(
+            p.snapshot().bans()[0].until,
+            Some(t0 + crate::config::MAX_BAN)
+        );
+        p.report(
+            1,
+            "binance",
+            Outcome::RateLimited {
+                retry_after: Some(Duration::ZERO),
+            },
+            t0,
+        );
+        let mut banned = Vec::new();
+        p.snapshot().banned_for("binance", t0, &mut banned);
+        assert_eq!(banned, [0], "a zero Retry-After is no ban");
+        p.poll(t0);
+        assert_eq!(p.snapshot().bans().len(), 1, "and is pruned at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,6 +46,19 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 16 << 20;
 /// Bound on `set-candidates`, which legitimately does O(N) work at up to 10,000
 /// proxies and runs only when the eligible set changes, never on the pick path.
 pub const DEFAULT_UPDATE_DEADLINE: Duration = Duration::from_millis(50);
+/// Core instances per component: a strategy built by `wasm-component-ld` has one
+/// module and a few shims; 16 leaves room and stops a component of thousands.
+pub const DEFAULT_MAX_INSTANCES: usize = 16;
+/// Linear memories per component: the guest's own, and nothing else.
+pub const DEFAULT_MAX_MEMORIES: usize = 1;
+/// Tables per component: the guest's function table and the shims'.
+pub const DEFAULT_MAX_TABLES: usize = 8;
+/// Elements per table: ample for a guest's indirect calls, far below a table grown
+/// without bound.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The longest deadline any call may be given, whatever an embedder asks: a guest
+/// call runs on the caller's thread, so it must never hold a worker for long.
+pub const MAX_CALL_DEADLINE: Duration = Duration::from_millis(100);
 /// Epoch granularity: deadlines are enforced to within one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The only interfaces a strategy may import: ours. No WASI, no capabilities.
@@ -102,6 +115,13 @@ pub enum StrategyError {
         /// What went wrong.
         fault: Fault,
     },
+    /// The component declares more memories, tables or elements than the sandbox
+    /// allows.
+    #[error("exceeds the sandbox: {detail}")]
+    Resources {
+        /// What it declares, against the limit.
+        detail: String,
+    },
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -151,15 +171,25 @@ impl Fault {
     }
 }
 
-/// Per-call limits.
+/// The sandbox of every instance: per-call deadlines, and caps on what one instance
+/// may hold. Each cap is checked at admission against what the component declares,
+/// and enforced while it runs (a grow past it traps).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Bound on one pick-path call (`pick`, `pick-batch`).
     pub deadline: Duration,
     /// Bound on one `set-candidates` call.
     pub update_deadline: Duration,
-    /// Bound on one instance's linear memory, in bytes.
+    /// Bound on one linear memory, in bytes.
     pub memory: usize,
+    /// Core instances one component may create.
+    pub instances: usize,
+    /// Linear memories one component may define.
+    pub memories: usize,
+    /// Tables one component may define.
+    pub tables: usize,
+    /// Elements one table may hold.
+    pub table_elements: usize,
 }
 
 impl Default for Limits {
@@ -168,6 +198,27 @@ impl Default for Limits {
             deadline: DEFAULT_DEADLINE,
             update_deadline: DEFAULT_UPDATE_DEADLINE,
             memory: DEFAULT_MEMORY_LIMIT,
+            instances: DEFAULT_MAX_INSTANCES,
+            memories: DEFAULT_MAX_MEMORIES,
+            tables: DEFAULT_MAX_TABLES,
+            table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
+        }
+    }
+}
+
+impl Limits {
+    /// The same limits with each within sane bounds: deadlines from one epoch tick to
+    /// [`MAX_CALL_DEADLINE`], memory from one page to 4 GiB, every count at least 1.
+    pub fn bounded(self) -> Limits {
+        let call = |d: Duration| d.clamp(EPOCH_TICK, MAX_CALL_DEADLINE);
+        Limits {
+            deadline: call(self.deadline),
+            update_deadline: call(self.update_deadline),
+            memory: self.memory.clamp(64 << 10, 4 << 30),
+            instances: self.instances.max(1),
+            memories: self.memories.max(1),
+            tables: self.tables.max(1),
+            table_elements: self.table_elements.max(1),
         }
     }
 }
@@ -221,7 +272,7 @@ impl StrategyEngine {
             inner: Arc::new(EngineInner {
                 engine,
                 linker,
-                limits,
+                limits: limits.bounded(),
                 cache: Mutex::default(),
                 threshold: std::sync::OnceLock::new(),
             }),
@@ -238,24 +289,34 @@ impl StrategyEngine {
         if let Some(c) = self.inner.threshold.get() {
             return Ok(c.clone());
         }
-        let c = self.compile_verdict(threshold_bytes())?;
+        let c = self.compile_verdict_checked(threshold_bytes(), false)?;
         Ok(self.inner.threshold.get_or_init(|| c).clone())
     }
 
     /// Compiles a reference strategy (cached after the first time).
     pub fn builtin(&self, b: BuiltinStrategy) -> Result<Arc<Compiled>, StrategyError> {
-        self.compile(builtin_bytes(b))
+        // Ours: compiled whatever the limits (a cap too small for it faults at run
+        // time, and the native fallback serves).
+        self.compile_checked(builtin_bytes(b), false)
     }
 
     /// Compiles and checks a component: its imports must be ours alone, and it must
     /// implement the `selection` world. Blocking (tens of milliseconds): call it off
     /// the async runtime. Identical bytes are compiled once.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, StrategyError> {
+        self.compile_checked(bytes, true)
+    }
+
+    fn compile_checked(
+        &self,
+        bytes: &[u8],
+        check_resources: bool,
+    ) -> Result<Arc<Compiled>, StrategyError> {
         let hash: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(c) = self.lock_cache().get(&hash) {
             return Ok(c.clone());
         }
-        let (pre, imports) = self.load(bytes)?;
+        let (pre, imports) = self.load(bytes, check_resources)?;
         let indices =
             wit_selector::GuestIndices::new(&pre).map_err(|e| StrategyError::WrongWorld {
                 world: "selection",
@@ -271,10 +332,12 @@ impl StrategyEngine {
         Ok(compiled)
     }
 
-    /// Compiles `bytes`, checks that it imports nothing but our WIT, and links it.
+    /// Compiles `bytes`, checks that it imports nothing but our WIT and (with
+    /// `check_resources`) declares no more than the sandbox allows, and links it.
     fn load(
         &self,
         bytes: &[u8],
+        check_resources: bool,
     ) -> Result<(wasmtime::component::InstancePre<HostState>, Vec<String>), StrategyError> {
         let engine = &self.inner.engine;
         let component =
@@ -292,12 +355,54 @@ impl StrategyEngine {
                 import: bad.clone(),
             });
         }
+        if check_resources {
+            self.check_resources(&component)?;
+        }
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| StrategyError::Compile(format!("{e:#}")))?;
         Ok((pre, imports))
+    }
+
+    /// Refuses a component that declares more than the sandbox allows, before any of
+    /// it runs.
+    fn check_resources(&self, component: &Component) -> Result<(), StrategyError> {
+        let limits = self.inner.limits;
+        let too_many = |detail: String| Err(StrategyError::Resources { detail });
+        let Some(r) = component.resources_required() else {
+            return too_many("instantiates a module it imports".into());
+        };
+        if r.num_memories as usize > limits.memories {
+            return too_many(format!(
+                "declares {} memories, at most {} allowed",
+                r.num_memories, limits.memories
+            ));
+        }
+        if r.num_tables as usize > limits.tables {
+            return too_many(format!(
+                "declares {} tables, at most {} allowed",
+                r.num_tables, limits.tables
+            ));
+        }
+        if let Some(pages) = r.max_initial_memory_size
+            && pages.saturating_mul(64 << 10) > limits.memory as u64
+        {
+            return too_many(format!(
+                "starts with {pages} memory pages, over the {} KiB cap",
+                limits.memory >> 10
+            ));
+        }
+        if let Some(n) = r.max_initial_table_size
+            && n > limits.table_elements as u64
+        {
+            return too_many(format!(
+                "starts with a table of {n} elements, at most {} allowed",
+                limits.table_elements
+            ));
+        }
+        Ok(())
     }
 
     /// A store under this engine's memory cap, with `host.random` seeded by `seed`,
@@ -307,6 +412,10 @@ impl StrategyEngine {
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
+                .instances(limits.instances)
+                .memories(limits.memories)
+                .tables(limits.tables)
+                .table_elements(limits.table_elements)
                 .trap_on_grow_failure(true)
                 .build(),
             rng: seed,
@@ -417,7 +526,8 @@ impl StrategyEngine {
 
 /// Ticks that cover `deadline`: never less than the deadline, at most one tick more.
 fn deadline_ticks(deadline: Duration) -> u64 {
-    (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64) + 1
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// A component that passed the import and world checks, ready to instantiate.

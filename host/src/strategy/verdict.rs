@@ -2,9 +2,10 @@
 //! health layer's [`Verdict`] trait. The default is the `threshold` component built
 //! from `strategies/threshold`; a custom file goes through the same kind of
 //! admission as a strategy. A verdict that faults has no opinion: the proxy's state
-//! stays as it is, the fault is counted, and the instance is rebuilt.
+//! stays as it is, the fault is counted, and the instance is rebuilt; one that keeps
+//! faulting is quarantined.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,9 @@ use wasmtime::component::InstancePre;
 
 use super::bindings::exports::proxypool::strategy::verdict as wit_verdict;
 use super::bindings::proxypool::strategy::types::{Health as WitHealth, ProbeResult};
+use super::selector::{QUARANTINE_FAULTS, QUARANTINE_WINDOW};
 use super::{Fault, HostState, ProxyId, StrategyEngine, StrategyError};
-use crate::health::{Health, Verdict};
+use crate::health::{Health, Threshold, Verdict};
 
 /// The default verdict component (rise/fall), built from `strategies/threshold`.
 pub fn threshold_bytes() -> &'static [u8] {
@@ -46,7 +48,10 @@ pub struct VerdictFaults {
     pub faults: AtomicU64,
 }
 
-/// A verdict component serving one pool.
+/// A verdict component serving one pool. After [`QUARANTINE_FAULTS`] faults within
+/// [`QUARANTINE_WINDOW`] it is quarantined, as a strategy is: the native
+/// [`Threshold`] with the same rise and fall decides until another verdict is
+/// installed.
 pub struct WasmVerdict {
     engine: StrategyEngine,
     compiled: Arc<CompiledVerdict>,
@@ -55,6 +60,9 @@ pub struct WasmVerdict {
     live: Mutex<Option<Live>>,
     faults: Arc<VerdictFaults>,
     last_log: Mutex<Option<Instant>>,
+    window: Mutex<(Instant, u32)>,
+    quarantined: AtomicBool,
+    fallback: Threshold,
 }
 
 impl std::fmt::Debug for WasmVerdict {
@@ -70,7 +78,17 @@ impl StrategyEngine {
     /// Compiles and checks a verdict component: its imports must be ours alone, and
     /// it must export `proxypool:strategy/verdict`. Blocking.
     pub fn compile_verdict(&self, bytes: &[u8]) -> Result<Arc<CompiledVerdict>, StrategyError> {
-        let (pre, _imports) = self.load(bytes)?;
+        self.compile_verdict_checked(bytes, true)
+    }
+
+    /// As [`StrategyEngine::compile_verdict`]; the built-in one skips the sandbox's
+    /// resource check, as built-in strategies do.
+    pub(crate) fn compile_verdict_checked(
+        &self,
+        bytes: &[u8],
+        check_resources: bool,
+    ) -> Result<Arc<CompiledVerdict>, StrategyError> {
+        let (pre, _imports) = self.load(bytes, check_resources)?;
         let indices =
             wit_verdict::GuestIndices::new(&pre).map_err(|e| StrategyError::WrongWorld {
                 world: "health-verdict",
@@ -175,7 +193,15 @@ impl WasmVerdict {
             live: Mutex::new(None),
             faults: Arc::default(),
             last_log: Mutex::new(None),
+            window: Mutex::new((Instant::now(), 0)),
+            quarantined: AtomicBool::new(false),
+            fallback: Threshold::new(rise, fall),
         }
+    }
+
+    /// Whether faults have quarantined it (the native threshold decides).
+    pub fn quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Acquire)
     }
 }
 
@@ -185,6 +211,9 @@ impl Verdict for WasmVerdict {
     }
 
     fn observe(&self, id: ProxyId, success: bool, latency: Duration) -> Health {
+        if self.quarantined() {
+            return self.fallback.observe(id, success, latency);
+        }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if live.is_none() {
             match self
@@ -210,6 +239,21 @@ impl Verdict for WasmVerdict {
 impl WasmVerdict {
     fn fault(&self, what: &str) -> Health {
         self.faults.faults.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(window.0) > QUARANTINE_WINDOW {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 >= QUARANTINE_FAULTS && !self.quarantined.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                target: "proxypool::health",
+                "health verdict quarantined after {} faults in {QUARANTINE_WINDOW:?}: the built-in threshold decides until a new verdict is installed (last: {what})",
+                window.1
+            );
+            return Health::Unchanged;
+        }
+        drop(window);
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());
