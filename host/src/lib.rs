@@ -22,6 +22,8 @@
 //!   as a proxy, destination or config fault; it also holds the probe methods.
 //! - [`balancer`] is the facade: it builds pools, strategies and health checks from a
 //!   config, and opens tunnels by route with failover, hedging and the all-down policy.
+//!   Background work (probes, breaker timers) starts with [`Balancer::start`], on the
+//!   runtime the caller names, never as a side effect of construction.
 //! - [`metrics`] is a pull-model registry every layer reports into.
 //!
 //! The gateway builds on these.

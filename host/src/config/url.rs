@@ -345,7 +345,9 @@ fn plain_host_port(s: &str) -> bool {
 }
 
 /// Replaces the userinfo of every `scheme://user:pass@host` in free text with `***`
-/// (see [`userinfo_ranges`] for where a URL's userinfo is taken to be).
+/// A URL's authority is taken to end only where [`ProxyUrl::parse`] ends it (`/ ? #`)
+/// or at a line break, so every sub-delim stays inside a password; the run of
+/// userinfo characters before any other `@` is redacted too.
 ///
 /// Used on text that did not come from this crate (parser messages, serde messages)
 /// before it is shown anywhere. Redact a whole line before cropping it: a crop can cut

@@ -37,25 +37,22 @@ where
 
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let head_end = loop {
+    let (status, consumed) = loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
             return Err(Fault::Proxy(
                 "proxy closed the connection before answering CONNECT".into(),
             ));
         }
-        let searched_from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = find(&buf[searched_from..], b"\r\n\r\n") {
-            break searched_from + i + 4;
-        }
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(Fault::Proxy("CONNECT answer too long: not HTTP".into()));
+        match parse_connect_reply(&buf) {
+            ConnectReply::Complete { status, consumed } => break (status, consumed),
+            ConnectReply::Partial => {}
+            ConnectReply::Invalid(why) => return Err(Fault::Proxy(why.into())),
         }
     };
-    let (status, reason) = parse_status(&buf[..head_end])
-        .ok_or_else(|| Fault::Proxy("answered CONNECT with something that is not HTTP".into()))?;
-    let early = buf[head_end..].to_vec();
+    let reason = reason_phrase(&buf[..consumed]);
+    let early = buf[consumed..].to_vec();
     match status {
         200..=299 => Ok(early),
         407 => Err(Fault::Config(
@@ -69,6 +66,50 @@ where
         400..=499 | 501 => Err(Fault::Config(format!("CONNECT answered {status}"))),
         _ => Err(Fault::Proxy(format!("CONNECT answered {status}"))),
     }
+}
+
+/// What the bytes of a proxy's answer to CONNECT hold so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectReply {
+    /// A whole header block with this status; `consumed` bytes are its, the rest
+    /// already belong to the tunnel.
+    Complete {
+        /// The status code, 100 to 599.
+        status: u16,
+        /// Length of the header block, its blank line included.
+        consumed: usize,
+    },
+    /// No blank line yet: read more.
+    Partial,
+    /// Not an HTTP answer, or too long to be one.
+    Invalid(&'static str),
+}
+
+/// Parses a proxy's answer to CONNECT from the bytes read so far, without I/O (so
+/// that tests and fuzzers need no socket).
+pub fn parse_connect_reply(buf: &[u8]) -> ConnectReply {
+    let Some(i) = find(buf, b"\r\n\r\n") else {
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return ConnectReply::Invalid("CONNECT answer too long: not HTTP");
+        }
+        // A status line can be told wrong before the blank line arrives.
+        if buf.len() >= 8 && !buf.starts_with(b"HTTP/1.") {
+            return ConnectReply::Invalid("answered CONNECT with something that is not HTTP");
+        }
+        return ConnectReply::Partial;
+    };
+    let consumed = i + 4;
+    if consumed > MAX_RESPONSE_HEAD {
+        return ConnectReply::Invalid("CONNECT answer too long: not HTTP");
+    }
+    match parse_status(&buf[..consumed]) {
+        Some((status, _)) => ConnectReply::Complete { status, consumed },
+        None => ConnectReply::Invalid("answered CONNECT with something that is not HTTP"),
+    }
+}
+
+fn reason_phrase(head: &[u8]) -> &str {
+    parse_status(head).map_or("", |(_, r)| r)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -106,5 +147,32 @@ mod tests {
         assert_eq!(parse_status(b"HTTP/1.0 407\r\n\r\n"), Some((407, "")));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n\r\n"), None);
         assert_eq!(parse_status(b"HTTP/1.1 2000 x\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn connect_replies_parse_whole_partial_and_invalid() {
+        let whole = b"HTTP/1.1 200 OK\r\nVia: x\r\n\r\ntunnel bytes";
+        assert_eq!(
+            parse_connect_reply(whole),
+            ConnectReply::Complete {
+                status: 200,
+                consumed: whole.len() - b"tunnel bytes".len()
+            }
+        );
+        for cut in 1..whole.len() - b"tunnel bytes".len() {
+            assert_eq!(
+                parse_connect_reply(&whole[..cut]),
+                ConnectReply::Partial,
+                "{cut}"
+            );
+        }
+        assert!(matches!(
+            parse_connect_reply(b"\xde\xad\xbe\xef this is not a proxy"),
+            ConnectReply::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_connect_reply(&vec![b'H'; MAX_RESPONSE_HEAD + 1]),
+            ConnectReply::Invalid(_)
+        ));
     }
 }

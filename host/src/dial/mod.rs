@@ -20,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 
 pub use error::{DialError, FaultClass};
+pub use http_connect::{ConnectReply, parse_connect_reply};
 pub use probe::DialProbe;
 pub use stream::ProxyStream;
 
