@@ -294,10 +294,10 @@ impl Balancer {
         if won.started > started {
             self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
         }
-        let grace = self.loser_grace(entry);
+        let grace = (!others.is_empty()).then(|| self.loser_grace(entry));
         for other in others {
             if other.started < won.started {
-                judge_loser(pool.clone(), other, grace);
+                judge_loser(pool.clone(), other, grace.unwrap_or(MIN_LOSER_GRACE));
             } else {
                 self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
             }
@@ -564,5 +564,32 @@ async fn sleep_until_some(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_hedge_delay_comes_from_what_the_pool_measured() {
+        let pool = Pool::from_urls("default.http", ["socks5://a:1", "socks5://b:1"]).unwrap();
+        assert_eq!(
+            initial_hedge_delay(&pool),
+            DEFAULT_HEDGE_INITIAL,
+            "nothing known"
+        );
+        pool.record_probe_rtt(0, Duration::from_millis(30));
+        assert_eq!(
+            initial_hedge_delay(&pool),
+            Duration::from_millis(120),
+            "four probe round trips"
+        );
+        pool.record_latency(1, Duration::from_millis(70));
+        assert_eq!(
+            initial_hedge_delay(&pool),
+            Duration::from_millis(140),
+            "a measured handshake wins over probes"
+        );
     }
 }
