@@ -26,7 +26,8 @@
 //!   runtime the caller names, never as a side effect of construction.
 //! - [`metrics`] is a pull-model registry every layer reports into.
 //!
-//! The gateway builds on these.
+//! - [`gateway`] will serve the balancer to any client as a local SOCKS5, SOCKS4 and
+//!   HTTP proxy; so far it holds the inbound protocols' parsers.
 //!
 //! Credentials in proxy URLs never reach `Debug`, `Display`, errors or logs: see
 //! [`config::ProxyUrl`] and [`config::redact_text`].
@@ -34,6 +35,7 @@
 pub mod balancer;
 pub mod config;
 pub mod dial;
+pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod pool;
