@@ -123,3 +123,71 @@ impl Drop for HttpStatusServer {
         self.task.abort();
     }
 }
+
+/// An HTTP server for clients such as curl: every request gets `200 OK` with a body
+/// of [`GREETING`] and the request line it received (so a test can see the origin
+/// form a proxy sent). Records each connection's source address.
+pub struct HttpTarget {
+    addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    task: JoinHandle<()>,
+}
+
+impl HttpTarget {
+    /// Starts one on 127.0.0.1:0.
+    pub async fn start() -> HttpTarget {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http target");
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = listener.accept().await else {
+                    return;
+                };
+                seen.lock().unwrap().push(peer);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let body = format!("{}{line}\n", String::from_utf8_lossy(GREETING));
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        HttpTarget { addr, peers, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Source IPs of the connections so far, in order.
+    pub fn peer_ips(&self) -> Vec<IpAddr> {
+        self.peers.lock().unwrap().iter().map(|p| p.ip()).collect()
+    }
+}
+
+impl Drop for HttpTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

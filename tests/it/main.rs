@@ -5,6 +5,7 @@ mod compat;
 mod dial_faults;
 mod dial_real;
 mod failover;
+mod gateway;
 mod hardening;
 mod hot_swap;
 mod pool_shapes;

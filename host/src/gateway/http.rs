@@ -208,6 +208,48 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Headers that concern one hop only (RFC 9110 §7.6.1), dropped when forwarding, with
+/// those the request's `Connection` header names.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The request head to send the origin: origin-form target, hop-by-hop headers
+/// dropped, and `Connection: close`, since the rest of the client's connection is
+/// relayed to this origin as it comes.
+pub fn origin_request(request: &Request, path: &str) -> Vec<u8> {
+    let named: Vec<String> = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut out = format!("{} {path} HTTP/1.{}\r\n", request.method, request.version).into_bytes();
+    for (name, value) in &request.headers {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str()) || named.contains(&lower) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out
+}
+
 /// The answer to a CONNECT whose tunnel is open.
 pub const CONNECT_ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
@@ -278,6 +320,19 @@ mod tests {
             parse_request(&vec![b'G'; MAX_HEAD + 1]),
             Parse::Invalid(_) | Parse::Partial
         ));
+    }
+
+    #[test]
+    fn forwarded_requests_drop_hop_by_hop_headers() {
+        let head = b"GET http://h:8080/p HTTP/1.1\r\nHost: h:8080\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n";
+        let Parse::Complete(r, _) = parse_request(head) else {
+            panic!("parse");
+        };
+        let out = String::from_utf8(origin_request(&r, "/p")).unwrap();
+        assert_eq!(
+            out,
+            "GET /p HTTP/1.1\r\nHost: h:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! The gateway: what `proxypool serve` will run, a local SOCKS5, SOCKS4 and HTTP
 //! proxy in front of the balancer, for clients that cannot embed the library.
 //!
-//! This first part holds the inbound protocols as sans-IO parsers, in the manner of
+//! [`run`] serves bound listeners: each client's first byte says its protocol, the
+//! user name (SOCKS5 user, SOCKS4 user id, or `Proxy-Authorization` user) names the
+//! exchange, and the tunnel opens through [`crate::Balancer::connect`] on the
+//! listener's transport.
+//!
+//! The inbound protocols are sans-IO parsers, in the manner of
 //! httparse: a function from the bytes read so far to [`Parse`] (`Complete(request,
 //! consumed)`, `Partial` or `Invalid(reason)`), and functions that build each
-//! protocol's replies. The connection task (to come) does the reading, the writing and
+//! protocol's replies. The connection task does the reading, the writing and
 //! the timeouts; tests and fuzz targets need no socket. Which protocol a connection
 //! speaks is told from its first byte ([`sniff::sniff`]).
 
+mod conn;
 pub mod http;
 mod parse;
+pub mod server;
 pub mod sniff;
 pub mod socks4;
 pub mod socks5;
 
 pub use parse::{Destination, Parse};
+pub use server::{Listener, Settings, run};
 pub use sniff::{Protocol, sniff};

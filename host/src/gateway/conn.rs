@@ -1,0 +1,310 @@
+//! One client connection: sniff the protocol, run its handshake with the parsers,
+//! open the tunnel through the balancer, answer, relay. Every refusal maps to exactly
+//! one reply of the client's protocol ([`Refusal`]).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::parse::{Destination, Parse};
+use super::sniff::{Protocol, sniff};
+use super::{http, socks4, socks5};
+use crate::balancer::{Balancer, Connected};
+use crate::config::Transport;
+use crate::dial::{DialError, FaultClass, Target};
+
+/// Why a client's request is not served; each protocol has one reply per kind.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The request is not the protocol, or breaks it.
+    Malformed(&'static str),
+    /// A command or method the gateway does not serve (SOCKS BIND, UDP).
+    Unsupported(&'static str),
+    /// The user name names no exchange the gateway knows.
+    UnknownExchange,
+    /// The destination is not a host a proxy can reach.
+    BadDestination,
+    /// No tunnel: what the balancer said.
+    Dial(DialError),
+}
+
+impl Refusal {
+    fn socks5(&self) -> socks5::Reply {
+        use socks5::Reply;
+        match self {
+            Refusal::Malformed(_) => Reply::GeneralFailure,
+            Refusal::Unsupported(_) => Reply::CommandNotSupported,
+            Refusal::UnknownExchange => Reply::NotAllowed,
+            Refusal::BadDestination => Reply::AddressNotSupported,
+            Refusal::Dial(e) => match (e.class(), e) {
+                (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
+                (FaultClass::Destination, _) => Reply::HostUnreachable,
+                (FaultClass::Config, _) => Reply::NotAllowed,
+                (FaultClass::Proxy, _) => Reply::GeneralFailure,
+            },
+        }
+    }
+
+    fn http(&self) -> (u16, String) {
+        match self {
+            Refusal::Malformed(why) => (400, (*why).to_owned()),
+            Refusal::Unsupported(why) => (405, (*why).to_owned()),
+            Refusal::UnknownExchange => (403, "unknown exchange in the user name".to_owned()),
+            Refusal::BadDestination => (400, "bad destination host".to_owned()),
+            Refusal::Dial(e) => {
+                let status = match (e.class(), e) {
+                    (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => 504,
+                    (FaultClass::Destination, _) => 502,
+                    _ => 503,
+                };
+                (status, e.to_string())
+            }
+        }
+    }
+}
+
+/// The limits one connection runs under.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnLimits {
+    /// From accept to an open tunnel.
+    pub handshake: Duration,
+    /// The transport of the listener's routes.
+    pub transport: Transport,
+}
+
+/// Serves one client to the end of its tunnel.
+pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: ConnLimits) {
+    let _ = client.set_nodelay(true);
+    let opened = tokio::time::timeout(limits.handshake, handshake(&mut client, balancer, limits));
+    let (mut upstream, early) = match opened.await {
+        Ok(Ok(tunnel)) => tunnel,
+        Ok(Err(refusal)) => {
+            tracing::debug!(target: "proxypool::gateway", "refused: {refusal:?}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(target: "proxypool::gateway", "handshake timed out");
+            return;
+        }
+    };
+    if !early.is_empty() && upstream.stream.write_all(&early).await.is_err() {
+        return;
+    }
+    // Half-closes travel both ways; the lease lives as long as the tunnel.
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream.stream).await;
+}
+
+/// Reads until `parse` has a whole message; what came after it is kept in `buf`.
+async fn read_message<T>(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Parse<T>,
+) -> Result<T, Refusal> {
+    loop {
+        match parse(buf) {
+            Parse::Complete(msg, consumed) => {
+                buf.drain(..consumed);
+                return Ok(msg);
+            }
+            Parse::Invalid(why) => return Err(Refusal::Malformed(why)),
+            Parse::Partial => {
+                let mut chunk = [0u8; 2048];
+                let n = client
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|_| Refusal::Malformed("read failed"))?;
+                if n == 0 {
+                    return Err(Refusal::Malformed("closed during the handshake"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// The handshake of whatever protocol the client speaks, up to an open tunnel (and
+/// the bytes the client sent after its request, which belong to it).
+async fn handshake(
+    client: &mut TcpStream,
+    balancer: &Balancer,
+    limits: ConnLimits,
+) -> Result<(Connected, Vec<u8>), Refusal> {
+    let mut buf = Vec::with_capacity(512);
+    let mut first = [0u8; 1];
+    let n = client
+        .peek(&mut first)
+        .await
+        .map_err(|_| Refusal::Malformed("read failed"))?;
+    let protocol = (n == 1).then(|| sniff(first[0])).flatten();
+    match protocol {
+        Some(Protocol::Socks5) => socks5_handshake(client, &mut buf, balancer, limits).await,
+        Some(Protocol::Socks4) => socks4_handshake(client, &mut buf, balancer, limits).await,
+        Some(Protocol::Http) => http_handshake(client, &mut buf, balancer, limits).await,
+        None => Err(Refusal::Malformed("not SOCKS5, SOCKS4 or HTTP")),
+    }
+}
+
+async fn socks5_handshake(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    balancer: &Balancer,
+    limits: ConnLimits,
+) -> Result<(Connected, Vec<u8>), Refusal> {
+    let greeting = read_message(client, buf, socks5::parse_greeting).await?;
+    // User/password when offered: the user name names the exchange.
+    let method = if greeting.user_pass {
+        socks5::USER_PASS
+    } else if greeting.no_auth {
+        socks5::NO_AUTH
+    } else {
+        socks5::NO_ACCEPTABLE
+    };
+    write(client, &socks5::method_reply(method)).await?;
+    if method == socks5::NO_ACCEPTABLE {
+        return Err(Refusal::Unsupported("no acceptable authentication method"));
+    }
+    let mut user = None;
+    if method == socks5::USER_PASS {
+        let up = read_message(client, buf, socks5::parse_user_pass).await?;
+        // Without client auth the password is ignored, but it must be accepted:
+        // python-socks sends none without one.
+        write(client, &socks5::user_pass_reply(true)).await?;
+        user = Some(up.user);
+    }
+    let request = read_message(client, buf, socks5::parse_request).await?;
+    let result = if request.command != socks5::CMD_CONNECT {
+        Err(Refusal::Unsupported("only CONNECT is served"))
+    } else {
+        open(balancer, user.as_deref(), &request.destination, limits).await
+    };
+    match result {
+        Ok(c) => {
+            write(client, &socks5::reply(socks5::Reply::Succeeded)).await?;
+            Ok((c, std::mem::take(buf)))
+        }
+        Err(r) => {
+            let _ = client.write_all(&socks5::reply(r.socks5())).await;
+            Err(r)
+        }
+    }
+}
+
+async fn socks4_handshake(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    balancer: &Balancer,
+    limits: ConnLimits,
+) -> Result<(Connected, Vec<u8>), Refusal> {
+    let request = match read_message(client, buf, socks4::parse_request).await {
+        Ok(r) => r,
+        Err(r) => {
+            let _ = client.write_all(&socks4::reply(false)).await;
+            return Err(r);
+        }
+    };
+    let result = if request.command != socks4::CMD_CONNECT {
+        Err(Refusal::Unsupported("only CONNECT is served"))
+    } else {
+        let user = (!request.user_id.is_empty()).then_some(request.user_id.as_str());
+        open(balancer, user, &request.destination, limits).await
+    };
+    match result {
+        Ok(c) => {
+            write(client, &socks4::reply(true)).await?;
+            Ok((c, std::mem::take(buf)))
+        }
+        Err(r) => {
+            let _ = client.write_all(&socks4::reply(false)).await;
+            Err(r)
+        }
+    }
+}
+
+async fn http_handshake(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    balancer: &Balancer,
+    limits: ConnLimits,
+) -> Result<(Connected, Vec<u8>), Refusal> {
+    let request = match read_message(client, buf, http::parse_request).await {
+        Ok(r) => r,
+        Err(r) => {
+            let (status, why) = r.http();
+            let _ = client.write_all(&http::error_response(status, &why)).await;
+            return Err(r);
+        }
+    };
+    let user = request.auth.as_ref().map(|a| a.user.as_str());
+    let (host, port, forward) = match &request.target {
+        http::Target::Connect { host, port } => (host, *port, None),
+        http::Target::Forward { host, port, path } => (host, *port, Some(path)),
+    };
+    let destination = Destination::Name(host.clone(), port);
+    match open(balancer, user, &destination, limits).await {
+        Ok(c) => {
+            let early = match forward {
+                None => {
+                    write(client, http::CONNECT_ESTABLISHED).await?;
+                    std::mem::take(buf)
+                }
+                // The request goes on in origin form; what followed it, after it.
+                Some(path) => {
+                    let mut head = http::origin_request(&request, path);
+                    head.append(buf);
+                    head
+                }
+            };
+            Ok((c, early))
+        }
+        Err(r) => {
+            let (status, why) = r.http();
+            let _ = client.write_all(&http::error_response(status, &why)).await;
+            Err(r)
+        }
+    }
+}
+
+/// The tunnel for a request: the exchange from the user name (lowercase), the
+/// listener's transport, the destination as the client gave it.
+async fn open(
+    balancer: &Balancer,
+    user: Option<&str>,
+    destination: &Destination,
+    limits: ConnLimits,
+) -> Result<Connected, Refusal> {
+    let exchange = match user {
+        Some(u) if !u.is_empty() => {
+            if !valid_exchange_name(u) {
+                return Err(Refusal::UnknownExchange);
+            }
+            Some(u.to_ascii_lowercase())
+        }
+        _ => None,
+    };
+    let target = match destination {
+        Destination::Ip(addr) => Target::from(*addr),
+        Destination::Name(host, port) => {
+            Target::try_new(host.as_str(), *port).map_err(|_| Refusal::BadDestination)?
+        }
+    };
+    balancer
+        .connect(exchange.as_deref(), limits.transport, &target)
+        .await
+        .map_err(Refusal::Dial)
+}
+
+/// A name cryptofeed could use for an exchange: letters, digits, `_` and `-`.
+fn valid_exchange_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
+    client
+        .write_all(bytes)
+        .await
+        .map_err(|_| Refusal::Malformed("write failed"))
+}

@@ -1,0 +1,136 @@
+//! The accept loop, shaped like mini-redis's `run`: it takes bound listeners, holds
+//! a semaphore on connections, spawns one task per client, and on shutdown stops
+//! accepting and gives live tunnels the drain time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::conn::{self, ConnLimits};
+use crate::balancer::Balancer;
+use crate::config::Transport;
+
+/// Client connections at once, by default: far below the fd limits a gateway is
+/// given, far above what one feed handler opens.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// From accept to an open tunnel, by default: a client that has not finished its
+/// handshake in this time is not coming (the upstream connect has its own bound).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(35);
+/// How long live tunnels may run on after a shutdown signal, by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// The first pause after an accept error (EMFILE and the like); it doubles to 1 s.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// One listener and the transport of its routes.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// `http` or `websocket`: which route of an exchange its clients take.
+    pub transport: Transport,
+}
+
+/// Settings of a running gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// From accept to an open tunnel.
+    pub handshake_timeout: Duration,
+    /// How long live tunnels may run on after shutdown starts.
+    pub drain: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain: DEFAULT_DRAIN,
+        }
+    }
+}
+
+/// Serves every listener until `shutdown` turns true, then stops accepting, lets
+/// live tunnels run for the drain time, and closes the rest.
+pub async fn run(
+    listeners: Vec<Listener>,
+    balancer: Arc<Balancer>,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let mut accepts = JoinSet::new();
+    for l in listeners {
+        let (balancer, permits, shutdown) = (balancer.clone(), permits.clone(), shutdown.clone());
+        accepts.spawn(accept_loop(l, balancer, permits, settings, shutdown));
+    }
+    // Each accept loop hands its connection tasks back when it stops.
+    let _ = shutdown.wait_for(|s| *s).await;
+    let mut tunnels = Vec::new();
+    while let Some(done) = accepts.join_next().await {
+        if let Ok(set) = done {
+            tunnels.push(set);
+        }
+    }
+    let drained = tokio::time::timeout(settings.drain, async {
+        for set in &mut tunnels {
+            while set.join_next().await.is_some() {}
+        }
+    });
+    if drained.await.is_err() {
+        let open: usize = tunnels.iter().map(JoinSet::len).sum();
+        tracing::info!(target: "proxypool::gateway", open, "drain time over: closing the tunnels left");
+    }
+    // Dropping the sets aborts what is left: those tunnels close.
+}
+
+async fn accept_loop(
+    listener: Listener,
+    balancer: Arc<Balancer>,
+    permits: Arc<Semaphore>,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let limits = ConnLimits {
+        handshake: settings.handshake_timeout,
+        transport: listener.transport,
+    };
+    let mut tasks = JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF;
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.socket.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        match accepted {
+            Ok((client, _peer)) => {
+                backoff = ACCEPT_BACKOFF;
+                let balancer = balancer.clone();
+                // Reap finished ones as we go: the set holds live tunnels only.
+                while tasks.try_join_next().is_some() {}
+                tasks.spawn(async move {
+                    conn::serve(client, &balancer, limits).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, never stop serving.
+                tracing::warn!(target: "proxypool::gateway", "accept failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tasks
+}
