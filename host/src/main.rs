@@ -40,6 +40,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the gateway: a local SOCKS5, SOCKS4 and HTTP proxy in front of the pools.
+    ///
+    /// Each client's protocol is told from its first byte. The user name (SOCKS5 user,
+    /// SOCKS4 user id, Proxy-Authorization user) names the exchange whose route to
+    /// take; without one, the default route. Prints one line per bound listener.
+    /// SIGINT or SIGTERM stops accepting and gives live tunnels the drain time; a
+    /// second signal exits at once.
+    Serve {
+        /// YAML file with a `proxy:` block; without it, only the environment counts.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where to listen (repeatable); loopback only for now. Port 0 picks a port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+        listen: Vec<std::net::SocketAddr>,
+        /// Seconds live tunnels may run on after a shutdown signal.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        drain_seconds: u64,
+    },
     /// Pipe stdin and stdout to HOST:PORT through the resolved route, like nc.
     ///
     /// When stdin ends the upstream write side is closed; the command exits when the
@@ -89,6 +107,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Strategy(StrategyCommand::Check { file }) => strategy_check(&file),
         Command::Validate { config } => validate(config),
+        Command::Serve {
+            config,
+            listen,
+            drain_seconds,
+        } => serve(config, listen, Duration::from_secs(drain_seconds)),
         Command::Connect {
             config,
             exchange,
@@ -173,6 +196,73 @@ fn connect(
     // A read of stdin may still be blocked in the pool; do not wait for it.
     rt.shutdown_background();
     result
+}
+
+fn serve(
+    path: Option<PathBuf>,
+    listen: Vec<std::net::SocketAddr>,
+    drain: Duration,
+) -> anyhow::Result<ExitCode> {
+    use proxypool::gateway::{self, Listener, Settings};
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    // The gateway has no client authentication yet: it serves loopback only.
+    if let Some(open) = listen.iter().find(|a| !a.ip().is_loopback()) {
+        eprintln!(
+            "proxypool: refusing to listen on {open}: not a loopback address, and the gateway has no client authentication yet"
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let balancer = std::sync::Arc::new(Balancer::try_new(config, Dialer::new())?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        balancer.start(&tokio::runtime::Handle::current());
+        let mut listeners = Vec::new();
+        for addr in listen {
+            let socket = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!("listening on {} (transport http)", socket.local_addr()?);
+            listeners.push(Listener {
+                socket,
+                transport: Transport::Http,
+            });
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            eprintln!("shutting down: draining live tunnels for up to {drain:?}");
+            let _ = stop.send(true);
+            shutdown_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(0);
+        });
+        let settings = Settings {
+            drain,
+            ..Settings::default()
+        };
+        gateway::run(listeners, balancer, settings, stopped).await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
 }
 
 fn strategy_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {

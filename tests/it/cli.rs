@@ -424,3 +424,108 @@ async fn connect_runs_health_probes_while_the_tunnel_is_open() {
     drop(stdin);
     child.kill().await.unwrap();
 }
+
+/// `serve` prints its listener, carries curl through a pool, and on SIGTERM stops
+/// accepting while a live tunnel finishes; then it exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(proxy) = microsocks(None).await else {
+        return;
+    };
+    let Some(curl) = proxypool_tests::require_binary("curl") else {
+        return;
+    };
+    let http = proxypool_tests::target::HttpTarget::start().await;
+    let echo = TargetServer::start().await;
+    let mut child = proxypool()
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"])
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env(
+            "CRYPTOFEED_PROXY_DEFAULT__HTTP__URL",
+            format!("socks5://{}", proxy.addr),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next_line().await.unwrap().expect("a listening line");
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            assert!(rest.ends_with("(transport http)"), "{line}");
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    let out = Command::new(&curl)
+        .args(["-sS", "--max-time", "20", "-x"])
+        .arg(format!("socks5h://{addr}"))
+        .arg(format!("http://{}/", http.addr()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(http.peer_ips(), [proxy.egress]);
+
+    // A live tunnel (SOCKS5 to the echo target), then SIGTERM.
+    let mut tunnel = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let port = echo.addr().port().to_be_bytes();
+    tunnel
+        .write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 12];
+    tunnel.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[2..4], [5, 0], "tunnel open");
+    let mut greeting = vec![0u8; GREETING.len()];
+    tunnel.read_exact(&mut greeting).await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    loop {
+        let line = lines.next_line().await.unwrap().expect("a shutdown line");
+        if line.contains("shutting down") {
+            break;
+        }
+    }
+    // New connections are refused once the listener is closed.
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The live tunnel still carries bytes, and its close ends the drain.
+    tunnel.write_all(b"still here\n").await.unwrap();
+    let mut echoed = [0u8; 11];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"still here\n");
+    drop(tunnel);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("exit within the drain time")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_listener() {
+    let out = proxypool()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
