@@ -51,12 +51,14 @@ enum Command {
         /// YAML file with a `proxy:` block; without it, only the environment counts.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Where to listen (repeatable); loopback only for now. Port 0 picks a port.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+        /// Where to listen (repeatable), in place of `gateway.listen` (127.0.0.1:1080
+        /// without either). Port 0 picks a port.
+        #[arg(long, value_name = "ADDR")]
         listen: Vec<std::net::SocketAddr>,
-        /// Seconds live tunnels may run on after a shutdown signal.
-        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-        drain_seconds: u64,
+        /// Seconds live tunnels may run on after a shutdown signal, in place of
+        /// `gateway.drain_seconds` (30).
+        #[arg(long, value_name = "SECONDS")]
+        drain_seconds: Option<u64>,
     },
     /// Pipe stdin and stdout to HOST:PORT through the resolved route, like nc.
     ///
@@ -111,7 +113,7 @@ fn main() -> ExitCode {
             config,
             listen,
             drain_seconds,
-        } => serve(config, listen, Duration::from_secs(drain_seconds)),
+        } => serve(config, listen, drain_seconds.map(Duration::from_secs)),
         Command::Connect {
             config,
             exchange,
@@ -201,19 +203,35 @@ fn connect(
 fn serve(
     path: Option<PathBuf>,
     listen: Vec<std::net::SocketAddr>,
-    drain: Duration,
+    drain: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
+    use proxypool::config::ListenTransport;
     use proxypool::gateway::{self, Listener, Settings};
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    // The gateway has no client authentication yet: it serves loopback only.
-    if let Some(open) = listen.iter().find(|a| !a.ip().is_loopback()) {
+    let g = config.gateway().clone();
+    // Flags win over the file; they meet the file's loopback rule too.
+    let listen: Vec<(std::net::SocketAddr, ListenTransport)> = if listen.is_empty() {
+        g.listen.iter().map(|l| (l.addr, l.transport)).collect()
+    } else {
+        listen
+            .into_iter()
+            .map(|a| (a, ListenTransport::Auto))
+            .collect()
+    };
+    if let Some((open, _)) = listen.iter().find(|(a, _)| !a.ip().is_loopback())
+        && !g.allow_open
+    {
         eprintln!(
-            "proxypool: refusing to listen on {open}: not a loopback address, and the gateway has no client authentication yet"
+            "proxypool: refusing to listen on {open}: not a loopback address, and the gateway has no client authentication yet (gateway.allow_open: true serves it anyway)"
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let mut settings = Settings::from(&g);
+    if let Some(d) = drain {
+        settings.drain = d;
     }
     let balancer = std::sync::Arc::new(Balancer::try_new(config, Dialer::new())?);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -223,17 +241,24 @@ fn serve(
     rt.block_on(async move {
         balancer.start(&tokio::runtime::Handle::current());
         let mut listeners = Vec::new();
-        for addr in listen {
+        for (addr, transport) in listen {
             let socket = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            eprintln!("listening on {} (transport http)", socket.local_addr()?);
-            listeners.push(Listener {
-                socket,
-                transport: Transport::Http,
-            });
+            eprintln!(
+                "listening on {} (transport {})",
+                socket.local_addr()?,
+                transport.as_str()
+            );
+            // `auto` takes the http route until destinations say more.
+            let transport = match transport {
+                ListenTransport::Websocket => Transport::Websocket,
+                ListenTransport::Http | ListenTransport::Auto => Transport::Http,
+            };
+            listeners.push(Listener { socket, transport });
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let drain = settings.drain;
         tokio::spawn(async move {
             shutdown_signal().await;
             eprintln!("shutting down: draining live tunnels for up to {drain:?}");
@@ -242,10 +267,6 @@ fn serve(
             eprintln!("second signal: exiting now");
             std::process::exit(0);
         });
-        let settings = Settings {
-            drain,
-            ..Settings::default()
-        };
         gateway::run(listeners, balancer, settings, stopped).await;
         anyhow::Ok(ExitCode::SUCCESS)
     })

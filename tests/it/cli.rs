@@ -452,7 +452,7 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
     let addr: std::net::SocketAddr = loop {
         let line = lines.next_line().await.unwrap().expect("a listening line");
         if let Some(rest) = line.strip_prefix("listening on ") {
-            assert!(rest.ends_with("(transport http)"), "{line}");
+            assert!(rest.ends_with("(transport auto)"), "{line}");
             break rest.split(' ').next().unwrap().parse().unwrap();
         }
     };

@@ -172,3 +172,71 @@ async fn bad_requests_get_protocol_errors_and_the_gateway_keeps_serving() {
     let (ok, body, err) = curl(&["-x", &proxy, &url]).await;
     assert!(ok && body.starts_with("hello from target"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_host_pattern_picks_the_exchange_without_a_user_name() {
+    let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let yaml = format!(
+        "{}\ngateway: {{routes: {{binance: ['localhost', '*.binance.invalid']}}}}\n",
+        two_pools(&binance, &default)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let proxy = format!("socks5h://{}", gw.addr);
+    let port = target.addr().port();
+    for (host, egress) in [("localhost", binance.egress), ("127.0.0.1", default.egress)] {
+        let before = target.peer_ips().len();
+        let (ok, _, err) = curl(&["-x", &proxy, &format!("http://{host}:{port}/")]).await;
+        assert!(ok, "{host}: {err}");
+        assert_eq!(target.peer_ips()[before..], [egress], "{host}");
+    }
+}
+
+#[test]
+fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
+    use proxypool::config::{ConfigBuilder, ListenTransport};
+    let ok = ConfigBuilder::new()
+        .yaml_str(
+            "proxy: {enabled: true}\ngateway:\n  listen: [{addr: '127.0.0.1:0', transport: websocket}]\n  \
+             routes: {Binance: ['*.binance.com']}\n  drain_seconds: 5\n",
+        )
+        .build()
+        .unwrap();
+    let g = ok.gateway();
+    assert_eq!(g.listen[0].transport, ListenTransport::Websocket);
+    assert_eq!(g.route_for("stream.binance.com"), Some("binance"));
+    assert_eq!(g.drain, std::time::Duration::from_secs(5));
+    let e = ConfigBuilder::new()
+        .yaml_str(
+            "gateway:\n  listen: [{addr: '0.0.0.0:1080'}, {addr: nowhere}, {addr: '127.0.0.1:1', transport: udp}]\n  \
+             routes: {kraken: ['bad host!']}\n  max_connections: 0\n  bogus: 1\n",
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `bogus`"), "{e}");
+    let e = ConfigBuilder::new()
+        .yaml_str(
+            "gateway:\n  listen: [{addr: '0.0.0.0:1080'}, {addr: nowhere}, {addr: '127.0.0.1:1', transport: udp}]\n  \
+             routes: {kraken: ['bad host!']}\n  max_connections: 0\n",
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    for path in [
+        "gateway.listen[0].addr: 0.0.0.0:1080 is not a loopback address",
+        "gateway.listen[1].addr: must be an IP address and port",
+        "gateway.listen[2].transport: unknown transport \"udp\"",
+        "gateway.routes.kraken[0]: \"bad host!\" is not a host name",
+        "gateway.max_connections: must be between 1 and 1000000",
+    ] {
+        assert!(e.contains(path), "{path} in {e}");
+    }
+    let open = ConfigBuilder::new()
+        .yaml_str("gateway: {listen: [{addr: '0.0.0.0:1080'}], allow_open: true}")
+        .build()
+        .unwrap();
+    assert!(!open.gateway().listen[0].addr.ip().is_loopback());
+}

@@ -7,6 +7,7 @@
 //! once, each with its path. This layer knows nothing about sockets.
 
 mod env;
+mod gateway;
 mod model;
 mod ping;
 mod raw;
@@ -17,6 +18,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use env::ENV_PREFIX;
+pub use gateway::{
+    DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, Gateway, HostPattern, Listen, ListenTransport,
+};
 pub use model::*;
 pub use url::{
     Credentials, Endpoint, ProxyUrl, REDACTED, SUPPORTED_SCHEMES, Scheme, UrlError, redact_text,
@@ -175,6 +180,7 @@ impl ProxyEntry {
 pub struct ConfigBuilder {
     code: RawSettings,
     yaml: Option<Result<Option<RawSettings>, Problem>>,
+    gateway: Option<gateway::RawGateway>,
     env: Vec<(String, String)>,
     read_error: Option<ConfigError>,
 }
@@ -236,8 +242,21 @@ impl ConfigBuilder {
     /// Uses the `proxy:` block of a YAML document (other top-level keys are ignored:
     /// they belong to the rest of a cryptofeed config).
     pub fn yaml_str(mut self, yaml: &str) -> Self {
-        self.yaml = Some(parse_yaml(yaml, "yaml"));
+        self.set_yaml(parse_yaml(yaml, "yaml"));
         self
+    }
+
+    fn set_yaml(
+        &mut self,
+        parsed: Result<(Option<RawSettings>, Option<gateway::RawGateway>), Problem>,
+    ) {
+        match parsed {
+            Ok((proxy, gateway)) => {
+                self.yaml = Some(Ok(proxy));
+                self.gateway = gateway;
+            }
+            Err(p) => self.yaml = Some(Err(p)),
+        }
     }
 
     /// Reads a YAML file, as [`ConfigBuilder::yaml_str`].
@@ -252,7 +271,7 @@ impl ConfigBuilder {
             Ok(text)
         });
         match read {
-            Ok(text) => self.yaml = Some(parse_yaml(&text, &path.display().to_string())),
+            Ok(text) => self.set_yaml(parse_yaml(&text, &path.display().to_string())),
             Err(source) => {
                 self.read_error = Some(ConfigError::Read {
                     path: path.to_owned(),
@@ -303,6 +322,11 @@ impl ConfigBuilder {
         }
         let merged = validate::merge(layers, &mut problems);
         let mut config = validate::validate(merged, &mut problems);
+        config.gateway = validate::Checker {
+            problems: &mut problems,
+            source: Source::Yaml,
+        }
+        .gateway(self.gateway);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -338,7 +362,10 @@ pub const MAX_YAML_BYTES: usize = 16 << 20;
 /// How much of the offending line a YAML error shows, in characters.
 const SNIPPET_CHARS: usize = 80;
 
-fn parse_yaml(text: &str, origin: &str) -> Result<Option<RawSettings>, Problem> {
+/// The `proxy:` and `gateway:` sections of a file.
+type Sections = (Option<RawSettings>, Option<gateway::RawGateway>);
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Sections, Problem> {
     let problem = |message: String| Problem::new(Source::Yaml, origin.to_owned(), message);
     if text.len() > MAX_YAML_BYTES {
         return Err(problem(format!(
@@ -358,7 +385,8 @@ fn parse_yaml(text: &str, origin: &str) -> Result<Option<RawSettings>, Problem> 
         },
     };
     match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, options) {
-        Ok(file) => Ok(file.and_then(|f| f.proxy).map(validate::root_to_settings)),
+        Ok(None) => Ok((None, None)),
+        Ok(Some(f)) => Ok((f.proxy.map(validate::root_to_settings), f.gateway)),
         Err(e) => Err(problem(yaml_message(&e, text))),
     }
 }
@@ -433,6 +461,11 @@ fn snippet(line: &str, column: usize) -> (String, String) {
 }
 
 impl Config {
+    /// The `gateway:` section (defaults when the file has none).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// What `proxypool validate` prints: whether proxying is on, then every exchange ×
     /// transport with the source of its value and its route, credentials redacted.
     pub fn route_table(&self) -> String {

@@ -496,6 +496,7 @@ pub struct Config {
     pub(crate) exchanges: BTreeMap<String, Connection>,
     pub(crate) sources: Sources,
     pub(crate) warnings: Vec<String>,
+    pub(crate) gateway: super::Gateway,
 }
 
 /// Which source set each top-level field (the unit of precedence).

@@ -278,4 +278,6 @@ impl<'de> Deserialize<'de> for RawPool {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawFile {
     pub proxy: Option<RawRoot>,
+    /// proxypool's own section, beside `proxy:`.
+    pub gateway: Option<super::gateway::RawGateway>,
 }

@@ -102,16 +102,18 @@ pub(crate) fn validate(merged: Merged, problems: &mut Vec<Problem>) -> Config {
         exchanges,
         sources,
         warnings: Vec::new(),
+        gateway: super::Gateway::default(),
     }
 }
 
-struct Checker<'a> {
-    problems: &'a mut Vec<Problem>,
-    source: Source,
+/// Records every problem with its path, and the source the values came from.
+pub(crate) struct Checker<'a> {
+    pub(crate) problems: &'a mut Vec<Problem>,
+    pub(crate) source: Source,
 }
 
 impl Checker<'_> {
-    fn fail(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn fail(&mut self, path: &str, message: impl Into<String>) {
         self.problems
             .push(Problem::new(self.source, path.to_owned(), message.into()));
     }
@@ -656,7 +658,7 @@ impl Checker<'_> {
     }
 
     /// `path.key` as a whole number in `lo..=hi`, or `default` when absent.
-    fn opt_whole(
+    pub(crate) fn opt_whole(
         &mut self,
         path: &str,
         key: &str,
@@ -698,7 +700,7 @@ impl Checker<'_> {
             .ok()
     }
 
-    fn string(&mut self, path: &str, s: &Scalar) -> Option<String> {
+    pub(crate) fn string(&mut self, path: &str, s: &Scalar) -> Option<String> {
         match s {
             Scalar::Str(s) => Some(s.clone()),
             _ => {
@@ -708,7 +710,7 @@ impl Checker<'_> {
         }
     }
 
-    fn bool(&mut self, path: &str, s: &Scalar) -> Option<bool> {
+    pub(crate) fn bool(&mut self, path: &str, s: &Scalar) -> Option<bool> {
         let parsed = match s {
             Scalar::Bool(b) => Some(*b),
             Scalar::Int(1) => Some(true),
@@ -726,7 +728,7 @@ impl Checker<'_> {
     }
 
     /// A whole number in `lo..=hi`; "30" and 3.0 count, 2.5 does not.
-    fn whole(&mut self, path: &str, s: &Scalar, lo: i64, hi: i64) -> Option<i64> {
+    pub(crate) fn whole(&mut self, path: &str, s: &Scalar, lo: i64, hi: i64) -> Option<i64> {
         let n = match s {
             Scalar::Int(n) => Some(*n),
             Scalar::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Some(*f as i64),

@@ -265,8 +265,9 @@ async fn http_handshake(
     }
 }
 
-/// The tunnel for a request: the exchange from the user name (lowercase), the
-/// listener's transport, the destination as the client gave it.
+/// The tunnel for a request: the exchange from the user name (lowercase), else from
+/// the destination host by `gateway.routes`, else the default route; the listener's
+/// transport; the destination as the client gave it.
 async fn open(
     balancer: &Balancer,
     user: Option<&str>,
@@ -280,7 +281,14 @@ async fn open(
             }
             Some(u.to_ascii_lowercase())
         }
-        _ => None,
+        _ => match destination {
+            Destination::Name(host, _) => balancer
+                .config()
+                .gateway()
+                .route_for(host)
+                .map(str::to_owned),
+            Destination::Ip(_) => None,
+        },
     };
     let target = match destination {
         Destination::Ip(addr) => Target::from(*addr),

@@ -11,16 +11,8 @@ use tokio::task::JoinSet;
 
 use super::conn::{self, ConnLimits};
 use crate::balancer::Balancer;
-use crate::config::Transport;
+use crate::config::{Gateway, Transport};
 
-/// Client connections at once, by default: far below the fd limits a gateway is
-/// given, far above what one feed handler opens.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// From accept to an open tunnel, by default: a client that has not finished its
-/// handshake in this time is not coming (the upstream connect has its own bound).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(35);
-/// How long live tunnels may run on after a shutdown signal, by default.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// The first pause after an accept error (EMFILE and the like); it doubles to 1 s.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -46,10 +38,16 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        Settings::from(&Gateway::default())
+    }
+}
+
+impl From<&Gateway> for Settings {
+    fn from(g: &Gateway) -> Self {
         Settings {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            drain: DEFAULT_DRAIN,
+            max_connections: g.max_connections,
+            handshake_timeout: g.handshake_timeout,
+            drain: g.drain,
         }
     }
 }

@@ -1,0 +1,326 @@
+//! The `gateway:` section, beside `proxy:` (not inside it, so that cryptofeed can
+//! still read a shared file): listeners, host-pattern routes and limits of
+//! `proxypool serve`. Read from YAML only, validated with paths like `proxy:`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::raw::Scalar;
+use super::validate::Checker;
+
+/// Where `proxypool serve` listens without a `gateway.listen`: loopback, the SOCKS
+/// port clients expect.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+/// Where the admin endpoint listens without `gateway.admin`.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+/// Client connections at once: far below the fd limits a gateway is given, far above
+/// what one feed handler opens.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// From accept to an open tunnel: a client that has not finished its handshake in
+/// this time is not coming (the upstream connect has its own bound).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(35);
+/// A tunnel with no bytes either way for this long is closed: an exchange's
+/// WebSocket sends pings far more often, so only dead tunnels reach it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long live tunnels may run on after a shutdown signal.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub listen: Option<Vec<RawListen>>,
+    pub admin: Option<Scalar>,
+    pub routes: Option<BTreeMap<String, Vec<Scalar>>>,
+    pub max_connections: Option<Scalar>,
+    pub handshake_timeout_ms: Option<Scalar>,
+    pub idle_timeout_seconds: Option<Scalar>,
+    pub drain_seconds: Option<Scalar>,
+    pub allow_open: Option<Scalar>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListen {
+    pub addr: Scalar,
+    pub transport: Option<Scalar>,
+}
+
+/// Which route of an exchange a listener's clients take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenTransport {
+    /// The exchange's `http` route.
+    Http,
+    /// The exchange's `websocket` route.
+    Websocket,
+    /// Told per connection from the destination; `http` when nothing tells.
+    #[default]
+    Auto,
+}
+
+impl ListenTransport {
+    /// The YAML name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenTransport::Http => "http",
+            ListenTransport::Websocket => "websocket",
+            ListenTransport::Auto => "auto",
+        }
+    }
+}
+
+/// One listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to bind (port 0 picks one).
+    pub addr: SocketAddr,
+    /// Which route its clients take.
+    pub transport: ListenTransport,
+}
+
+/// A destination host pattern: `api.binance.com`, or `*.binance.com` for every
+/// subdomain (not the bare domain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    /// Whether `host` (any case) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self.0.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => host.eq_ignore_ascii_case(&self.0),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `gateway:` section, validated, with every default applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gateway {
+    /// The listeners.
+    pub listen: Vec<Listen>,
+    /// The admin endpoint's address.
+    pub admin: SocketAddr,
+    /// Exchange (lowercase) → destination host patterns, in file order.
+    pub routes: Vec<(String, Vec<HostPattern>)>,
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// From accept to an open tunnel.
+    pub handshake_timeout: Duration,
+    /// A tunnel idle this long is closed.
+    pub idle_timeout: Duration,
+    /// How long live tunnels may run on after a shutdown signal.
+    pub drain: Duration,
+    /// Whether a listener may bind a non-loopback address with no client auth.
+    pub allow_open: bool,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            listen: vec![Listen {
+                addr: DEFAULT_LISTEN.parse().expect("a socket address"),
+                transport: ListenTransport::Auto,
+            }],
+            admin: DEFAULT_ADMIN.parse().expect("a socket address"),
+            routes: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain: DEFAULT_DRAIN,
+            allow_open: false,
+        }
+    }
+}
+
+impl Gateway {
+    /// The exchange whose patterns match `host`, first route first.
+    pub fn route_for(&self, host: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(_, patterns)| patterns.iter().any(|p| p.matches(host)))
+            .map(|(exchange, _)| exchange.as_str())
+    }
+}
+
+impl Checker<'_> {
+    pub(crate) fn gateway(&mut self, raw: Option<RawGateway>) -> Gateway {
+        let d = Gateway::default();
+        let Some(raw) = raw else {
+            return d;
+        };
+        let allow_open = match &raw.allow_open {
+            Some(v) => self.bool("gateway.allow_open", v).unwrap_or(false),
+            None => false,
+        };
+        let listen = match raw.listen {
+            None => d.listen.clone(),
+            Some(list) if list.is_empty() => {
+                self.fail("gateway.listen", "needs at least one listener");
+                Vec::new()
+            }
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, l)| self.listen(&format!("gateway.listen[{i}]"), l, allow_open))
+                .collect(),
+        };
+        let admin = match &raw.admin {
+            Some(a) => self.socket_addr("gateway.admin", a).unwrap_or(d.admin),
+            None => d.admin,
+        };
+        let mut routes = Vec::new();
+        for (exchange, patterns) in raw.routes.into_iter().flatten() {
+            let path = format!("gateway.routes.{exchange}");
+            if patterns.is_empty() {
+                self.fail(&path, "needs at least one host pattern");
+            }
+            let parsed = patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| self.host_pattern(&format!("{path}[{i}]"), p))
+                .collect();
+            routes.push((exchange.to_ascii_lowercase(), parsed));
+        }
+        let whole = |c: &mut Self, key: &str, v: &Option<Scalar>, lo, hi, dflt: u64| {
+            c.opt_whole("gateway", key, v, lo, hi, dflt as i64)
+                .map_or(dflt, |n| n as u64)
+        };
+        let max_connections = whole(
+            self,
+            "max_connections",
+            &raw.max_connections,
+            1,
+            1_000_000,
+            d.max_connections as u64,
+        ) as usize;
+        let handshake = whole(
+            self,
+            "handshake_timeout_ms",
+            &raw.handshake_timeout_ms,
+            100,
+            300_000,
+            d.handshake_timeout.as_millis() as u64,
+        );
+        let idle = whole(
+            self,
+            "idle_timeout_seconds",
+            &raw.idle_timeout_seconds,
+            1,
+            86_400,
+            d.idle_timeout.as_secs(),
+        );
+        let drain = whole(
+            self,
+            "drain_seconds",
+            &raw.drain_seconds,
+            0,
+            3_600,
+            d.drain.as_secs(),
+        );
+        Gateway {
+            listen,
+            admin,
+            routes,
+            max_connections,
+            handshake_timeout: Duration::from_millis(handshake),
+            idle_timeout: Duration::from_secs(idle),
+            drain: Duration::from_secs(drain),
+            allow_open,
+        }
+    }
+
+    fn listen(&mut self, path: &str, l: RawListen, allow_open: bool) -> Option<Listen> {
+        let addr = self.socket_addr(&format!("{path}.addr"), &l.addr);
+        let transport = match &l.transport {
+            None => Some(ListenTransport::Auto),
+            Some(t) => {
+                let name = self.string(&format!("{path}.transport"), t)?;
+                let all = [
+                    ListenTransport::Http,
+                    ListenTransport::Websocket,
+                    ListenTransport::Auto,
+                ];
+                let found = all
+                    .into_iter()
+                    .find(|t| t.as_str() == name.to_ascii_lowercase());
+                if found.is_none() {
+                    self.fail(
+                        &format!("{path}.transport"),
+                        format!("unknown transport {name:?} (expected http, websocket or auto)"),
+                    );
+                }
+                found
+            }
+        };
+        let addr = addr?;
+        if !addr.ip().is_loopback() && !allow_open {
+            self.fail(
+                &format!("{path}.addr"),
+                format!(
+                    "{addr} is not a loopback address: the gateway has no client authentication yet, so set gateway.allow_open: true to serve it anyway"
+                ),
+            );
+            return None;
+        }
+        Some(Listen {
+            addr,
+            transport: transport?,
+        })
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &Scalar) -> Option<SocketAddr> {
+        let text = self.string(path, s)?;
+        match text.trim().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail(path, "must be an IP address and port, as 127.0.0.1:1080");
+                None
+            }
+        }
+    }
+
+    fn host_pattern(&mut self, path: &str, s: &Scalar) -> Option<HostPattern> {
+        let text = self.string(path, s)?.trim().to_ascii_lowercase();
+        let host = text.strip_prefix("*.").unwrap_or(&text);
+        let ok = !host.is_empty()
+            && super::host_problem(host).is_none()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !ok {
+            self.fail(
+                path,
+                format!("{text:?} is not a host name or a *.domain pattern"),
+            );
+            return None;
+        }
+        Some(HostPattern(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_hosts_and_subdomains() {
+        let exact = HostPattern("api.binance.com".into());
+        let wild = HostPattern("*.binance.com".into());
+        assert!(exact.matches("API.Binance.com"));
+        assert!(!exact.matches("fapi.binance.com"));
+        assert!(wild.matches("stream.binance.com") && wild.matches("a.b.binance.com"));
+        assert!(!wild.matches("binance.com") && !wild.matches("evilbinance.com"));
+    }
+}
