@@ -14,6 +14,7 @@ use tokio::sync::watch;
 /// A gateway over `yaml`'s routes on 127.0.0.1:0; stops when dropped.
 struct Gateway {
     addr: SocketAddr,
+    balancer: Arc<proxypool::Balancer>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -28,8 +29,18 @@ impl Gateway {
             socket,
             transport: Transport::Http,
         }];
-        let task = tokio::spawn(gateway::run(listeners, balancer, Settings::default(), rx));
-        Gateway { addr, stop, task }
+        let task = tokio::spawn(gateway::run(
+            listeners,
+            balancer.clone(),
+            Settings::default(),
+            rx,
+        ));
+        Gateway {
+            addr,
+            balancer,
+            stop,
+            task,
+        }
     }
 }
 

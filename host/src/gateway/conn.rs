@@ -71,6 +71,8 @@ pub(crate) struct ConnLimits {
     pub handshake: Duration,
     /// The transport of the listener's routes.
     pub transport: Transport,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle: Duration,
 }
 
 /// Serves one client to the end of its tunnel.
@@ -92,7 +94,10 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
         return;
     }
     // Half-closes travel both ways; the lease lives as long as the tunnel.
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream.stream).await;
+    let moved = super::relay::relay(client, upstream.stream, limits.idle).await;
+    if let Some(lease) = &upstream.lease {
+        lease.add_bytes(moved.up, moved.down);
+    }
 }
 
 /// Reads until `parse` has a whole message; what came after it is kept in `buf`.

@@ -16,6 +16,7 @@
 mod conn;
 pub mod http;
 mod parse;
+pub mod relay;
 pub mod server;
 pub mod sniff;
 pub mod socks4;

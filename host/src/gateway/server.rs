@@ -34,6 +34,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// How long live tunnels may run on after shutdown starts.
     pub drain: Duration,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl From<&Gateway> for Settings {
             max_connections: g.max_connections,
             handshake_timeout: g.handshake_timeout,
             drain: g.drain,
+            idle_timeout: g.idle_timeout,
         }
     }
 }
@@ -96,6 +99,7 @@ async fn accept_loop(
     let limits = ConnLimits {
         handshake: settings.handshake_timeout,
         transport: listener.transport,
+        idle: settings.idle_timeout,
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;

@@ -66,6 +66,9 @@ pub struct Member {
     latency_us: AtomicU32,
     /// A successful probe's round trip, the same kind of mean (0: unmeasured).
     probe_rtt_us: AtomicU32,
+    /// Bytes relayed through it, client → upstream and back (the gateway counts).
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
     /// Wakes the member's health task when passive detection saw trouble.
     attention: tokio::sync::Notify,
 }
@@ -97,6 +100,14 @@ impl Member {
     /// whatever the method), or 0 before the first.
     pub fn probe_rtt_us(&self) -> u32 {
         self.probe_rtt_us.load(Ordering::Relaxed)
+    }
+
+    /// Bytes relayed through it so far: (client → upstream, upstream → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_up.load(Ordering::Relaxed),
+            self.bytes_down.load(Ordering::Relaxed),
+        )
     }
 
     /// The active health verdict.
@@ -289,6 +300,8 @@ impl Pool {
                 active: AtomicU32::new(0),
                 latency_us: AtomicU32::new(0),
                 probe_rtt_us: AtomicU32::new(0),
+                bytes_up: AtomicU64::new(0),
+                bytes_down: AtomicU64::new(0),
                 attention: tokio::sync::Notify::new(),
             })
             .collect::<Vec<_>>();
@@ -522,6 +535,13 @@ impl Lease {
         Pool {
             inner: self.pool.clone(),
         }
+    }
+
+    /// Counts bytes relayed through this proxy (up: client → upstream).
+    pub fn add_bytes(&self, up: u64, down: u64) {
+        let m = &self.pool.members[self.id as usize];
+        m.bytes_up.fetch_add(up, Ordering::Relaxed);
+        m.bytes_down.fetch_add(down, Ordering::Relaxed);
     }
 
     /// Reports what `exchange` said through this proxy (see [`Pool::report`]).

@@ -545,6 +545,18 @@ impl Collect for Pool {
                 "Exchanges the proxy is banned for now.",
                 s.bans.len() as f64,
             ));
+            let (up, down) = self.inner.members[s.id as usize].bytes();
+            for (direction, n) in [("up", up), ("down", down)] {
+                let mut labels = labels();
+                labels.push(("direction", direction.to_owned()));
+                out.push(Sample {
+                    name: "proxypool_proxy_bytes_total",
+                    help: "Bytes relayed through the proxy by the gateway (up: client to upstream).",
+                    kind: Kind::Counter,
+                    labels,
+                    value: n as f64,
+                });
+            }
         }
         let c = &self.inner.counters;
         for (name, help, v) in [
