@@ -143,6 +143,20 @@ async fn curl_reaches_a_local_server_through_every_inbound_protocol() {
             "{name}: carried by its pool's proxy"
         );
     }
+    // Bytes both ways, per upstream, once the tunnels have closed.
+    let (pool, _) = gw.balancer.pool("exchanges.binance.http").unwrap();
+    proxypool_tests::assert_eventually!(
+        {
+            let (up, down) = pool.members()[0].bytes();
+            up > 0 && down > 0
+        },
+        "bytes counted for binance's proxy"
+    );
+    let metrics = gw.balancer.metrics().render();
+    assert!(
+        metrics.contains("proxypool_proxy_bytes_total{"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
