@@ -265,3 +265,64 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
         .unwrap();
     assert!(!open.gateway().listen[0].addr.ip().is_loopback());
 }
+
+/// The Python environment `scripts/install-test-deps` makes, or `None` after a skip
+/// notice (a failure under CI).
+fn python() -> Option<std::path::PathBuf> {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
+    if py.is_file() {
+        return Some(py);
+    }
+    assert!(
+        !proxypool_tests::in_ci(),
+        "{} is missing; .ci/run makes it",
+        py.display()
+    );
+    eprintln!("SKIP: no Python clients (scripts/install-test-deps makes target/py)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiohttp_and_websockets_reach_local_servers_through_the_gateway() {
+    let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let Some(python) = python() else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let gw = Gateway::start(&two_pools(&binance, &default)).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/gateway_clients.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(gw.addr.port().to_string())
+        .arg(format!("http://{}/aiohttp", target.addr()))
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("all_proxy")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains(r#""status": 200"#) && lines[0].contains("GET /aiohttp HTTP/1.1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        target.peer_ips(),
+        [binance.egress],
+        "aiohttp went through binance's pool"
+    );
+    assert!(
+        lines[1].contains(&format!("hello via {}", binance.egress)),
+        "websockets went through binance's pool: {stdout}"
+    );
+}
