@@ -213,19 +213,26 @@ fn serve(
     };
     let g = config.gateway().clone();
     // Flags win over the file; they meet the file's loopback rule too.
-    let listen: Vec<(std::net::SocketAddr, ListenTransport)> = if listen.is_empty() {
-        g.listen.iter().map(|l| (l.addr, l.transport)).collect()
+    let listen: Vec<proxypool::config::Listen> = if listen.is_empty() {
+        g.listen.clone()
     } else {
         listen
             .into_iter()
-            .map(|a| (a, ListenTransport::Auto))
+            .map(|addr| proxypool::config::Listen {
+                addr,
+                transport: ListenTransport::Auto,
+                auth: None,
+            })
             .collect()
     };
-    if let Some((open, _)) = listen.iter().find(|(a, _)| !a.ip().is_loopback())
+    if let Some(open) = listen
+        .iter()
+        .find(|l| !l.addr.ip().is_loopback() && l.auth.is_none())
         && !g.allow_open
     {
         eprintln!(
-            "proxypool: refusing to listen on {open}: not a loopback address, and the gateway has no client authentication yet (gateway.allow_open: true serves it anyway)"
+            "proxypool: refusing to listen on {}: not a loopback address, and no client authentication (set gateway.listen[].auth, or gateway.allow_open: true)",
+            open.addr
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
@@ -241,21 +248,25 @@ fn serve(
     rt.block_on(async move {
         balancer.start(&tokio::runtime::Handle::current());
         let mut listeners = Vec::new();
-        for (addr, transport) in listen {
-            let socket = tokio::net::TcpListener::bind(addr)
+        for l in listen {
+            let socket = tokio::net::TcpListener::bind(l.addr)
                 .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
+                .with_context(|| format!("cannot listen on {}", l.addr))?;
             eprintln!(
                 "listening on {} (transport {})",
                 socket.local_addr()?,
-                transport.as_str()
+                l.transport.as_str()
             );
             // `auto` takes the http route until destinations say more.
-            let transport = match transport {
+            let transport = match l.transport {
                 ListenTransport::Websocket => Transport::Websocket,
                 ListenTransport::Http | ListenTransport::Auto => Transport::Http,
             };
-            listeners.push(Listener { socket, transport });
+            listeners.push(Listener {
+                socket,
+                transport,
+                auth: l.auth,
+            });
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let drain = settings.drain;

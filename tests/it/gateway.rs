@@ -21,6 +21,10 @@ struct Gateway {
 
 impl Gateway {
     async fn start(yaml: &str) -> Gateway {
+        Self::start_with_auth(yaml, None).await
+    }
+
+    async fn start_with_auth(yaml: &str, auth: Option<proxypool::config::ClientAuth>) -> Gateway {
         let balancer = Arc::new(crate::failover::balancer(yaml));
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
@@ -28,6 +32,7 @@ impl Gateway {
         let listeners = vec![Listener {
             socket,
             transport: Transport::Http,
+            auth,
         }];
         let task = tokio::spawn(gateway::run(
             listeners,
@@ -324,5 +329,48 @@ async fn aiohttp_and_websockets_reach_local_servers_through_the_gateway() {
     assert!(
         lines[1].contains(&format!("hello via {}", binance.egress)),
         "websockets went through binance's pool: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_a_client_without_the_password_is_rejected() {
+    let Some(default) = microsocks(None).await else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let gw = Gateway::start_with_auth(
+        &two_pools(&default, &default),
+        Some(proxypool::config::ClientAuth::new("correct horse")),
+    )
+    .await;
+    let url = format!("http://{}/", target.addr());
+    let a = gw.addr;
+    for (name, proxy, ok) in [
+        ("socks5 without", format!("socks5h://{a}"), false),
+        ("socks5 wrong", format!("socks5h://binance:nope@{a}"), false),
+        ("socks4", format!("socks4a://binance@{a}"), false),
+        ("http without", format!("http://{a}"), false),
+        ("http wrong", format!("http://binance:nope@{a}"), false),
+        (
+            "socks5 right",
+            format!("socks5h://binance:correct%20horse@{a}"),
+            true,
+        ),
+        (
+            "http right",
+            format!("http://binance:correct%20horse@{a}"),
+            true,
+        ),
+    ] {
+        let (success, body, err) = curl(&["-f", "-x", &proxy, &url]).await;
+        assert_eq!(success, ok, "{name}: {err}");
+        assert_eq!(body.starts_with("hello from target"), ok, "{name}: {body}");
+    }
+    let (_, _, err) = curl(&["-v", "-x", &format!("http://{a}"), &url]).await;
+    assert!(err.contains("407"), "{err}");
+    assert_eq!(
+        target.peer_ips().len(),
+        2,
+        "only the two with the password got through"
     );
 }

@@ -46,6 +46,47 @@ pub(crate) struct RawGateway {
 pub(crate) struct RawListen {
     pub addr: Scalar,
     pub transport: Option<Scalar>,
+    pub auth: Option<RawAuth>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub password: Scalar,
+}
+
+/// Client authentication of a listener: every client must send this password (the
+/// SOCKS5 password or the `Proxy-Authorization` password; the user name still names
+/// the exchange). Never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    password: String,
+}
+
+impl ClientAuth {
+    /// Auth by `password`.
+    pub fn new(password: impl Into<String>) -> ClientAuth {
+        ClientAuth {
+            password: password.into(),
+        }
+    }
+
+    /// Whether `given` is the password, compared in time independent of where they
+    /// differ.
+    pub fn accepts(&self, given: &str) -> bool {
+        let (a, b) = (self.password.as_bytes(), given.as_bytes());
+        let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+        for (i, x) in a.iter().enumerate() {
+            diff |= x ^ b.get(i).copied().unwrap_or(0);
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientAuth(***)")
+    }
 }
 
 /// Which route of an exchange a listener's clients take.
@@ -78,6 +119,8 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// Which route its clients take.
     pub transport: ListenTransport,
+    /// The password clients must send, if any.
+    pub auth: Option<ClientAuth>,
 }
 
 /// A destination host pattern: `api.binance.com`, or `*.binance.com` for every
@@ -132,6 +175,7 @@ impl Default for Gateway {
             listen: vec![Listen {
                 addr: DEFAULT_LISTEN.parse().expect("a socket address"),
                 transport: ListenTransport::Auto,
+                auth: None,
             }],
             admin: DEFAULT_ADMIN.parse().expect("a socket address"),
             routes: Vec::new(),
@@ -264,12 +308,30 @@ impl Checker<'_> {
                 found
             }
         };
+        let auth = match l.auth {
+            None => Some(None),
+            Some(a) => {
+                let p = self.string(&format!("{path}.auth.password"), &a.password);
+                match p {
+                    Some(p) if p.len() >= 8 => Some(Some(ClientAuth::new(p))),
+                    Some(_) => {
+                        self.fail(
+                            &format!("{path}.auth.password"),
+                            "must be at least 8 characters",
+                        );
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
         let addr = addr?;
-        if !addr.ip().is_loopback() && !allow_open {
+        let auth = auth?;
+        if !addr.ip().is_loopback() && auth.is_none() && !allow_open {
             self.fail(
                 &format!("{path}.addr"),
                 format!(
-                    "{addr} is not a loopback address: the gateway has no client authentication yet, so set gateway.allow_open: true to serve it anyway"
+                    "{addr} is not a loopback address: set {path}.auth, or gateway.allow_open: true to serve it with no client authentication"
                 ),
             );
             return None;
@@ -277,6 +339,7 @@ impl Checker<'_> {
         Some(Listen {
             addr,
             transport: transport?,
+            auth,
         })
     }
 

@@ -11,7 +11,7 @@ use super::parse::{Destination, Parse};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};
-use crate::config::Transport;
+use crate::config::{ClientAuth, Transport};
 use crate::dial::{DialError, FaultClass, Target};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
@@ -23,6 +23,8 @@ pub(crate) enum Refusal {
     Unsupported(&'static str),
     /// The user name names no exchange the gateway knows.
     UnknownExchange,
+    /// The listener wants a password and got none, or a wrong one.
+    AuthRequired,
     /// The destination is not a host a proxy can reach.
     BadDestination,
     /// No tunnel: what the balancer said.
@@ -35,7 +37,7 @@ impl Refusal {
         match self {
             Refusal::Malformed(_) => Reply::GeneralFailure,
             Refusal::Unsupported(_) => Reply::CommandNotSupported,
-            Refusal::UnknownExchange => Reply::NotAllowed,
+            Refusal::UnknownExchange | Refusal::AuthRequired => Reply::NotAllowed,
             Refusal::BadDestination => Reply::AddressNotSupported,
             Refusal::Dial(e) => match (e.class(), e) {
                 (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
@@ -51,6 +53,7 @@ impl Refusal {
             Refusal::Malformed(why) => (400, (*why).to_owned()),
             Refusal::Unsupported(why) => (405, (*why).to_owned()),
             Refusal::UnknownExchange => (403, "unknown exchange in the user name".to_owned()),
+            Refusal::AuthRequired => (407, "this listener needs the password".to_owned()),
             Refusal::BadDestination => (400, "bad destination host".to_owned()),
             Refusal::Dial(e) => {
                 let status = match (e.class(), e) {
@@ -65,7 +68,7 @@ impl Refusal {
 }
 
 /// The limits one connection runs under.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ConnLimits {
     /// From accept to an open tunnel.
     pub handshake: Duration,
@@ -73,12 +76,17 @@ pub(crate) struct ConnLimits {
     pub transport: Transport,
     /// A tunnel with no bytes either way for this long is closed.
     pub idle: Duration,
+    /// The password clients must send, if any.
+    pub auth: Option<std::sync::Arc<ClientAuth>>,
 }
 
 /// Serves one client to the end of its tunnel.
 pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: ConnLimits) {
     let _ = client.set_nodelay(true);
-    let opened = tokio::time::timeout(limits.handshake, handshake(&mut client, balancer, limits));
+    let opened = tokio::time::timeout(
+        limits.handshake,
+        handshake(&mut client, balancer, limits.clone()),
+    );
     let (mut upstream, early) = match opened.await {
         Ok(Ok(tunnel)) => tunnel,
         Ok(Err(refusal)) => {
@@ -157,10 +165,11 @@ async fn socks5_handshake(
     limits: ConnLimits,
 ) -> Result<(Connected, Vec<u8>), Refusal> {
     let greeting = read_message(client, buf, socks5::parse_greeting).await?;
-    // User/password when offered: the user name names the exchange.
+    // User/password when offered: the user name names the exchange. A listener
+    // with auth takes nothing else.
     let method = if greeting.user_pass {
         socks5::USER_PASS
-    } else if greeting.no_auth {
+    } else if greeting.no_auth && limits.auth.is_none() {
         socks5::NO_AUTH
     } else {
         socks5::NO_ACCEPTABLE
@@ -173,8 +182,12 @@ async fn socks5_handshake(
     if method == socks5::USER_PASS {
         let up = read_message(client, buf, socks5::parse_user_pass).await?;
         // Without client auth the password is ignored, but it must be accepted:
-        // python-socks sends none without one.
-        write(client, &socks5::user_pass_reply(true)).await?;
+        // python-socks sends no user name without one.
+        let ok = limits.auth.as_ref().is_none_or(|a| a.accepts(&up.pass));
+        write(client, &socks5::user_pass_reply(ok)).await?;
+        if !ok {
+            return Err(Refusal::AuthRequired);
+        }
         user = Some(up.user);
     }
     let request = read_message(client, buf, socks5::parse_request).await?;
@@ -208,7 +221,10 @@ async fn socks4_handshake(
             return Err(r);
         }
     };
-    let result = if request.command != socks4::CMD_CONNECT {
+    let result = if limits.auth.is_some() {
+        // SOCKS4 has no password to check.
+        Err(Refusal::AuthRequired)
+    } else if request.command != socks4::CMD_CONNECT {
         Err(Refusal::Unsupported("only CONNECT is served"))
     } else {
         let user = (!request.user_id.is_empty()).then_some(request.user_id.as_str());
@@ -240,6 +256,14 @@ async fn http_handshake(
             return Err(r);
         }
     };
+    if let Some(need) = &limits.auth
+        && !request.auth.as_ref().is_some_and(|a| need.accepts(&a.pass))
+    {
+        let r = Refusal::AuthRequired;
+        let (status, why) = r.http();
+        let _ = client.write_all(&http::error_response(status, &why)).await;
+        return Err(r);
+    }
     let user = request.auth.as_ref().map(|a| a.user.as_str());
     let (host, port, forward) = match &request.target {
         http::Target::Connect { host, port } => (host, *port, None),

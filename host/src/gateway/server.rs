@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::conn::{self, ConnLimits};
 use crate::balancer::Balancer;
-use crate::config::{Gateway, Transport};
+use crate::config::{ClientAuth, Gateway, Transport};
 
 /// The first pause after an accept error (EMFILE and the like); it doubles to 1 s.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
@@ -23,6 +23,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// `http` or `websocket`: which route of an exchange its clients take.
     pub transport: Transport,
+    /// The password its clients must send, if any.
+    pub auth: Option<ClientAuth>,
 }
 
 /// Settings of a running gateway.
@@ -100,6 +102,7 @@ async fn accept_loop(
         handshake: settings.handshake_timeout,
         transport: listener.transport,
         idle: settings.idle_timeout,
+        auth: listener.auth.map(Arc::new),
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
@@ -118,7 +121,7 @@ async fn accept_loop(
         match accepted {
             Ok((client, _peer)) => {
                 backoff = ACCEPT_BACKOFF;
-                let balancer = balancer.clone();
+                let (balancer, limits) = (balancer.clone(), limits.clone());
                 // Reap finished ones as we go: the set holds live tunnels only.
                 while tasks.try_join_next().is_some() {}
                 tasks.spawn(async move {
