@@ -374,3 +374,126 @@ async fn with_auth_a_client_without_the_password_is_rejected() {
         "only the two with the password got through"
     );
 }
+
+/// Acceptance 4 of the gateway: a loop of 300 curl requests, one of three upstreams
+/// killed partway, and then the same with a blackholed upstream: no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_curl_requests_survive_a_killed_and_a_blackholed_upstream() {
+    use proxypool_tests::faults::{Fault, FaultProxy};
+    let (Some(mut a), Some(b), Some(c)) = (
+        microsocks(None).await,
+        microsocks(None).await,
+        microsocks(None).await,
+    ) else {
+        return;
+    };
+    let hole = FaultProxy::start(Fault::Blackhole).await;
+    let target = HttpTarget::start().await;
+    let pool = |urls: [String; 3]| {
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['{}', '{}', '{}'], \
+             failover: {{hedge_min_ms: 50, hedge_max_ms: 200}}, \
+             health_check: {{method: tcp, interval: 1, fast_interval_ms: 200, rise: 2, fall: 2}}}}}}}}",
+            urls[0], urls[1], urls[2]
+        )
+    };
+    let url = format!("http://{}/", target.addr());
+    let s = |p: &RealProxy| format!("socks5://{}", p.addr);
+    let gw = Gateway::start(&pool([s(&a), s(&b), s(&c)])).await;
+    let proxy = format!("socks5h://{}", gw.addr);
+    for i in 0..300 {
+        if i == 100 {
+            a.kill().await;
+        }
+        let (ok, body, err) = curl(&["-f", "-x", &proxy, &url]).await;
+        assert!(
+            ok && body.starts_with("hello from target"),
+            "request {i}: {err}"
+        );
+    }
+    drop(gw);
+    let gw = Gateway::start(&pool([hole.url("socks5"), s(&b), s(&c)])).await;
+    let proxy = format!("socks5h://{}", gw.addr);
+    for i in 0..300 {
+        let (ok, _, err) = curl(&["-f", "-x", &proxy, &url]).await;
+        assert!(ok, "blackhole, request {i}: {err}");
+    }
+    assert!(hole.accepted() >= 1, "the blackhole was tried");
+}
+
+/// Out of file descriptors: the accept loop backs off and keeps serving once some
+/// are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emfile_storm_does_not_end_the_accept_loop() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(proxy) = microsocks(None).await else {
+        return;
+    };
+    let (Some(prlimit), Some(curl_bin)) = (
+        proxypool_tests::require_binary("prlimit"),
+        proxypool_tests::require_binary("curl"),
+    ) else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    // 64 descriptors: the runtime, the listener and a few strategies' files fit; a
+    // burst of 100 idle clients does not.
+    let mut child = tokio::process::Command::new(prlimit)
+        .args(["--nofile=64:64", "--"])
+        .arg(proxypool_tests::proxypool_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env(
+            "CRYPTOFEED_PROXY_DEFAULT__HTTP__URL",
+            format!("socks5://{}", proxy.addr),
+        )
+        .env("PROXYPOOL_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next_line().await.unwrap().expect("a listening line");
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            idle.push(s);
+        }
+    }
+    let saw_emfile = tokio::time::timeout(proxypool_tests::wait::DEFAULT_DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("accept failed") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(saw_emfile, Ok(true)),
+        "the gateway ran out of descriptors"
+    );
+    drop(idle);
+    // Served again once the clients are gone.
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    loop {
+        let out = tokio::process::Command::new(&curl_bin)
+            .args(["-sf", "--max-time", "5", "-x"])
+            .arg(format!("socks5h://{addr}"))
+            .arg(format!("http://{}/", target.addr()))
+            .output()
+            .await
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+}
