@@ -257,14 +257,9 @@ fn serve(
                 socket.local_addr()?,
                 l.transport.as_str()
             );
-            // `auto` takes the http route until destinations say more.
-            let transport = match l.transport {
-                ListenTransport::Websocket => Transport::Websocket,
-                ListenTransport::Http | ListenTransport::Auto => Transport::Http,
-            };
             listeners.push(Listener {
                 socket,
-                transport,
+                transport: l.transport,
                 auth: l.auth,
             });
         }

@@ -31,7 +31,7 @@ impl Gateway {
         let (stop, rx) = watch::channel(false);
         let listeners = vec![Listener {
             socket,
-            transport: Transport::Http,
+            transport: proxypool::config::ListenTransport::Auto,
             auth,
         }];
         let task = tokio::spawn(gateway::run(
@@ -496,4 +496,57 @@ async fn an_emfile_storm_does_not_end_the_accept_loop() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// Without a user name, cryptofeed's own hosts pick their exchange and, on an `auto`
+/// listener, their transport: each request lands on the proxy of the intended route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cryptofeeds_hosts_pick_their_exchange_and_transport_by_the_builtin_table() {
+    use proxypool_tests::faults::{Fault, FaultProxy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Each answers "host unreachable": the request fails, but says which proxy got it.
+    let [ws, rest, default] = [
+        FaultProxy::start(Fault::Socks5Reply(0x04)).await,
+        FaultProxy::start(Fault::Socks5Reply(0x04)).await,
+        FaultProxy::start(Fault::Socks5Reply(0x04)).await,
+    ];
+    let one = |p: &FaultProxy| {
+        format!(
+            "{{pool: ['{}'], health_check: {{enabled: false}}}}",
+            p.url("socks5")
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {}}}, exchanges: {{binance: {{http: {}, websocket: {}}}}}}}",
+        one(&default),
+        one(&rest),
+        one(&ws)
+    ))
+    .await;
+    for (host, proxy) in [
+        ("stream.binance.com", &ws),
+        ("api.binance.com", &rest),
+        ("ws.example.com", &default),
+    ] {
+        let before = [ws.accepted(), rest.accepted(), default.accepted()];
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut req = vec![5, 1, 0, 5, 1, 0, 3, host.len() as u8];
+        req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&443u16.to_be_bytes());
+        s.write_all(&req).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply).await;
+        assert_eq!(
+            &reply[2..4],
+            [5, 0x04],
+            "{host}: host unreachable, as the proxy said"
+        );
+        let after = [ws.accepted(), rest.accepted(), default.accepted()];
+        let got: Vec<usize> = (0..3).map(|i| after[i] - before[i]).collect();
+        let want: Vec<usize> = [&ws, &rest, &default]
+            .iter()
+            .map(|p| usize::from(std::ptr::eq(*p, proxy)))
+            .collect();
+        assert_eq!(got, want, "{host}");
+    }
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::exchange_hosts::EXCHANGE_HOSTS;
 use super::parse::{Destination, Parse};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};
-use crate::config::{ClientAuth, Transport};
+use crate::config::{ClientAuth, ListenTransport, Transport};
 use crate::dial::{DialError, FaultClass, Target};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
@@ -72,8 +73,8 @@ impl Refusal {
 pub(crate) struct ConnLimits {
     /// From accept to an open tunnel.
     pub handshake: Duration,
-    /// The transport of the listener's routes.
-    pub transport: Transport,
+    /// Which route of an exchange the listener's clients take.
+    pub transport: ListenTransport,
     /// A tunnel with no bytes either way for this long is closed.
     pub idle: Duration,
     /// The password clients must send, if any.
@@ -294,31 +295,15 @@ async fn http_handshake(
     }
 }
 
-/// The tunnel for a request: the exchange from the user name (lowercase), else from
-/// the destination host by `gateway.routes`, else the default route; the listener's
-/// transport; the destination as the client gave it.
+/// The tunnel for a request, routed by [`route`]; the destination as the client
+/// gave it.
 async fn open(
     balancer: &Balancer,
     user: Option<&str>,
     destination: &Destination,
     limits: ConnLimits,
 ) -> Result<Connected, Refusal> {
-    let exchange = match user {
-        Some(u) if !u.is_empty() => {
-            if !valid_exchange_name(u) {
-                return Err(Refusal::UnknownExchange);
-            }
-            Some(u.to_ascii_lowercase())
-        }
-        _ => match destination {
-            Destination::Name(host, _) => balancer
-                .config()
-                .gateway()
-                .route_for(host)
-                .map(str::to_owned),
-            Destination::Ip(_) => None,
-        },
-    };
+    let (exchange, transport) = route(balancer, user, destination, limits.transport)?;
     let target = match destination {
         Destination::Ip(addr) => Target::from(*addr),
         Destination::Name(host, port) => {
@@ -326,17 +311,67 @@ async fn open(
         }
     };
     balancer
-        .connect(exchange.as_deref(), limits.transport, &target)
+        .connect(exchange.as_deref(), transport, &target)
         .await
         .map_err(Refusal::Dial)
 }
 
-/// A name cryptofeed could use for an exchange: letters, digits, `_` and `-`.
-fn valid_exchange_name(name: &str) -> bool {
-    name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// The exchange and transport of a request. The exchange: the user name (lowercase;
+/// `default` for the default route), else the destination host by `gateway.routes`,
+/// else by the built-in table of cryptofeed's hosts, else none (the default route).
+/// The transport: the listener's, or with `auto` the table's for that host, else
+/// http.
+pub(crate) fn route(
+    balancer: &Balancer,
+    user: Option<&str>,
+    destination: &Destination,
+    listen: ListenTransport,
+) -> Result<(Option<String>, Transport), Refusal> {
+    let gateway = balancer.config().gateway();
+    let host = match destination {
+        Destination::Name(host, _) => Some(host.as_str()),
+        Destination::Ip(_) => None,
+    };
+    let known = host.and_then(builtin_host);
+    let exchange = match user {
+        Some(u) if !u.is_empty() => {
+            let lower = u.to_ascii_lowercase();
+            if lower == "default" {
+                None
+            } else if known_exchange(balancer, &lower) {
+                Some(lower)
+            } else {
+                return Err(Refusal::UnknownExchange);
+            }
+        }
+        _ => host
+            .and_then(|h| gateway.route_for(h))
+            .or(known.map(|(e, _)| e))
+            .map(str::to_owned),
+    };
+    let transport = match listen {
+        ListenTransport::Http => Transport::Http,
+        ListenTransport::Websocket => Transport::Websocket,
+        ListenTransport::Auto => known.map_or(Transport::Http, |(_, t)| t),
+    };
+    Ok((exchange, transport))
+}
+
+/// The exchange and transport cryptofeed uses `host` for, if any.
+fn builtin_host(host: &str) -> Option<(&'static str, Transport)> {
+    let lower = host.to_ascii_lowercase();
+    EXCHANGE_HOSTS
+        .binary_search_by(|(h, _, _)| (*h).cmp(lower.as_str()))
+        .ok()
+        .map(|i| (EXCHANGE_HOSTS[i].1, EXCHANGE_HOSTS[i].2))
+}
+
+/// An exchange the configuration, the gateway's routes or cryptofeed names.
+fn known_exchange(balancer: &Balancer, name: &str) -> bool {
+    let config = balancer.config();
+    config.exchanges().contains_key(name)
+        || config.gateway().routes.iter().any(|(e, _)| e == name)
+        || EXCHANGE_HOSTS.iter().any(|(_, e, _)| *e == name)
 }
 
 async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
@@ -344,4 +379,30 @@ async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
         .write_all(bytes)
         .await
         .map_err(|_| Refusal::Malformed("write failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_table_knows_cryptofeeds_hosts_in_any_case() {
+        assert_eq!(
+            builtin_host("Stream.Binance.com"),
+            Some(("binance", Transport::Websocket))
+        );
+        assert_eq!(
+            builtin_host("api.binance.com"),
+            Some(("binance", Transport::Http))
+        );
+        assert_eq!(
+            builtin_host("fstream.binance.com"),
+            Some(("binance_futures", Transport::Websocket))
+        );
+        assert_eq!(builtin_host("example.com"), None);
+        assert!(
+            EXCHANGE_HOSTS.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, for the binary search"
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //! speaks is told from its first byte ([`sniff::sniff`]).
 
 mod conn;
+mod exchange_hosts;
 pub mod http;
 mod parse;
 pub mod relay;

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::conn::{self, ConnLimits};
 use crate::balancer::Balancer;
-use crate::config::{ClientAuth, Gateway, Transport};
+use crate::config::{ClientAuth, Gateway, ListenTransport};
 
 /// The first pause after an accept error (EMFILE and the like); it doubles to 1 s.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
@@ -21,8 +21,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 pub struct Listener {
     /// The bound socket.
     pub socket: TcpListener,
-    /// `http` or `websocket`: which route of an exchange its clients take.
-    pub transport: Transport,
+    /// Which route of an exchange its clients take (`auto`: by the destination).
+    pub transport: ListenTransport,
     /// The password its clients must send, if any.
     pub auth: Option<ClientAuth>,
 }
