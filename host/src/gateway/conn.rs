@@ -29,7 +29,7 @@ pub(crate) enum Refusal {
     /// The destination is not a host a proxy can reach.
     BadDestination,
     /// No tunnel: what the balancer said.
-    Dial(DialError),
+    Dial(Box<DialError>),
 }
 
 impl Refusal {
@@ -40,7 +40,7 @@ impl Refusal {
             Refusal::Unsupported(_) => Reply::CommandNotSupported,
             Refusal::UnknownExchange | Refusal::AuthRequired => Reply::NotAllowed,
             Refusal::BadDestination => Reply::AddressNotSupported,
-            Refusal::Dial(e) => match (e.class(), e) {
+            Refusal::Dial(e) => match (e.class(), &**e) {
                 (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
                 (FaultClass::Destination, _) => Reply::HostUnreachable,
                 (FaultClass::Config, _) => Reply::NotAllowed,
@@ -57,7 +57,7 @@ impl Refusal {
             Refusal::AuthRequired => (407, "this listener needs the password".to_owned()),
             Refusal::BadDestination => (400, "bad destination host".to_owned()),
             Refusal::Dial(e) => {
-                let status = match (e.class(), e) {
+                let status = match (e.class(), &**e) {
                     (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => 504,
                     (FaultClass::Destination, _) => 502,
                     _ => 503,
@@ -313,7 +313,7 @@ async fn open(
     balancer
         .connect(exchange.as_deref(), transport, &target)
         .await
-        .map_err(Refusal::Dial)
+        .map_err(|e| Refusal::Dial(Box::new(e)))
 }
 
 /// The exchange and transport of a request. The exchange: the user name (lowercase;
