@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use proxypool::config::Transport;
 use proxypool::gateway::{self, Listener, Settings};
 use proxypool_tests::servers::{RealProxy, microsocks};
 use proxypool_tests::target::HttpTarget;
