@@ -59,6 +59,10 @@ enum Command {
         /// `gateway.drain_seconds` (30).
         #[arg(long, value_name = "SECONDS")]
         drain_seconds: Option<u64>,
+        /// Where the admin endpoint listens (/metrics, /status, /healthz, /readyz),
+        /// in place of `gateway.admin` (127.0.0.1:9090); loopback only.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Pipe stdin and stdout to HOST:PORT through the resolved route, like nc.
     ///
@@ -113,7 +117,13 @@ fn main() -> ExitCode {
             config,
             listen,
             drain_seconds,
-        } => serve(config, listen, drain_seconds.map(Duration::from_secs)),
+            admin,
+        } => serve(
+            config,
+            listen,
+            drain_seconds.map(Duration::from_secs),
+            admin,
+        ),
         Command::Connect {
             config,
             exchange,
@@ -204,6 +214,7 @@ fn serve(
     path: Option<PathBuf>,
     listen: Vec<std::net::SocketAddr>,
     drain: Option<Duration>,
+    admin: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     use proxypool::config::ListenTransport;
     use proxypool::gateway::{self, Listener, Settings};
@@ -236,6 +247,13 @@ fn serve(
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
+    let admin = admin.unwrap_or(g.admin);
+    if !admin.ip().is_loopback() {
+        eprintln!(
+            "proxypool: refusing to serve the admin endpoint on {admin}: not a loopback address (its routes take no token yet)"
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     let mut settings = Settings::from(&g);
     if let Some(d) = drain {
         settings.drain = d;
@@ -263,7 +281,18 @@ fn serve(
                 auth: l.auth,
             });
         }
+        let admin_socket = tokio::net::TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("cannot serve the admin endpoint on {admin}"))?;
+        eprintln!("admin on {}", admin_socket.local_addr()?);
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (_admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(gateway::admin::run(
+            admin_socket,
+            balancer.clone(),
+            stopped.clone(),
+            admin_stopped,
+        ));
         let drain = settings.drain;
         tokio::spawn(async move {
             shutdown_signal().await;

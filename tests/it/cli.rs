@@ -439,7 +439,15 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
     let http = proxypool_tests::target::HttpTarget::start().await;
     let echo = TargetServer::start().await;
     let mut child = proxypool()
-        .args(["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--drain-seconds",
+            "20",
+        ])
         .env("CRYPTOFEED_PROXY_ENABLED", "true")
         .env(
             "CRYPTOFEED_PROXY_DEFAULT__HTTP__URL",
@@ -456,6 +464,26 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
             break rest.split(' ').next().unwrap().parse().unwrap();
         }
     };
+    let admin: std::net::SocketAddr = loop {
+        let line = lines.next_line().await.unwrap().expect("an admin line");
+        if let Some(rest) = line.strip_prefix("admin on ") {
+            break rest.parse().unwrap();
+        }
+    };
+    let get = |path: &str| {
+        let (curl, url) = (curl.clone(), format!("http://{admin}{path}"));
+        async move {
+            let out = Command::new(curl)
+                .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+                .arg(url)
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    assert!(get("/healthz").await.ends_with("200"));
+    assert!(get("/readyz").await.ends_with("200"));
     let out = Command::new(&curl)
         .args(["-sS", "--max-time", "20", "-x"])
         .arg(format!("socks5h://{addr}"))
@@ -497,6 +525,13 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
             break;
         }
     }
+    // Not ready while draining; still alive.
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while !get("/readyz").await.ends_with("503") {
+        assert!(std::time::Instant::now() < deadline, "never not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(get("/healthz").await.ends_with("200"));
     // New connections are refused once the listener is closed.
     let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
     while tokio::net::TcpStream::connect(addr).await.is_ok() {

@@ -549,3 +549,22 @@ async fn cryptofeeds_hosts_pick_their_exchange_and_transport_by_the_builtin_tabl
         assert_eq!(got, want, "{host}");
     }
 }
+
+#[tokio::test]
+async fn status_json_names_members_by_redacted_labels() {
+    let b = crate::failover::balancer(
+        "proxy: {enabled: true, default: {http: {pool: ['socks5://trader:hunter2secret@127.0.0.1:9', \
+         'socks5://other:hunter2secret@127.0.0.1:9'], health_check: {enabled: false}}}}",
+    );
+    let json = proxypool::gateway::admin::status_json(&b, true);
+    assert!(
+        !json.contains("hunter2secret") && !json.contains("trader"),
+        "{json}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["ready"], false);
+    let members = &v["pools"][0]["members"];
+    assert_eq!(members[0]["proxy"], "socks5://***@127.0.0.1:9");
+    assert_eq!(members[1]["proxy"], "socks5://***@127.0.0.1:9#2");
+    assert_eq!(v["pools"][0]["eligible"], 2);
+}

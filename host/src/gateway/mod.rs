@@ -13,6 +13,7 @@
 //! the timeouts; tests and fuzz targets need no socket. Which protocol a connection
 //! speaks is told from its first byte ([`sniff::sniff`]).
 
+pub mod admin;
 mod conn;
 mod exchange_hosts;
 pub mod http;
