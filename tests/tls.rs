@@ -11,7 +11,16 @@ use tokio_rustls::TlsAcceptor;
 /// and pipes each decrypted connection to `upstream`. Returns the address and a
 /// root store that trusts the certificate.
 pub async fn terminator(upstream: SocketAddr) -> (SocketAddr, rustls::RootCertStore) {
+    let (addr, roots, _) = terminator_with_pem(upstream).await;
+    (addr, roots)
+}
+
+/// As [`terminator`], with the certificate in PEM too, for clients such as curl.
+pub async fn terminator_with_pem(
+    upstream: SocketAddr,
+) -> (SocketAddr, rustls::RootCertStore, String) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let pem = ck.cert.pem();
     let cert = ck.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -40,5 +49,5 @@ pub async fn terminator(upstream: SocketAddr) -> (SocketAddr, rustls::RootCertSt
     });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).expect("root");
-    (addr, roots)
+    (addr, roots, pem)
 }

@@ -568,3 +568,25 @@ async fn status_json_names_members_by_redacted_labels() {
     assert_eq!(members[1]["proxy"], "socks5://***@127.0.0.1:9#2");
     assert_eq!(v["pools"][0]["eligible"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_a_local_tls_server_through_connect() {
+    let Some(default) = microsocks(None).await else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let (tls, _, pem) = proxypool_tests::tls::terminator_with_pem(target.addr()).await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), pem).unwrap();
+    let gw = Gateway::start(&two_pools(&default, &default)).await;
+    let (ok, body, err) = curl(&[
+        "--cacert",
+        ca.path().to_str().unwrap(),
+        "-x",
+        &format!("http://{}", gw.addr),
+        &format!("https://localhost:{}/secure", tls.port()),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(body.contains("GET /secure HTTP/1.1"), "{body}");
+}
