@@ -590,3 +590,48 @@ async fn curl_reaches_a_local_tls_server_through_connect() {
     assert!(ok, "{err}");
     assert!(body.contains("GET /secure HTTP/1.1"), "{body}");
 }
+
+/// tokio-tungstenite over tokio-socks through the gateway, with the exchange as the
+/// SOCKS5 user, against a local WebSocket echo server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_tungstenite_talks_to_a_websocket_server_through_the_gateway() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = server.local_addr().unwrap();
+    let peer = Arc::new(std::sync::Mutex::new(None));
+    let seen = peer.clone();
+    tokio::spawn(async move {
+        let (s, from) = server.accept().await.unwrap();
+        *seen.lock().unwrap() = Some(from.ip());
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() && ws.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::start(&two_pools(&binance, &default)).await;
+    let tunnel = tokio_socks::tcp::Socks5Stream::connect_with_password(
+        gw.addr,
+        ("127.0.0.1", ws_addr.port()),
+        "binance",
+        "x",
+    )
+    .await
+    .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{ws_addr}/"), tunnel)
+        .await
+        .unwrap();
+    ws.send(Message::text("ticker")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "ticker");
+    assert_eq!(
+        *peer.lock().unwrap(),
+        Some(binance.egress),
+        "through binance's pool"
+    );
+}
