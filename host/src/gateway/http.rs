@@ -134,8 +134,10 @@ pub fn parse_request(buf: &[u8]) -> Parse<Request> {
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // `get`, not indexing: the cut may fall inside a multi-byte character.
+    s.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; a port must be 1–65535.
@@ -313,6 +315,8 @@ mod tests {
             "CONNECT h:0 HTTP/1.1\r\n\r\n",
             "GET http://u:p@h/ HTTP/1.1\r\n\r\n",
             "\x16\x03\x01 not http\r\n\r\n",
+            // Found by the fuzzer: a multi-byte character across the scheme's end.
+            "CO NCTLEa\u{18d}''0 HTTP/1.1\r\n\r\n",
         ] {
             assert!(matches!(r(bad), Parse::Invalid(_)), "{bad:?}");
         }
