@@ -635,3 +635,94 @@ async fn tokio_tungstenite_talks_to_a_websocket_server_through_the_gateway() {
         "through binance's pool"
     );
 }
+
+/// A client learns the upstream from the CONNECT answer's `Proxypool-Upstream`
+/// header and reports a ban for it through `POST /report`: the ban then works as in
+/// the library (that exchange skips that proxy; others keep it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_upstream() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
+         health_check: {{enabled: false}}}}}}}}",
+        a.addr, b.addr
+    ))
+    .await;
+    let admin_socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_socket.local_addr().unwrap();
+    let (_stop_admin, admin_stopped) = watch::channel(false);
+    let (_draining_tx, draining) = watch::channel(false);
+    tokio::spawn(proxypool::gateway::admin::run(
+        admin_socket,
+        gw.balancer.clone(),
+        draining,
+        admin_stopped,
+    ));
+    let url = format!("http://{}/", target.addr());
+    let proxy = format!("http://binance:x@{}", gw.addr);
+    let (ok, _, err) = curl(&["-v", "-p", "-x", &proxy, &url]).await;
+    assert!(ok, "{err}");
+    let upstream = err
+        .lines()
+        .find_map(|l| l.strip_prefix("< Proxypool-Upstream: "))
+        .unwrap_or_else(|| panic!("no upstream header: {err}"))
+        .trim()
+        .to_owned();
+    assert_eq!(
+        upstream, "default.http/0",
+        "round robin starts with the first"
+    );
+    let body = format!(
+        r#"{{"upstream": "{upstream}", "exchange": "binance", "outcome": "banned", "retry_after_seconds": 600}}"#
+    );
+    let (ok, _, err) = curl(&[
+        "-f",
+        "-X",
+        "POST",
+        "--data",
+        &body,
+        &format!("http://{admin}/report"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let status = proxypool::gateway::admin::status_json(&gw.balancer, false);
+    assert!(
+        status.contains(r#""exchange":"binance","reason":"banned""#),
+        "{status}"
+    );
+    // Binance skips member 0 now; another exchange still uses it.
+    for _ in 0..4 {
+        let before = target.peer_ips().len();
+        let (ok, _, err) = curl(&[
+            "-f",
+            "-x",
+            &format!("socks5h://binance:x@{}", gw.addr),
+            &url,
+        ])
+        .await;
+        assert!(ok, "{err}");
+        assert_eq!(target.peer_ips()[before..], [b.egress]);
+    }
+    let before = target.peer_ips().len();
+    for _ in 0..2 {
+        curl(&["-f", "-x", &format!("socks5h://kraken:x@{}", gw.addr), &url]).await;
+    }
+    assert!(
+        target.peer_ips()[before..].contains(&a.egress),
+        "kraken still uses it"
+    );
+    // A bad report is refused with a reason.
+    let (ok, _, _) = curl(&[
+        "-f",
+        "-X",
+        "POST",
+        "--data",
+        "{}",
+        &format!("http://{admin}/report"),
+    ])
+    .await;
+    assert!(!ok);
+}

@@ -45,6 +45,14 @@ pub enum BalancerError {
         /// The route path asked for.
         route: String,
     },
+    /// The pool has no member with this id.
+    #[error("{route} has no member {id}")]
+    NoMember {
+        /// The route path.
+        route: String,
+        /// The id asked for.
+        id: u32,
+    },
 }
 
 /// A tunnel opened through a route.
@@ -63,6 +71,14 @@ pub struct Connected {
 }
 
 impl Connected {
+    /// The upstream that carried it, as `route/id` (`exchanges.binance.http/2`), or
+    /// `None` for a connection that did not come from a pool.
+    pub fn upstream(&self) -> Option<String> {
+        self.lease
+            .as_ref()
+            .map(|l| format!("{}/{}", l.pool().name(), l.id()))
+    }
+
     /// Tells the pool what the exchange said through this proxy: it is then skipped
     /// for this exchange alone until the ban ends (see the pool's `bans` settings).
     /// No-op for a direct connection.
@@ -250,6 +266,32 @@ impl Balancer {
     /// Connect counters (failovers, hedges, all-down events).
     pub fn counters(&self) -> &ConnectCounters {
         &self.counters
+    }
+
+    /// Reports what `exchange` said through member `id` of the pool at `route`, as
+    /// [`Connected::report`] does, for a client that no longer holds the connection
+    /// (the gateway's `POST /report`). The upstream's name is `route/id`, as the
+    /// gateway's `Proxypool-Upstream` header gives it.
+    pub fn report(
+        &self,
+        route: &str,
+        id: u32,
+        exchange: &str,
+        outcome: Outcome,
+    ) -> Result<(), BalancerError> {
+        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
+            route: route.to_owned(),
+        })?;
+        if id as usize >= entry.pool.members().len() {
+            return Err(BalancerError::NoMember {
+                route: route.to_owned(),
+                id,
+            });
+        }
+        entry
+            .pool
+            .report(id, exchange, outcome, tokio::time::Instant::now());
+        Ok(())
     }
 
     /// Every pool's members and why any is out, by route path.

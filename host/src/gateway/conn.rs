@@ -275,7 +275,8 @@ async fn http_handshake(
         Ok(c) => {
             let early = match forward {
                 None => {
-                    write(client, http::CONNECT_ESTABLISHED).await?;
+                    let answer = http::connect_established(c.upstream().as_deref());
+                    write(client, &answer).await?;
                     std::mem::take(buf)
                 }
                 // The request goes on in origin form; what followed it, after it.

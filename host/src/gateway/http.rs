@@ -252,8 +252,16 @@ pub fn origin_request(request: &Request, path: &str) -> Vec<u8> {
     out
 }
 
-/// The answer to a CONNECT whose tunnel is open.
-pub const CONNECT_ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+/// The answer to a CONNECT whose tunnel is open, naming the upstream that carries it
+/// (`route/id`) for a client that reports bans through the admin endpoint.
+pub fn connect_established(upstream: Option<&str>) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 Connection established\r\n".to_vec();
+    if let Some(u) = upstream {
+        out.extend_from_slice(format!("Proxypool-Upstream: {u}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
 
 #[cfg(test)]
 mod tests {
