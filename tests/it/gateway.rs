@@ -726,3 +726,61 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
     .await;
     assert!(!ok);
 }
+
+/// `binance+session=KEY` sticks to one upstream across 20 connections, and moves
+/// (once, and then sticks again) when that upstream is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
+    let (Some(a), Some(b), Some(c)) = (
+        microsocks(None).await,
+        microsocks(None).await,
+        microsocks(None).await,
+    ) else {
+        return;
+    };
+    let mut proxies = [a, b, c];
+    let target = HttpTarget::start().await;
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}', 'socks5://{}'], \
+         health_check: {{enabled: false}}}}}}}}",
+        proxies[0].addr, proxies[1].addr, proxies[2].addr
+    ))
+    .await;
+    let url = format!("http://{}/", target.addr());
+    let sticky = format!("socks5h://binance+session=book-1:x@{}", gw.addr);
+    let plain = format!("socks5h://binance:x@{}", gw.addr);
+    // Other traffic turns the round robin between the session's connections.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let before = target.peer_ips().len();
+        let (ok, _, err) = curl(&["-f", "-x", &sticky, &url]).await;
+        assert!(ok, "{err}");
+        seen.push(target.peer_ips()[before]);
+        let (ok, _, err) = curl(&["-f", "-x", &plain, &url]).await;
+        assert!(ok, "{err}");
+    }
+    assert!(
+        seen.iter().all(|ip| *ip == seen[0]),
+        "one upstream: {seen:?}"
+    );
+    let first = proxies.iter().position(|p| p.egress == seen[0]).unwrap();
+    proxies[first].kill().await;
+    let mut after = Vec::new();
+    for _ in 0..10 {
+        let before = target.peer_ips().len();
+        let (ok, _, err) = curl(&["-f", "-x", &sticky, &url]).await;
+        assert!(
+            ok,
+            "no failed request when the session's upstream dies: {err}"
+        );
+        after.push(*target.peer_ips()[before..].last().unwrap());
+    }
+    assert!(
+        !after.contains(&seen[0]),
+        "moved off the dead upstream: {after:?}"
+    );
+    assert!(
+        after.iter().all(|ip| *ip == after[0]),
+        "and sticks again: {after:?}"
+    );
+}

@@ -142,6 +142,7 @@ impl Balancer {
         exchange: String,
         target: &Target,
         started: Instant,
+        mut prefer: Option<ProxyId>,
     ) -> Result<Connected, DialError> {
         let pool = &entry.pool;
         pool.poll(started);
@@ -160,7 +161,13 @@ impl Balancer {
             let hedge_at = match step {
                 Step::Start { hedge } => {
                     let now = Instant::now();
-                    step = match self.pick(entry, &exchange, ctx.transport, &mut excluded) {
+                    let picked = match prefer.take() {
+                        Some(id) => self
+                            .pick_preferred(entry, id, &excluded)
+                            .or_else(|| self.pick(entry, &exchange, ctx.transport, &mut excluded)),
+                        None => self.pick(entry, &exchange, ctx.transport, &mut excluded),
+                    };
+                    step = match picked {
                         Some((lease, trial)) => {
                             if hedge {
                                 self.counters.hedges.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +346,22 @@ impl Balancer {
         }
     }
 
+    /// A lease on `id` if it may take this connect: eligible, not excluded (banned
+    /// or tried), and admitted by its breaker.
+    fn pick_preferred(
+        &self,
+        entry: &PoolEntry,
+        id: ProxyId,
+        excluded: &[ProxyId],
+    ) -> Option<(Lease, Trial)> {
+        let pool = &entry.pool;
+        if !pool.snapshot().is_eligible(id) || excluded.contains(&id) {
+            return None;
+        }
+        let trial = pool.begin_attempt(id)?;
+        Some((pool.lease(id)?, trial))
+    }
+
     /// The pool's recent p95 handshake, within the configured bounds. Until there
     /// are enough samples: twice the slowest member's measured handshake, else four
     /// probe round trips (a handshake is at least two round trips to the proxy plus
@@ -408,8 +431,16 @@ impl Balancer {
                     ));
                 }
                 let route = self.config.route(None, ctx.transport);
-                self.connect_upstream(route.upstream, &default, ctx, exchange, target, started)
-                    .await
+                self.connect_upstream(
+                    route.upstream,
+                    &default,
+                    ctx,
+                    exchange,
+                    target,
+                    started,
+                    None,
+                )
+                .await
             }
             WhenAllDown::Fail => Err(self.all_down_error(entry, banned, policy.as_str())),
         }

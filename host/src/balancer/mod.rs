@@ -417,6 +417,21 @@ impl Balancer {
         transport: Transport,
         target: &Target,
     ) -> Result<Connected, DialError> {
+        self.connect_preferring(exchange, transport, target, None)
+            .await
+    }
+
+    /// As [`Balancer::connect`], trying `prefer` first (an upstream as
+    /// [`Connected::upstream`] names it, `route/id`) while it is eligible, not banned
+    /// for the exchange, and of the route this connect takes: a sticky session. If it
+    /// is not, or its dial fails, the connect goes on as usual.
+    pub async fn connect_preferring(
+        &self,
+        exchange: Option<&str>,
+        transport: Transport,
+        target: &Target,
+        prefer: Option<&str>,
+    ) -> Result<Connected, DialError> {
         let started = tokio::time::Instant::now();
         let route = self.config.route(exchange, transport);
         let ctx = DialContext {
@@ -426,10 +441,15 @@ impl Balancer {
         let name = pool_name(exchange, transport, route.origin);
         // The name ban lists and `Connected::report` use.
         let key = exchange.unwrap_or("default").to_ascii_lowercase();
-        self.connect_upstream(route.upstream, &name, ctx, key, target, started)
+        let prefer = prefer
+            .and_then(|u| u.rsplit_once('/'))
+            .filter(|(r, _)| *r == name)
+            .and_then(|(_, id)| id.parse().ok());
+        self.connect_upstream(route.upstream, &name, ctx, key, target, started, prefer)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn connect_upstream(
         &self,
         upstream: Option<&Upstream>,
@@ -438,6 +458,7 @@ impl Balancer {
         exchange: String,
         target: &Target,
         started: tokio::time::Instant,
+        prefer: Option<u32>,
     ) -> Result<Connected, DialError> {
         match upstream {
             None | Some(Upstream::Direct) => {
@@ -467,7 +488,7 @@ impl Balancer {
                 let entry = self.pools.get(pool_name).ok_or(DialError::NoProxy {
                     route: pool_name.to_owned(),
                 })?;
-                Box::pin(self.connect_pool(entry, ctx, exchange, target, started)).await
+                Box::pin(self.connect_pool(entry, ctx, exchange, target, started, prefer)).await
             }
         }
     }

@@ -79,6 +79,8 @@ pub(crate) struct ConnLimits {
     pub idle: Duration,
     /// The password clients must send, if any.
     pub auth: Option<std::sync::Arc<ClientAuth>>,
+    /// Sticky sessions, shared by every listener.
+    pub sessions: std::sync::Arc<super::session::Sessions>,
 }
 
 /// Serves one client to the end of its tunnel.
@@ -304,6 +306,13 @@ async fn open(
     destination: &Destination,
     limits: ConnLimits,
 ) -> Result<Connected, Refusal> {
+    let (user, session) = match user {
+        Some(u) => {
+            let (u, s) = super::session::split_user(u);
+            (Some(u), s)
+        }
+        None => (None, None),
+    };
     let (exchange, transport) = route(balancer, user, destination, limits.transport)?;
     let target = match destination {
         Destination::Ip(addr) => Target::from(*addr),
@@ -311,10 +320,18 @@ async fn open(
             Target::try_new(host.as_str(), *port).map_err(|_| Refusal::BadDestination)?
         }
     };
-    balancer
-        .connect(exchange.as_deref(), transport, &target)
+    let prefer = session.and_then(|key| limits.sessions.get(key));
+    let connected = balancer
+        .connect_preferring(exchange.as_deref(), transport, &target, prefer.as_deref())
         .await
-        .map_err(|e| Refusal::Dial(Box::new(e)))
+        .map_err(|e| Refusal::Dial(Box::new(e)))?;
+    if let (Some(key), Some(upstream)) = (session, connected.upstream()) {
+        if prefer.as_deref() != Some(upstream.as_str()) {
+            tracing::debug!(target: "proxypool::gateway", upstream = %upstream, "session moved");
+        }
+        limits.sessions.put(key, upstream);
+    }
+    Ok(connected)
 }
 
 /// The exchange and transport of a request. The exchange: the user name (lowercase;

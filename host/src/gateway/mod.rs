@@ -20,6 +20,7 @@ pub mod http;
 mod parse;
 pub mod relay;
 pub mod server;
+pub mod session;
 pub mod sniff;
 pub mod socks4;
 pub mod socks5;

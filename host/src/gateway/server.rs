@@ -66,10 +66,14 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let sessions = Arc::new(super::session::Sessions::default());
     let mut accepts = JoinSet::new();
     for l in listeners {
         let (balancer, permits, shutdown) = (balancer.clone(), permits.clone(), shutdown.clone());
-        accepts.spawn(accept_loop(l, balancer, permits, settings, shutdown));
+        let sessions = sessions.clone();
+        accepts.spawn(accept_loop(
+            l, balancer, permits, settings, sessions, shutdown,
+        ));
     }
     // Each accept loop hands its connection tasks back when it stops.
     let _ = shutdown.wait_for(|s| *s).await;
@@ -96,6 +100,7 @@ async fn accept_loop(
     balancer: Arc<Balancer>,
     permits: Arc<Semaphore>,
     settings: Settings,
+    sessions: Arc<super::session::Sessions>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let limits = ConnLimits {
@@ -103,6 +108,7 @@ async fn accept_loop(
         transport: listener.transport,
         idle: settings.idle_timeout,
         auth: listener.auth.map(Arc::new),
+        sessions,
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
