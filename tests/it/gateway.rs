@@ -784,3 +784,89 @@ async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
         "and sticks again: {after:?}"
     );
 }
+
+/// `/metrics` parses with the official Python client's parser and has a family for
+/// each area so far; no label or value carries a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
+    use tokio::io::AsyncWriteExt;
+    let Some(proxy) = microsocks(Some(("trader", "hunter2secret"))).await else {
+        return;
+    };
+    let Some(python) = python() else {
+        return;
+    };
+    let target = HttpTarget::start().await;
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://trader:hunter2secret@{}'], \
+         health_check: {{method: tcp, interval: 1, fast_interval_ms: 100}}}}}}}}",
+        proxy.addr
+    ))
+    .await;
+    let url = format!("http://{}/", target.addr());
+    let (ok, _, err) = curl(&["-f", "-x", &format!("socks5h://{}", gw.addr), &url]).await;
+    assert!(ok, "{err}");
+    let (ok, _, _) = curl(&[
+        "-f",
+        "-x",
+        &format!("http://{}", gw.addr),
+        "http://nosuchhost.invalid/",
+    ])
+    .await;
+    assert!(!ok, "a refused connection, for the counter");
+    let (pool, _) = gw.balancer.pool("default.http").unwrap();
+    proxypool_tests::assert_eventually!(pool.status()[0].probed, "a probe result");
+    let text = gw.balancer.metrics().render();
+    assert!(
+        !text.contains("hunter2secret") && !text.contains("trader"),
+        "{text}"
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/parse_metrics.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The parser names counters without their `_total`.
+    for family in [
+        "proxypool_proxy_up",
+        "proxypool_proxy_breaker_state",
+        "proxypool_proxy_active_leases",
+        "proxypool_proxy_bans",
+        "proxypool_proxy_bytes",
+        "proxypool_probes",
+        "proxypool_connects",
+        "proxypool_failovers",
+        "proxypool_hedges",
+        "proxypool_gateway_tunnels",
+        "proxypool_gateway_refused",
+        "proxypool_gateway_active_tunnels",
+    ] {
+        assert!(
+            families.get(family).is_some(),
+            "{family} missing: {families}"
+        );
+    }
+    assert_eq!(families["proxypool_gateway_tunnels"]["type"], "counter");
+    assert!(
+        text.contains("proxypool_gateway_refused_total{listener=")
+            && text.contains("protocol=\"http\"} 1"),
+        "{text}"
+    );
+}

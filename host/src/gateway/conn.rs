@@ -81,6 +81,8 @@ pub(crate) struct ConnLimits {
     pub auth: Option<std::sync::Arc<ClientAuth>>,
     /// Sticky sessions, shared by every listener.
     pub sessions: std::sync::Arc<super::session::Sessions>,
+    /// The listener's counters.
+    pub metrics: std::sync::Arc<super::metrics::ListenerMetrics>,
 }
 
 /// Serves one client to the end of its tunnel.
@@ -90,17 +92,25 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
         limits.handshake,
         handshake(&mut client, balancer, limits.clone()),
     );
-    let (mut upstream, early) = match opened.await {
-        Ok(Ok(tunnel)) => tunnel,
-        Ok(Err(refusal)) => {
+    let (protocol, mut upstream, early) = match opened.await {
+        Ok((Some(p), Ok((c, early)))) => (p, c, early),
+        Ok((p, Err(refusal))) => {
+            limits.metrics.refused(p);
             tracing::debug!(target: "proxypool::gateway", "refused: {refusal:?}");
             return;
         }
+        // Cannot happen (no protocol, no tunnel); counted as refused all the same.
+        Ok((None, Ok(_))) => {
+            limits.metrics.refused(None);
+            return;
+        }
         Err(_) => {
+            limits.metrics.refused(None);
             tracing::debug!(target: "proxypool::gateway", "handshake timed out");
             return;
         }
     };
+    let _active = limits.metrics.opened(protocol);
     if !early.is_empty() && upstream.stream.write_all(&early).await.is_err() {
         return;
     }
@@ -141,24 +151,23 @@ async fn read_message<T>(
 
 /// The handshake of whatever protocol the client speaks, up to an open tunnel (and
 /// the bytes the client sent after its request, which belong to it).
-async fn handshake(
-    client: &mut TcpStream,
-    balancer: &Balancer,
-    limits: ConnLimits,
-) -> Result<(Connected, Vec<u8>), Refusal> {
+/// The protocol told from the first byte, and the handshake's outcome.
+type Handshake = (Option<Protocol>, Result<(Connected, Vec<u8>), Refusal>);
+
+async fn handshake(client: &mut TcpStream, balancer: &Balancer, limits: ConnLimits) -> Handshake {
     let mut buf = Vec::with_capacity(512);
     let mut first = [0u8; 1];
-    let n = client
-        .peek(&mut first)
-        .await
-        .map_err(|_| Refusal::Malformed("read failed"))?;
+    let Ok(n) = client.peek(&mut first).await else {
+        return (None, Err(Refusal::Malformed("read failed")));
+    };
     let protocol = (n == 1).then(|| sniff(first[0])).flatten();
-    match protocol {
+    let outcome = match protocol {
         Some(Protocol::Socks5) => socks5_handshake(client, &mut buf, balancer, limits).await,
         Some(Protocol::Socks4) => socks4_handshake(client, &mut buf, balancer, limits).await,
         Some(Protocol::Http) => http_handshake(client, &mut buf, balancer, limits).await,
         None => Err(Refusal::Malformed("not SOCKS5, SOCKS4 or HTTP")),
-    }
+    };
+    (protocol, outcome)
 }
 
 async fn socks5_handshake(

@@ -17,6 +17,7 @@ pub mod admin;
 mod conn;
 mod exchange_hosts;
 pub mod http;
+pub mod metrics;
 mod parse;
 pub mod relay;
 pub mod server;

@@ -103,12 +103,19 @@ async fn accept_loop(
     sessions: Arc<super::session::Sessions>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
+    let shown = listener
+        .socket
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+    let metrics = Arc::new(super::metrics::ListenerMetrics::new(shown));
+    balancer.metrics().register(metrics.clone());
     let limits = ConnLimits {
         handshake: settings.handshake_timeout,
         transport: listener.transport,
         idle: settings.idle_timeout,
         auth: listener.auth.map(Arc::new),
         sessions,
+        metrics,
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
