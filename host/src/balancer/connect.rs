@@ -183,7 +183,6 @@ impl Balancer {
                     continue;
                 }
                 Step::Wait { hedge_at } => hedge_at,
-                Step::Won => unreachable!("a won connect has returned"),
                 Step::Exhausted => break,
                 Step::Deadline => {
                     let now = Instant::now();

@@ -29,8 +29,6 @@ pub(super) enum Step {
         /// When the next candidate starts unless something happens first.
         hedge_at: Option<Instant>,
     },
-    /// A tunnel is open.
-    Won,
     /// Nothing is pending and nothing more can start.
     Exhausted,
     /// The deadline passed with attempts still pending.
@@ -119,10 +117,9 @@ impl Schedule {
         self.step(now)
     }
 
-    /// A pending attempt opened a tunnel.
-    pub(super) fn on_won(&mut self) -> Step {
+    /// A pending attempt opened a tunnel: the connect is over.
+    pub(super) fn on_won(&mut self) {
         self.pending = self.pending.saturating_sub(1);
-        Step::Won
     }
 
     /// The hedge timer fired.
@@ -236,7 +233,8 @@ mod tests {
                 }
             );
         }
-        assert_eq!(s.on_won(), Step::Won);
+        s.on_won();
+        assert_eq!(s.pending(), 2, "the other two are settled by the caller");
     }
 
     #[tokio::test(start_paused = true)]
