@@ -220,7 +220,8 @@ impl Balancer {
                 Event::Done(i, Ok(stream)) => {
                     schedule.on_won();
                     let won = inflight.swap_remove(i);
-                    return Ok(self.won(entry, won, inflight, stream, exchange, started));
+                    let grace = loser_grace(schedule.hedge_delay());
+                    return Ok(self.won(entry, won, inflight, stream, exchange, started, grace));
                 }
                 Event::Done(i, Err(e)) => {
                     let failed = inflight.swap_remove(i);
@@ -280,8 +281,9 @@ impl Balancer {
     }
 
     /// Records the winner and settles the others: a dial started before the winner
-    /// went silent for at least a hedge delay and is judged in the background; one
-    /// started after it was a hedge that was not needed, and is dropped.
+    /// went silent for at least a hedge delay and is judged in the background for
+    /// `grace`; one started after it was a hedge that was not needed, and is dropped.
+    #[allow(clippy::too_many_arguments)]
     fn won(
         &self,
         entry: &PoolEntry,
@@ -290,6 +292,7 @@ impl Balancer {
         stream: ProxyStream,
         exchange: String,
         started: Instant,
+        grace: Duration,
     ) -> Connected {
         let pool = &entry.pool;
         let id = won.lease.id();
@@ -300,10 +303,9 @@ impl Balancer {
         if won.started > started {
             self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
         }
-        let grace = (!others.is_empty()).then(|| self.loser_grace(entry));
         for other in others {
             if other.started < won.started {
-                judge_loser(pool.clone(), other, grace.unwrap_or(MIN_LOSER_GRACE));
+                judge_loser(pool.clone(), other, grace);
             } else {
                 self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
             }
@@ -377,13 +379,6 @@ impl Balancer {
         sorted.sort_unstable();
         let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
         Some(p95.clamp(min, max))
-    }
-
-    /// How long a first dial that lost to its hedge may go on before it counts as a
-    /// proxy fault.
-    fn loser_grace(&self, entry: &PoolEntry) -> Duration {
-        let delay = self.hedge_delay(entry).unwrap_or(MIN_LOSER_GRACE);
-        (delay * LOSER_GRACE_DELAYS).max(MIN_LOSER_GRACE)
     }
 
     fn note_handshake(&self, entry: &PoolEntry, took: Duration) {
@@ -573,6 +568,13 @@ fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
         }
         drop((loser.lease, loser._trial));
     });
+}
+
+/// How long a dial that lost to a later one may go on before it counts as a proxy
+/// fault: a few of the connect's hedge delays.
+fn loser_grace(hedge_delay: Option<Duration>) -> Duration {
+    let delay = hedge_delay.unwrap_or(MIN_LOSER_GRACE);
+    (delay * LOSER_GRACE_DELAYS).max(MIN_LOSER_GRACE)
 }
 
 /// The hedge delay of a pool with too few handshakes recorded (see
