@@ -4,15 +4,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// The first line a target sends to every connection, before echoing.
 pub const GREETING: &[u8] = b"hello from target\n";
 
-/// An echo server on 127.0.0.1:0. It greets, then echoes until the client
-/// half-closes, then closes. Each connection's source address is recorded, so a test
-/// can tell which proxy (each binds its own 127.0.0.x) carried it.
+/// A destination on 127.0.0.1:0: an echo server ([`TargetServer::start`]) or an HTTP
+/// one ([`TargetServer::start_http`]). Each connection's source address is recorded,
+/// so a test can tell which proxy (each binds its own 127.0.0.x) carried it.
 pub struct TargetServer {
     addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
@@ -20,35 +20,34 @@ pub struct TargetServer {
 }
 
 impl TargetServer {
-    /// Starts the server.
+    /// Starts the echo server.
     pub async fn start() -> TargetServer {
+        Self::serve(echo).await
+    }
+
+    /// Starts an HTTP server for clients such as curl instead: every request gets
+    /// `200 OK` with a body of [`GREETING`] and the request line it received (so a
+    /// test can see the origin form a proxy sent). Connections are recorded alike.
+    pub async fn start_http() -> TargetServer {
+        Self::serve(http_ok).await
+    }
+
+    async fn serve<F, Fut>(handle: F) -> TargetServer
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
         let addr = listener.local_addr().unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let seen = peers.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, peer)) = listener.accept().await else {
+                let Ok((s, peer)) = listener.accept().await else {
                     return;
                 };
                 seen.lock().unwrap().push(peer);
-                tokio::spawn(async move {
-                    if s.write_all(GREETING).await.is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if s.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    let _ = s.shutdown().await;
-                });
+                tokio::spawn(handle(s));
             }
         });
         TargetServer { addr, peers, task }
@@ -124,70 +123,45 @@ impl Drop for HttpStatusServer {
     }
 }
 
-/// An HTTP server for clients such as curl: every request gets `200 OK` with a body
-/// of [`GREETING`] and the request line it received (so a test can see the origin
-/// form a proxy sent). Records each connection's source address.
-pub struct HttpTarget {
-    addr: SocketAddr,
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
-    task: JoinHandle<()>,
-}
-
-impl HttpTarget {
-    /// Starts one on 127.0.0.1:0.
-    pub async fn start() -> HttpTarget {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind http target");
-        let addr = listener.local_addr().unwrap();
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let seen = peers.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, peer)) = listener.accept().await else {
+/// Greets, then echoes until the client half-closes, then closes.
+async fn echo(mut s: TcpStream) {
+    if s.write_all(GREETING).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
                     return;
-                };
-                seen.lock().unwrap().push(peer);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head)
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
-                    let body = format!("{}{line}\n", String::from_utf8_lossy(GREETING));
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(reply.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
+                }
             }
-        });
-        HttpTarget { addr, peers, task }
+        }
     }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Source IPs of the connections so far, in order.
-    pub fn peer_ips(&self) -> Vec<IpAddr> {
-        self.peers.lock().unwrap().iter().map(|p| p.ip()).collect()
-    }
+    let _ = s.shutdown().await;
 }
 
-impl Drop for HttpTarget {
-    fn drop(&mut self) {
-        self.task.abort();
+/// Reads one request head and answers `200 OK` with [`GREETING`] and its request line.
+async fn http_ok(mut s: TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
     }
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let body = format!("{}{line}\n", String::from_utf8_lossy(GREETING));
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(reply.as_bytes()).await;
+    let _ = s.shutdown().await;
 }

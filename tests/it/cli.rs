@@ -436,7 +436,7 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
     let Some(curl) = proxypool_tests::require_binary("curl") else {
         return;
     };
-    let http = proxypool_tests::target::HttpTarget::start().await;
+    let http = TargetServer::start_http().await;
     let echo = TargetServer::start().await;
     let mut child = proxypool()
         .args([

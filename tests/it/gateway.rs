@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proxypool::gateway::{self, Listener, Settings};
 use proxypool_tests::servers::{RealProxy, microsocks};
-use proxypool_tests::target::HttpTarget;
+use proxypool_tests::target::TargetServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -85,7 +85,7 @@ async fn curl_reaches_a_local_server_through_every_inbound_protocol() {
     let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&two_pools(&binance, &default)).await;
     let url = format!("http://{}/where", target.addr());
     let socks5h = format!("socks5h://{}", gw.addr);
@@ -169,7 +169,7 @@ async fn bad_requests_get_protocol_errors_and_the_gateway_keeps_serving() {
     let Some(default) = microsocks(None).await else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&two_pools(&default, &default)).await;
     let exchange = |bytes: &'static [u8]| async move {
         let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -207,7 +207,7 @@ async fn a_destination_host_pattern_picks_the_exchange_without_a_user_name() {
     let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let yaml = format!(
         "{}\ngateway: {{routes: {{binance: ['localhost', '*.binance.invalid']}}}}\n",
         two_pools(&binance, &default)
@@ -294,7 +294,7 @@ async fn aiohttp_and_websockets_reach_local_servers_through_the_gateway() {
     let Some(python) = python() else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&two_pools(&binance, &default)).await;
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/gateway_clients.py");
@@ -336,7 +336,7 @@ async fn with_auth_a_client_without_the_password_is_rejected() {
     let Some(default) = microsocks(None).await else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start_with_auth(
         &two_pools(&default, &default),
         Some(proxypool::config::ClientAuth::new("correct horse")),
@@ -387,7 +387,7 @@ async fn three_hundred_curl_requests_survive_a_killed_and_a_blackholed_upstream(
         return;
     };
     let hole = FaultProxy::start(Fault::Blackhole).await;
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let pool = |urls: [String; 3]| {
         format!(
             "proxy: {{enabled: true, default: {{http: {{pool: ['{}', '{}', '{}'], \
@@ -434,7 +434,7 @@ async fn an_emfile_storm_does_not_end_the_accept_loop() {
     ) else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     // 64 descriptors: the runtime, the listener and a few strategies' files fit; a
     // burst of 100 idle clients does not.
     let mut child = tokio::process::Command::new(prlimit)
@@ -574,7 +574,7 @@ async fn curl_reaches_a_local_tls_server_through_connect() {
     let Some(default) = microsocks(None).await else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let (tls, _, pem) = proxypool_tests::tls::terminator_with_pem(target.addr()).await;
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), pem).unwrap();
@@ -644,7 +644,7 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
     let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&format!(
         "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
          health_check: {{enabled: false}}}}}}}}",
@@ -739,7 +739,7 @@ async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
         return;
     };
     let mut proxies = [a, b, c];
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&format!(
         "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}', 'socks5://{}'], \
          health_check: {{enabled: false}}}}}}}}",
@@ -796,7 +796,7 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
     let Some(python) = python() else {
         return;
     };
-    let target = HttpTarget::start().await;
+    let target = TargetServer::start_http().await;
     let gw = Gateway::start(&format!(
         "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://trader:hunter2secret@{}'], \
          health_check: {{method: tcp, interval: 1, fast_interval_ms: 100}}}}}}}}",
