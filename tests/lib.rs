@@ -133,3 +133,21 @@ impl std::io::Write for LogBuffer {
         Ok(())
     }
 }
+
+/// Reads `lines` until one starts with `prefix` and returns the rest of it (a child's
+/// `listening on …` line, say); panics if the stream ends first.
+pub async fn line_after<R>(lines: &mut tokio::io::Lines<R>, prefix: &str) -> String
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read a line")
+            .unwrap_or_else(|| panic!("the output ended before a {prefix:?} line"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}

@@ -457,19 +457,13 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next_line().await.unwrap().expect("a listening line");
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            assert!(rest.ends_with("(transport auto)"), "{line}");
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
-    let admin: std::net::SocketAddr = loop {
-        let line = lines.next_line().await.unwrap().expect("an admin line");
-        if let Some(rest) = line.strip_prefix("admin on ") {
-            break rest.parse().unwrap();
-        }
-    };
+    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+    assert!(listening.ends_with("(transport auto)"), "{listening}");
+    let addr: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
+        .await
+        .parse()
+        .unwrap();
     let get = |path: &str| {
         let (curl, url) = (curl.clone(), format!("http://{admin}{path}"));
         async move {

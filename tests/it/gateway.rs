@@ -452,12 +452,8 @@ async fn an_emfile_storm_does_not_end_the_accept_loop() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next_line().await.unwrap().expect("a listening line");
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
+    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+    let addr: SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
     let mut idle = Vec::new();
     for _ in 0..100 {
         if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
