@@ -248,9 +248,9 @@ fn serve(
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let admin = admin.unwrap_or(g.admin);
-    if !admin.ip().is_loopback() {
+    if !admin.ip().is_loopback() && g.admin_token.is_none() {
         eprintln!(
-            "proxypool: refusing to serve the admin endpoint on {admin}: not a loopback address (its routes take no token yet)"
+            "proxypool: refusing to serve the admin endpoint on {admin}: not a loopback address, and no gateway.admin_token for its write routes"
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
@@ -287,10 +287,16 @@ fn serve(
         eprintln!("admin on {}", admin_socket.local_addr()?);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (_admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let sessions = std::sync::Arc::new(gateway::session::Sessions::default());
+        let state = gateway::admin::Admin {
+            balancer: balancer.clone(),
+            sessions: sessions.clone(),
+            token: g.admin_token.clone(),
+            draining: stopped.clone(),
+        };
         tokio::spawn(gateway::admin::run(
             admin_socket,
-            balancer.clone(),
-            stopped.clone(),
+            std::sync::Arc::new(state),
             admin_stopped,
         ));
         let drain = settings.drain;
@@ -302,7 +308,7 @@ fn serve(
             eprintln!("second signal: exiting now");
             std::process::exit(0);
         });
-        gateway::run(listeners, balancer, settings, stopped).await;
+        gateway::run(listeners, balancer, sessions, settings, stopped).await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

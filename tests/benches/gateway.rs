@@ -83,6 +83,7 @@ fn main() -> Result<()> {
                 auth: None,
             }],
             balancer,
+            Default::default(),
             Settings::default(),
             stopped,
         ));

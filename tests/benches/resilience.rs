@@ -77,7 +77,7 @@ async fn failover(runs: usize) -> Result<()> {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let failovers_before = bal.counters().failovers.load(Ordering::Relaxed);
+        let failovers_before = bal.counters().failovers;
         let (pool, _) = bal.pool("default.http").context("pool")?;
         let pool = pool.clone();
         let opened_before = pool.counters().breaker_opened.load(Ordering::Relaxed);
@@ -103,7 +103,7 @@ async fn failover(runs: usize) -> Result<()> {
         for t in tasks {
             t.await?;
         }
-        let picks = bal.counters().failovers.load(Ordering::Relaxed) - failovers_before;
+        let picks = bal.counters().failovers - failovers_before;
         println!(
             "{run:>3}  {opened_before:>20}  {:>17?}  {:>16?}  {picks:>22}  {:>15}",
             opened.unwrap_or_default(),

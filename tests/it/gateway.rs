@@ -14,6 +14,7 @@ use tokio::sync::watch;
 struct Gateway {
     addr: SocketAddr,
     balancer: Arc<proxypool::Balancer>,
+    sessions: Arc<gateway::session::Sessions>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -33,18 +34,40 @@ impl Gateway {
             transport: proxypool::config::ListenTransport::Auto,
             auth,
         }];
+        let sessions = Arc::new(gateway::session::Sessions::default());
         let task = tokio::spawn(gateway::run(
             listeners,
             balancer.clone(),
+            sessions.clone(),
             Settings::default(),
             rx,
         ));
         Gateway {
             addr,
             balancer,
+            sessions,
             stop,
             task,
         }
+    }
+
+    /// Serves the admin endpoint of this gateway on 127.0.0.1:0, until the gateway
+    /// drops, with `token` on its write routes.
+    async fn admin(&self, token: Option<&str>) -> SocketAddr {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let state = gateway::admin::Admin {
+            balancer: self.balancer.clone(),
+            sessions: self.sessions.clone(),
+            token: token.map(proxypool::config::AdminToken::new),
+            draining: self.stop.subscribe(),
+        };
+        tokio::spawn(gateway::admin::run(
+            socket,
+            Arc::new(state),
+            self.stop.subscribe(),
+        ));
+        addr
     }
 }
 
@@ -249,12 +272,13 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
     let e = ConfigBuilder::new()
         .yaml_str(
             "gateway:\n  listen: [{addr: '0.0.0.0:1080'}, {addr: nowhere}, {addr: '127.0.0.1:1', transport: udp}]\n  \
-             routes: {kraken: ['bad host!']}\n  max_connections: 0\n",
+             routes: {kraken: ['bad host!']}\n  max_connections: 0\n  admin: '0.0.0.0:9090'\n",
         )
         .build()
         .unwrap_err()
         .to_string();
     for path in [
+        "gateway.admin: 0.0.0.0:9090 is not a loopback address: set gateway.admin_token",
         "gateway.listen[0].addr: 0.0.0.0:1080 is not a loopback address",
         "gateway.listen[1].addr: must be an IP address and port",
         "gateway.listen[2].transport: unknown transport \"udp\"",
@@ -268,6 +292,31 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
         .build()
         .unwrap();
     assert!(!open.gateway().listen[0].addr.ip().is_loopback());
+    let e = ConfigBuilder::new()
+        .yaml_str("gateway: {admin: '0.0.0.0:9090', admin_token: short}")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("gateway.admin_token: must be at least 16 characters"),
+        "{e}"
+    );
+    let token = "0123456789abcdef-token";
+    let guarded = ConfigBuilder::new()
+        .yaml_str(&format!(
+            "gateway: {{admin: '0.0.0.0:9090', admin_token: '{token}'}}"
+        ))
+        .build()
+        .unwrap();
+    let g = guarded.gateway();
+    assert!(
+        g.admin_token
+            .as_ref()
+            .unwrap()
+            .accepts_header(&format!("Bearer {token}"))
+    );
+    let shown = format!("{g:?} {guarded:?}");
+    assert!(!shown.contains("abcdef-token"), "{shown}");
 }
 
 /// The Python environment `scripts/install-test-deps` makes, or `None` after a skip
@@ -647,16 +696,7 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
         a.addr, b.addr
     ))
     .await;
-    let admin_socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = admin_socket.local_addr().unwrap();
-    let (_stop_admin, admin_stopped) = watch::channel(false);
-    let (_draining_tx, draining) = watch::channel(false);
-    tokio::spawn(proxypool::gateway::admin::run(
-        admin_socket,
-        gw.balancer.clone(),
-        draining,
-        admin_stopped,
-    ));
+    let admin = gw.admin(None).await;
     let url = format!("http://{}/", target.addr());
     let proxy = format!("http://binance:x@{}", gw.addr);
     let (ok, _, err) = curl(&["-v", "-p", "-x", &proxy, &url]).await;
@@ -723,6 +763,118 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
     assert!(!ok);
 }
 
+/// A ban reported by session key (`{"session": KEY}`) bans the upstream that session
+/// sticks to: the session's next connection moves, and sticks to its new upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_reported_by_session_key_moves_the_session() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start_http().await;
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
+         health_check: {{enabled: false}}}}}}}}",
+        a.addr, b.addr
+    ))
+    .await;
+    let admin = gw.admin(None).await;
+    let url = format!("http://{}/", target.addr());
+    let sticky = format!("socks5h://binance+session=acct-7:x@{}", gw.addr);
+    let egress = || async {
+        let before = target.peer_ips().len();
+        let (ok, _, err) = curl(&["-f", "-x", &sticky, &url]).await;
+        assert!(ok, "{err}");
+        target.peer_ips()[before]
+    };
+    let first = egress().await;
+    assert_eq!(egress().await, first, "sticks");
+    let report = |body: &'static str| {
+        let url = format!("http://{admin}/report");
+        async move {
+            let args = ["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"];
+            let (ok, code, err) = curl(&[&args[..], &["--data", body, &url]].concat()).await;
+            assert!(ok, "{err}");
+            code
+        }
+    };
+    assert_eq!(
+        report(r#"{"session": "nosuch", "exchange": "binance", "outcome": "banned"}"#).await,
+        "404",
+        "an unknown session is a clear error"
+    );
+    let answer = report(
+        r#"{"session": "acct-7", "exchange": "binance", "outcome": "rate_limited", "retry_after_seconds": 600}"#,
+    )
+    .await;
+    assert_eq!(answer, "204");
+    let moved = egress().await;
+    assert_ne!(moved, first, "the banned upstream is skipped");
+    assert_eq!(egress().await, moved, "and the session sticks again");
+    let status = gateway::admin::status_json(&gw.balancer, false);
+    assert!(
+        status.contains(r#""exchange":"binance","reason":"rate_limited""#),
+        "{status}"
+    );
+}
+
+/// With `gateway.admin_token`, a write route takes `Authorization: Bearer TOKEN`:
+/// none or a wrong one gets 401 and changes nothing; read routes stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_write_routes() {
+    let Some(a) = microsocks(None).await else {
+        return;
+    };
+    let gw = Gateway::start(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], \
+         health_check: {{enabled: false}}}}}}}}",
+        a.addr
+    ))
+    .await;
+    let token = "s3cret-admin-token-0123";
+    let admin = gw.admin(Some(token)).await;
+    let body = r#"{"upstream": "default.http/0", "exchange": "binance", "outcome": "banned"}"#;
+    let report = format!("http://{admin}/report");
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token"),
+        Some("Basic czNjcmV0"),
+    ] {
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"];
+        let header;
+        if let Some(a) = auth {
+            header = format!("Authorization: {a}");
+            args.extend(["-H", &header]);
+        }
+        args.extend(["--data", body, &report]);
+        let (_, code, _) = curl(&args).await;
+        assert_eq!(code, "401", "{auth:?}");
+    }
+    assert!(
+        gw.balancer.status()[0].1[0].bans.is_empty(),
+        "nothing changed"
+    );
+    let header = format!("Authorization: Bearer {token}");
+    let (_, code, _) = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        &header,
+        "--data",
+        body,
+        &report,
+    ])
+    .await;
+    assert_eq!(code, "204");
+    assert_eq!(gw.balancer.status()[0].1[0].bans.len(), 1);
+    let (ok, text, err) = curl(&["-f", &format!("http://{admin}/metrics")]).await;
+    assert!(ok && text.contains("proxypool_bans_total"), "{err}");
+}
+
 /// `binance+session=KEY` sticks to one upstream across 20 connections, and moves
 /// (once, and then sticks again) when that upstream is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,7 +934,7 @@ async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
 }
 
 /// `/metrics` parses with the official Python client's parser and has a family for
-/// each area so far; no label or value carries a credential.
+/// each area; the histograms saw the connect; no label or value carries a credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
     use tokio::io::AsyncWriteExt;
@@ -840,18 +992,27 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
     );
     let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The parser names counters without their `_total`.
+    // One family for every area the admin endpoint covers.
     for family in [
         "proxypool_proxy_up",
         "proxypool_proxy_breaker_state",
         "proxypool_proxy_active_leases",
+        "proxypool_proxy_picks",
         "proxypool_proxy_bans",
+        "proxypool_bans",
         "proxypool_proxy_bytes",
         "proxypool_probes",
         "proxypool_connects",
         "proxypool_failovers",
         "proxypool_hedges",
+        "proxypool_strategy_generation",
+        "proxypool_strategy_reloads",
+        "proxypool_strategy_faults",
+        "proxypool_pick_duration_seconds",
+        "proxypool_connect_duration_seconds",
+        "proxypool_gateway_accepted",
+        "proxypool_gateway_rejected",
         "proxypool_gateway_tunnels",
-        "proxypool_gateway_refused",
         "proxypool_gateway_active_tunnels",
     ] {
         assert!(
@@ -860,8 +1021,18 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
         );
     }
     assert_eq!(families["proxypool_gateway_tunnels"]["type"], "counter");
+    assert_eq!(
+        families["proxypool_connect_duration_seconds"]["type"],
+        "histogram"
+    );
+    // Two picks (the refused request failed at the destination), one tunnel.
+    for (histogram, n) in [("pick", 2), ("connect", 1)] {
+        let count =
+            format!("proxypool_{histogram}_duration_seconds_count{{pool=\"default.http\"}} {n}\n");
+        assert!(text.contains(&count), "{count} in {text}");
+    }
     assert!(
-        text.contains("proxypool_gateway_refused_total{listener=")
+        text.contains("proxypool_gateway_rejected_total{listener=")
             && text.contains("protocol=\"http\"} 1"),
         "{text}"
     );

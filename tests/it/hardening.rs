@@ -289,9 +289,7 @@ async fn run_fault_matrix() -> usize {
             );
         }
         let counters = bal.counters();
-        let dials = 1
-            + counters.failovers.load(std::sync::atomic::Ordering::SeqCst)
-            + counters.hedges.load(std::sync::atomic::Ordering::SeqCst);
+        let dials = 1 + counters.failovers + counters.hedges;
         assert!(dials <= 3, "{name}: {dials} dials for three members");
         assert!(
             dials as usize > carrier.min(combo.iter().position(|k| *k == Kind::Healthy).unwrap()),

@@ -24,7 +24,7 @@ use super::schedule::{Schedule, Step};
 use super::{Balancer, Connected, PoolEntry};
 use crate::config::{DEFAULT_HEDGE_INITIAL, Transport, WhenAllDown};
 use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
-use crate::metrics::{Collect, Kind, Sample};
+use crate::metrics::{CONNECT_BUCKETS, Histogram, PICK_BUCKETS, Sample};
 use crate::pool::{Lease, Pool, ProxyId, Trial};
 use crate::strategy::PickContext;
 
@@ -38,12 +38,12 @@ const LOSER_GRACE_DELAYS: u32 = 3;
 /// The least grace a losing dial gets: under load, a healthy handshake can take this.
 const MIN_LOSER_GRACE: Duration = Duration::from_millis(250);
 
-/// Connect counters of one balancer.
-#[derive(Debug, Default)]
+/// Connect counters of one pool.
+#[derive(Debug)]
 pub struct ConnectCounters {
-    /// Tunnels opened through a pool.
+    /// Tunnels opened through the pool.
     pub connects: AtomicU64,
-    /// Connects through a pool that failed.
+    /// Connects through the pool that failed.
     pub failed: AtomicU64,
     /// Attempts that moved on to another proxy after a proxy or config fault.
     pub failovers: AtomicU64,
@@ -55,64 +55,128 @@ pub struct ConnectCounters {
     pub hedges_lost: AtomicU64,
     /// Connects that found no eligible proxy, by policy: panic, fallback_default, fail.
     pub all_down: [AtomicU64; 3],
+    /// Time a pick takes: the strategy's answer and the breaker's admission.
+    pub pick_latency: Histogram,
+    /// Time from the start of a connect to an open tunnel, failover included.
+    pub connect_latency: Histogram,
 }
 
-impl Collect for ConnectCounters {
-    fn collect(&self, out: &mut Vec<Sample>) {
-        let counter = |name, help, v: &AtomicU64, labels| Sample {
-            name,
-            help,
-            kind: Kind::Counter,
-            labels,
-            value: v.load(Ordering::Relaxed) as f64,
-        };
-        out.push(counter(
-            "proxypool_connects_total",
-            "Tunnels opened through pools.",
-            &self.connects,
-            vec![],
-        ));
-        out.push(counter(
-            "proxypool_connects_failed_total",
-            "Connects through pools that failed.",
-            &self.failed,
-            vec![],
-        ));
-        out.push(counter(
-            "proxypool_failovers_total",
-            "Attempts moved to another proxy after a fault.",
-            &self.failovers,
-            vec![],
-        ));
-        out.push(counter(
-            "proxypool_hedges_total",
-            "Second dials raced against a slow first one.",
-            &self.hedges,
-            vec![],
-        ));
-        out.push(counter(
-            "proxypool_hedges_won_total",
-            "Hedge dials that won.",
-            &self.hedges_won,
-            vec![],
-        ));
-        out.push(counter(
-            "proxypool_hedges_lost_total",
-            "Hedge dials cancelled because the first won.",
-            &self.hedges_lost,
-            vec![],
-        ));
+impl Default for ConnectCounters {
+    fn default() -> ConnectCounters {
+        ConnectCounters {
+            connects: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
+            hedges_won: AtomicU64::new(0),
+            hedges_lost: AtomicU64::new(0),
+            all_down: Default::default(),
+            pick_latency: Histogram::new(PICK_BUCKETS),
+            connect_latency: Histogram::new(CONNECT_BUCKETS),
+        }
+    }
+}
+
+/// Connect counters summed over every pool of a balancer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectTotals {
+    /// Tunnels opened through pools.
+    pub connects: u64,
+    /// Connects through pools that failed.
+    pub failed: u64,
+    /// Attempts that moved on to another proxy after a proxy or config fault.
+    pub failovers: u64,
+    /// Second dials raced against a slow first one.
+    pub hedges: u64,
+    /// Hedges whose dial won.
+    pub hedges_won: u64,
+    /// Hedges cancelled because the first dial won.
+    pub hedges_lost: u64,
+    /// Connects that found no eligible proxy, by policy: panic, fallback_default, fail.
+    pub all_down: [u64; 3],
+}
+
+impl ConnectTotals {
+    pub(super) fn add(&mut self, c: &ConnectCounters) {
+        let n = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        self.connects += n(&c.connects);
+        self.failed += n(&c.failed);
+        self.failovers += n(&c.failovers);
+        self.hedges += n(&c.hedges);
+        self.hedges_won += n(&c.hedges_won);
+        self.hedges_lost += n(&c.hedges_lost);
+        for (t, v) in self.all_down.iter_mut().zip(&c.all_down) {
+            *t += n(v);
+        }
+    }
+}
+
+impl ConnectCounters {
+    /// Its samples, labelled with the pool's route.
+    pub(super) fn collect(&self, pool: &str, out: &mut Vec<Sample>) {
+        let labels = || vec![("pool", pool.to_owned())];
+        for (name, help, v) in [
+            (
+                "proxypool_connects_total",
+                "Tunnels opened through the pool.",
+                &self.connects,
+            ),
+            (
+                "proxypool_connects_failed_total",
+                "Connects through the pool that failed.",
+                &self.failed,
+            ),
+            (
+                "proxypool_failovers_total",
+                "Attempts moved to another proxy after a fault.",
+                &self.failovers,
+            ),
+            (
+                "proxypool_hedges_total",
+                "Second dials raced against a slow first one.",
+                &self.hedges,
+            ),
+            (
+                "proxypool_hedges_won_total",
+                "Hedge dials that won.",
+                &self.hedges_won,
+            ),
+            (
+                "proxypool_hedges_lost_total",
+                "Hedge dials cancelled because the first won.",
+                &self.hedges_lost,
+            ),
+        ] {
+            out.push(Sample::counter(
+                name,
+                help,
+                labels(),
+                v.load(Ordering::Relaxed),
+            ));
+        }
         for (i, policy) in ["panic", "fallback_default", "fail"]
             .into_iter()
             .enumerate()
         {
-            out.push(counter(
+            let mut labels = labels();
+            labels.push(("policy", policy.to_owned()));
+            out.push(Sample::counter(
                 "proxypool_all_down_total",
                 "Connects that found no eligible proxy, by policy.",
-                &self.all_down[i],
-                vec![("policy", policy.to_owned())],
+                labels,
+                self.all_down[i].load(Ordering::Relaxed),
             ));
         }
+        out.push(self.pick_latency.sample(
+            "proxypool_pick_duration_seconds",
+            "Time a pick takes: the strategy's answer and the breaker's admission.",
+            labels(),
+        ));
+        out.push(self.connect_latency.sample(
+            "proxypool_connect_duration_seconds",
+            "Time from the start of a connect to an open tunnel, failover and hedges included.",
+            labels(),
+        ));
     }
 }
 
@@ -170,9 +234,9 @@ impl Balancer {
                     step = match picked {
                         Some((lease, trial)) => {
                             if hedge {
-                                self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                                entry.counters.hedges.fetch_add(1, Ordering::Relaxed);
                             } else if schedule.started() > 0 {
-                                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                                entry.counters.failovers.fetch_add(1, Ordering::Relaxed);
                             }
                             excluded.push(lease.id());
                             inflight.push(self.start_dial(pool, lease, trial, ctx, target, now));
@@ -193,7 +257,7 @@ impl Balancer {
                             pool.record_failure(a.lease.id(), now, "connect deadline passed");
                         }
                     }
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                     return Err(DialError::Deadline {
                         route: pool.name().to_owned(),
                         after: deadline - started,
@@ -234,7 +298,7 @@ impl Balancer {
                             // same destination. Pending siblings are dropped with
                             // their trials given back.
                             pool.record_success(id);
-                            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                             return Err(e);
                         }
                     }
@@ -248,7 +312,7 @@ impl Balancer {
                 .all_down(entry, ctx, exchange, target, started, &excluded)
                 .await;
         }
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        entry.counters.failed.fetch_add(1, Ordering::Relaxed);
         Err(last.unwrap_or_else(|| DialError::NoProxy {
             route: pool.name().to_owned(),
         }))
@@ -301,20 +365,22 @@ impl Balancer {
         pool.record_latency(id, took);
         self.note_handshake(entry, took);
         if won.started > started {
-            self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
+            entry.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
         }
         for other in others {
             if other.started < won.started {
                 judge_loser(pool.clone(), other, grace);
             } else {
-                self.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
+                entry.counters.hedges_lost.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        entry.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let handshake = started.elapsed();
+        entry.counters.connect_latency.observe(handshake);
         Connected {
             stream,
             via: Some(won.lease.url().clone()),
-            handshake: started.elapsed(),
+            handshake,
             lease: Some(won.lease),
             exchange,
         }
@@ -330,6 +396,8 @@ impl Balancer {
         excluded: &mut Vec<ProxyId>,
     ) -> Option<(Lease, Trial)> {
         let attempt = excluded.len() as u32;
+        // The wall clock, not tokio's: a pick's cost is real even on a paused clock.
+        let began = std::time::Instant::now();
         loop {
             let ctx = PickContext {
                 exchange,
@@ -340,6 +408,7 @@ impl Balancer {
             };
             let lease = entry.selector.pick(&entry.pool, ctx).ok()?;
             if let Some(trial) = entry.pool.begin_attempt(lease.id()) {
+                entry.counters.pick_latency.observe(began.elapsed());
                 return Some((lease, trial));
             }
             // Its half-open trial is taken by another connect.
@@ -402,7 +471,7 @@ impl Balancer {
     ) -> Result<Connected, DialError> {
         let pool = &entry.pool;
         let policy = pool.spec().when_all_down;
-        self.counters.all_down[policy as usize].fetch_add(1, Ordering::Relaxed);
+        entry.counters.all_down[policy as usize].fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: "proxypool::health",
             pool = pool.name(),
@@ -472,11 +541,13 @@ impl Balancer {
                 match self.dialer.dial(&url, pool.timeout(), target, ctx).await {
                     Ok(stream) => {
                         pool.record_success(id);
-                        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                        entry.counters.connects.fetch_add(1, Ordering::Relaxed);
+                        let handshake = started.elapsed();
+                        entry.counters.connect_latency.observe(handshake);
                         return Ok(Connected {
                             stream,
                             via: Some(url),
-                            handshake: started.elapsed(),
+                            handshake,
                             lease: Some(lease),
                             exchange: exchange.clone(),
                         });
@@ -495,7 +566,7 @@ impl Balancer {
             Ok(Err(e)) if e.class() == FaultClass::Destination => return Err(e),
             Ok(Err(_)) => {}
             Err(_) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                 return Err(DialError::Deadline {
                     route: pool.name().to_owned(),
                     after: deadline - started,
@@ -503,7 +574,7 @@ impl Balancer {
                 });
             }
         }
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        entry.counters.failed.fetch_add(1, Ordering::Relaxed);
         Err(last.unwrap_or_else(|| self.all_down_error(entry, banned, "panic")))
     }
 
@@ -513,7 +584,7 @@ impl Balancer {
         banned: &[ProxyId],
         policy: &'static str,
     ) -> DialError {
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        entry.counters.failed.fetch_add(1, Ordering::Relaxed);
         DialError::AllDown {
             route: entry.pool.name().to_owned(),
             policy,

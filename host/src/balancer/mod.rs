@@ -7,7 +7,7 @@ mod schedule;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,12 +17,12 @@ use crate::config::{
 };
 use crate::dial::{DialContext, DialError, DialProbe, Dialer, ProxyStream, Target};
 use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Verdict, VerdictSlot};
-use crate::metrics::Registry;
+use crate::metrics::{Collect, Registry, Sample};
 use crate::pool::{Lease, MemberStatus, Outcome, Pool};
 use crate::strategy::{
     Limits, Selector, StrategyEngine, StrategyError, StrategyWatch, WasmVerdict,
 };
-pub use connect::ConnectCounters;
+pub use connect::{ConnectCounters, ConnectTotals};
 use sha2::Digest;
 
 /// Why a balancer could not be built.
@@ -101,6 +101,62 @@ struct PoolEntry {
     handshakes: Mutex<VecDeque<Duration>>,
     /// Rotation for the panic policy, which bypasses the strategy.
     panic_rotor: AtomicU64,
+    counters: ConnectCounters,
+}
+
+impl Collect for PoolEntry {
+    fn collect(&self, out: &mut Vec<Sample>) {
+        self.pool.collect(out);
+        let name = self.pool.name();
+        self.counters.collect(name, out);
+        let labels = || vec![("pool", name.to_owned())];
+        let stats = self.selector.stats();
+        out.push(Sample::gauge(
+            "proxypool_strategy_generation",
+            "The installed strategy generation (1 for the first; each swap adds one).",
+            labels(),
+            stats.generation as f64,
+        ));
+        out.push(Sample::gauge(
+            "proxypool_strategy_quarantined",
+            "1 while the strategy generation is quarantined after repeated faults.",
+            labels(),
+            stats.quarantined as u8 as f64,
+        ));
+        out.push(Sample::counter(
+            "proxypool_strategy_faults_total",
+            "Strategy calls that faulted (trap, deadline, memory, bad answer).",
+            labels(),
+            stats.faults,
+        ));
+        out.push(Sample::counter(
+            "proxypool_strategy_fallback_picks_total",
+            "Picks the native fallback served while the strategy faulted.",
+            labels(),
+            stats.fallback_picks,
+        ));
+        for (component, watch) in [("strategy", &self.watch), ("verdict", &self.verdict_watch)] {
+            let watch = watch.lock().unwrap_or_else(|p| p.into_inner());
+            let (installed, rejected) = watch.as_ref().map_or((0, 0), |w| {
+                let c = w.counters();
+                (
+                    c.installed.load(Ordering::Relaxed),
+                    c.rejected.load(Ordering::Relaxed),
+                )
+            });
+            for (result, n) in [("installed", installed), ("rejected", rejected)] {
+                let mut labels = labels();
+                labels.push(("component", component.to_owned()));
+                labels.push(("result", result.to_owned()));
+                out.push(Sample::counter(
+                    "proxypool_strategy_reloads_total",
+                    "Strategy and verdict file swaps, by result.",
+                    labels,
+                    n,
+                ));
+            }
+        }
+    }
 }
 
 /// Routes, pools, strategies and health checks for one configuration.
@@ -108,13 +164,12 @@ pub struct Balancer {
     config: Config,
     dialer: Dialer,
     engine: StrategyEngine,
-    pools: HashMap<String, PoolEntry>,
+    pools: HashMap<String, Arc<PoolEntry>>,
     /// Started by [`Balancer::start`]; held so that health checks live exactly as
     /// long as the balancer (the metrics registry holds them too): their tasks stop
     /// when the last handle drops.
     checkers: Mutex<Vec<Arc<HealthChecker>>>,
     metrics: Registry,
-    counters: Arc<ConnectCounters>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -160,13 +215,11 @@ impl Balancer {
         let mut pools = HashMap::new();
         for (name, spec) in config.pools() {
             let entry = Self::pool_entry(&engine, &name, spec, seeds.hash_one(&name))?;
-            pools.insert(name, entry);
+            pools.insert(name, Arc::new(entry));
         }
         let metrics = Registry::new();
-        let counters = Arc::new(ConnectCounters::default());
-        metrics.register(counters.clone());
         for entry in pools.values() {
-            metrics.register(Arc::new(entry.pool.clone()));
+            metrics.register(entry.clone());
         }
         Ok(Balancer {
             config,
@@ -175,7 +228,6 @@ impl Balancer {
             pools,
             checkers: Mutex::new(Vec::new()),
             metrics,
-            counters,
         })
     }
 
@@ -255,6 +307,7 @@ impl Balancer {
             verdict_watch: Mutex::new(verdict_watch),
             handshakes: Mutex::new(VecDeque::new()),
             panic_rotor: AtomicU64::new(0),
+            counters: ConnectCounters::default(),
         })
     }
 
@@ -263,9 +316,18 @@ impl Balancer {
         &self.metrics
     }
 
-    /// Connect counters (failovers, hedges, all-down events).
-    pub fn counters(&self) -> &ConnectCounters {
-        &self.counters
+    /// Connect counters (failovers, hedges, all-down events), summed over pools.
+    pub fn counters(&self) -> ConnectTotals {
+        let mut totals = ConnectTotals::default();
+        for entry in self.pools.values() {
+            totals.add(&entry.counters);
+        }
+        totals
+    }
+
+    /// The connect counters and latency histograms of the pool at `route`.
+    pub fn pool_counters(&self, route: &str) -> Option<&ConnectCounters> {
+        self.pools.get(route).map(|e| &e.counters)
     }
 
     /// Reports what `exchange` said through member `id` of the pool at `route`, as

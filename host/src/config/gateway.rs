@@ -33,6 +33,7 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 pub(crate) struct RawGateway {
     pub listen: Option<Vec<RawListen>>,
     pub admin: Option<Scalar>,
+    pub admin_token: Option<Scalar>,
     pub routes: Option<BTreeMap<String, Vec<Scalar>>>,
     pub max_connections: Option<Scalar>,
     pub handshake_timeout_ms: Option<Scalar>,
@@ -86,6 +87,36 @@ impl ClientAuth {
 impl std::fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClientAuth(***)")
+    }
+}
+
+/// The token the admin endpoint's write routes (`POST /report`) take, as
+/// `Authorization: Bearer TOKEN`. Never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(ClientAuth);
+
+impl AdminToken {
+    /// The least length of a token.
+    pub const MIN_LEN: usize = 16;
+
+    /// A token.
+    pub fn new(token: impl Into<String>) -> AdminToken {
+        AdminToken(ClientAuth::new(token))
+    }
+
+    /// Whether an `Authorization` header value carries the token.
+    pub fn accepts_header(&self, value: &str) -> bool {
+        let given = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .unwrap_or("");
+        self.0.accepts(given.trim())
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
     }
 }
 
@@ -155,6 +186,8 @@ pub struct Gateway {
     pub listen: Vec<Listen>,
     /// The admin endpoint's address.
     pub admin: SocketAddr,
+    /// The token its write routes take; required when `admin` is not loopback.
+    pub admin_token: Option<AdminToken>,
     /// Exchange (lowercase) → destination host patterns, in file order.
     pub routes: Vec<(String, Vec<HostPattern>)>,
     /// Client connections at once.
@@ -178,6 +211,7 @@ impl Default for Gateway {
                 auth: None,
             }],
             admin: DEFAULT_ADMIN.parse().expect("a socket address"),
+            admin_token: None,
             routes: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -224,6 +258,26 @@ impl Checker<'_> {
             Some(a) => self.socket_addr("gateway.admin", a).unwrap_or(d.admin),
             None => d.admin,
         };
+        let admin_token = raw.admin_token.as_ref().and_then(|t| {
+            let token = self.string("gateway.admin_token", t)?;
+            if token.trim().len() < AdminToken::MIN_LEN || token.trim() != token {
+                self.fail(
+                    "gateway.admin_token",
+                    format!(
+                        "must be at least {} characters, with no space around it",
+                        AdminToken::MIN_LEN
+                    ),
+                );
+                return None;
+            }
+            Some(AdminToken::new(token))
+        });
+        if !admin.ip().is_loopback() && raw.admin_token.is_none() {
+            self.fail(
+                "gateway.admin",
+                format!("{admin} is not a loopback address: set gateway.admin_token, which its write routes then take"),
+            );
+        }
         let mut routes = Vec::new();
         for (exchange, patterns) in raw.routes.into_iter().flatten() {
             let path = format!("gateway.routes.{exchange}");
@@ -276,6 +330,7 @@ impl Checker<'_> {
         Gateway {
             listen,
             admin,
+            admin_token,
             routes,
             max_connections,
             handshake_timeout: Duration::from_millis(handshake),

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 pub use env::ENV_PREFIX;
 pub use gateway::{
-    ClientAuth, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, Gateway, HostPattern, Listen, ListenTransport,
+    AdminToken, ClientAuth, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, Gateway, HostPattern, Listen,
+    ListenTransport,
 };
 pub use model::*;
 pub use url::{

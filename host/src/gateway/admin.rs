@@ -1,7 +1,9 @@
 //! The admin endpoint: `GET /metrics` (Prometheus text), `GET /status` (JSON),
 //! `GET /healthz`, `GET /readyz` (not ready once shutdown starts), and `POST /report`
 //! (a ban reported by a client, JSON). Plain HTTP/1.1, one request per connection,
-//! parsed with `httparse`.
+//! parsed with `httparse`. With a token configured, write routes take it as
+//! `Authorization: Bearer TOKEN`; without one the endpoint is loopback only (the
+//! configuration refuses anything else).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::session::Sessions;
 use crate::balancer::Balancer;
+use crate::config::AdminToken;
 
 /// An admin request's head larger than this is refused.
 const MAX_HEAD: usize = 8 * 1024;
@@ -19,14 +23,22 @@ const MAX_BODY: usize = 4 * 1024;
 /// A client that has not sent its request in this time is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the admin endpoint on `listener` until `shutdown` turns true; `/readyz`
-/// answers 503 from then on while the gateway drains (the caller keeps it running).
-pub async fn run(
-    listener: TcpListener,
-    balancer: Arc<Balancer>,
-    draining: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// What the admin endpoint serves from.
+#[derive(Debug)]
+pub struct Admin {
+    /// The pools.
+    pub balancer: Arc<Balancer>,
+    /// The gateway's sticky sessions, for a ban reported by session key.
+    pub sessions: Arc<Sessions>,
+    /// The token write routes take, if any.
+    pub token: Option<AdminToken>,
+    /// True once shutdown starts: `/readyz` then answers 503.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// Serves the admin endpoint on `listener` until `stop` turns true (the caller keeps
+/// it running through the drain, so that `/readyz` can say so).
+pub async fn run(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -38,52 +50,92 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (balancer, draining) = (balancer.clone(), draining.clone());
+        let admin = admin.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(READ_TIMEOUT, serve(client, &balancer, &draining)).await;
+            let _ = tokio::time::timeout(READ_TIMEOUT, serve(client, &admin)).await;
         });
     }
 }
 
-async fn serve(
-    mut client: TcpStream,
-    balancer: &Balancer,
-    draining: &watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let (method, path, head_len, body_len) = loop {
+/// One request's head.
+struct Head {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    len: usize,
+    body_len: usize,
+}
+
+async fn read_head(client: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Head>> {
+    loop {
         let mut chunk = [0u8; 1024];
         let n = client.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let body_len = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let header = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                };
+                let body_len = header("content-length")
+                    .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0usize);
-                break (
-                    req.method.unwrap_or("").to_owned(),
-                    req.path.unwrap_or("").to_owned(),
-                    head_len,
+                return Ok(Some(Head {
+                    method: req.method.unwrap_or("").to_owned(),
+                    path: req.path.unwrap_or("").to_owned(),
+                    authorization: header("authorization").map(str::to_owned),
+                    len,
                     body_len,
-                );
+                }));
             }
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
-            _ => return respond(&mut client, 400, "text/plain", b"bad request\n").await,
+            _ => return Err(std::io::ErrorKind::InvalidData.into()),
         }
+    }
+}
+
+async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let head = match read_head(&mut client, &mut buf).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(()),
+        Err(_) => return respond(&mut client, 400, "text/plain", b"bad request\n").await,
     };
-    if method == "POST" && path == "/report" {
-        if body_len > MAX_BODY {
+    let path = head.path.split('?').next().unwrap_or("");
+    let write_route = path == "/report";
+    match (head.method.as_str(), path) {
+        ("POST", "/report") => {}
+        (_, "/report") => return respond(&mut client, 405, "text/plain", b"POST only\n").await,
+        ("GET", _) => {}
+        _ => return respond(&mut client, 405, "text/plain", b"GET only\n").await,
+    }
+    if write_route
+        && let Some(token) = &admin.token
+        && !head
+            .authorization
+            .as_deref()
+            .is_some_and(|v| token.accepts_header(v))
+    {
+        return respond(
+            &mut client,
+            401,
+            "text/plain",
+            b"this route takes Authorization: Bearer TOKEN (gateway.admin_token)\n",
+        )
+        .await;
+    }
+    if write_route {
+        if head.body_len > MAX_BODY {
             return respond(&mut client, 413, "text/plain", b"body too large\n").await;
         }
-        while buf.len() < head_len + body_len {
+        while buf.len() < head.len + head.body_len {
             let mut chunk = [0u8; 1024];
             let n = client.read(&mut chunk).await?;
             if n == 0 {
@@ -91,61 +143,40 @@ async fn serve(
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let body = &buf[head_len..(head_len + body_len).min(buf.len())];
-        let (status, text) = match report(balancer, body) {
+        let body = &buf[head.len..(head.len + head.body_len).min(buf.len())];
+        let (status, text) = match report(admin, body) {
             Ok(()) => (204, String::new()),
             Err((status, why)) => (status, format!("{why}\n")),
         };
         return respond(&mut client, status, "text/plain", text.as_bytes()).await;
     }
-    let path = path.split('?').next().unwrap_or("");
-    if method != "GET" {
-        if path == "/report" {
-            return respond(&mut client, 405, "text/plain", b"POST only\n").await;
-        }
-        return respond(&mut client, 405, "text/plain", b"GET only\n").await;
-    }
+    let draining = *admin.draining.borrow();
     match path {
-        "/report" => respond(&mut client, 405, "text/plain", b"POST only\n").await,
         "/healthz" => respond(&mut client, 200, "text/plain", b"ok\n").await,
-        "/readyz" if *draining.borrow() => {
-            respond(&mut client, 503, "text/plain", b"draining\n").await
-        }
+        "/readyz" if draining => respond(&mut client, 503, "text/plain", b"draining\n").await,
         "/readyz" => respond(&mut client, 200, "text/plain", b"ready\n").await,
         "/metrics" => {
-            let text = balancer.metrics().render();
-            respond(
-                &mut client,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text.as_bytes(),
-            )
-            .await
+            let text = admin.balancer.metrics().render();
+            let content_type = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+            respond(&mut client, 200, content_type, text.as_bytes()).await
         }
         "/status" => {
-            let body = status_json(balancer, *draining.borrow());
+            let body = status_json(&admin.balancer, draining);
             respond(&mut client, 200, "application/json", body.as_bytes()).await
         }
         _ => respond(&mut client, 404, "text/plain", b"not found\n").await,
     }
 }
 
-/// `POST /report`: `{"upstream": "exchanges.binance.http/1", "exchange": "binance",
-/// "outcome": "rate_limited" | "banned" | "geo_blocked", "retry_after_seconds": 30}`.
-fn report(balancer: &Balancer, body: &[u8]) -> Result<(), (u16, String)> {
+/// `POST /report`: `{"exchange": "binance", "outcome": "rate_limited" | "banned" |
+/// "geo_blocked", "retry_after_seconds": 30}` with either `"upstream":
+/// "exchanges.binance.http/1"` (as the `Proxypool-Upstream` header gives it) or
+/// `"session": "KEY"` (the upstreams that session of that exchange sticks to).
+fn report(admin: &Admin, body: &[u8]) -> Result<(), (u16, String)> {
     use crate::pool::Outcome;
     let bad = |why: &str| (400, why.to_owned());
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("the body is not JSON"))?;
-    let upstream = v["upstream"]
-        .as_str()
-        .ok_or_else(|| bad("upstream: missing"))?;
-    let (route, id) = upstream
-        .rsplit_once('/')
-        .and_then(|(r, id)| Some((r, id.parse::<u32>().ok()?)))
-        .ok_or_else(|| {
-            bad("upstream: expected route/id, as the Proxypool-Upstream header gives it")
-        })?;
     let exchange = v["exchange"]
         .as_str()
         .ok_or_else(|| bad("exchange: missing"))?;
@@ -162,9 +193,33 @@ fn report(balancer: &Balancer, body: &[u8]) -> Result<(), (u16, String)> {
         Some("geo_blocked") => Outcome::GeoBlocked,
         _ => return Err(bad("outcome: rate_limited, banned or geo_blocked")),
     };
-    balancer
-        .report(route, id, exchange, outcome)
-        .map_err(|e| (404, e.to_string()))
+    let upstreams = match (v["upstream"].as_str(), v["session"].as_str()) {
+        (Some(upstream), None) => vec![upstream.to_owned()],
+        (None, Some(key)) => {
+            let found = admin.sessions.upstreams(exchange, key);
+            if found.is_empty() {
+                return Err((
+                    404,
+                    format!("session: no live session {key:?} for exchange {exchange:?}"),
+                ));
+            }
+            found
+        }
+        _ => return Err(bad("give either upstream (route/id) or session (its key)")),
+    };
+    for upstream in upstreams {
+        let (route, id) = upstream
+            .rsplit_once('/')
+            .and_then(|(r, id)| Some((r, id.parse::<u32>().ok()?)))
+            .ok_or_else(|| {
+                bad("upstream: expected route/id, as the Proxypool-Upstream header gives it")
+            })?;
+        admin
+            .balancer
+            .report(route, id, exchange, outcome)
+            .map_err(|e| (404, e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Every pool's members, as `/status` shows them: names are the redacted labels.
@@ -211,14 +266,20 @@ async fn respond(
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         413 => "Content Too Large",
         404 => "Not Found",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",
         _ => "Error",
     };
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         body.len()
     );
     client.write_all(head.as_bytes()).await?;

@@ -329,7 +329,8 @@ async fn open(
             Target::try_new(host.as_str(), *port).map_err(|_| Refusal::BadDestination)?
         }
     };
-    let prefer = session.and_then(|key| limits.sessions.get(key));
+    let session_exchange = exchange.as_deref().unwrap_or("default");
+    let prefer = session.and_then(|key| limits.sessions.get(session_exchange, transport, key));
     let connected = balancer
         .connect_preferring(exchange.as_deref(), transport, &target, prefer.as_deref())
         .await
@@ -338,7 +339,9 @@ async fn open(
         if prefer.as_deref() != Some(upstream.as_str()) {
             tracing::debug!(target: "proxypool::gateway", upstream = %upstream, "session moved");
         }
-        limits.sessions.put(key, upstream);
+        limits
+            .sessions
+            .put(session_exchange, transport, key, upstream);
     }
     Ok(connected)
 }

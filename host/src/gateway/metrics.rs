@@ -1,10 +1,11 @@
-//! The gateway's own counters: client connections accepted, refused and active, by
-//! listener and protocol, read at scrape time through the balancer's registry.
+//! The gateway's own counters: client connections accepted, rejected, tunnelled and
+//! active, by listener and protocol, read at scrape time through the balancer's
+//! registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sniff::Protocol;
-use crate::metrics::{Collect, Kind, Sample};
+use crate::metrics::{Collect, Sample};
 
 /// The protocols counted, with `unknown` for a first byte that is none of them.
 const PROTOCOLS: [&str; 4] = ["socks5", "socks4", "http", "unknown"];
@@ -13,7 +14,9 @@ const PROTOCOLS: [&str; 4] = ["socks5", "socks4", "http", "unknown"];
 #[derive(Debug)]
 pub struct ListenerMetrics {
     listener: String,
-    /// Per protocol: tunnels opened, connections refused, tunnels open now.
+    /// Per protocol: connections accepted (each ends rejected or tunnelled),
+    /// tunnels opened, connections refused, tunnels open now.
+    accepted: [AtomicU64; 4],
     opened: [AtomicU64; 4],
     refused: [AtomicU64; 4],
     active: [AtomicU64; 4],
@@ -33,6 +36,7 @@ impl ListenerMetrics {
     pub fn new(listener: String) -> ListenerMetrics {
         ListenerMetrics {
             listener,
+            accepted: Default::default(),
             opened: Default::default(),
             refused: Default::default(),
             active: Default::default(),
@@ -40,12 +44,14 @@ impl ListenerMetrics {
     }
 
     pub(crate) fn refused(&self, p: Option<Protocol>) {
+        self.accepted[index(p)].fetch_add(1, Ordering::Relaxed);
         self.refused[index(p)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A tunnel opened: counted, and active until the guard drops.
     pub(crate) fn opened(&self, p: Protocol) -> ActiveGuard<'_> {
         let i = index(Some(p));
+        self.accepted[i].fetch_add(1, Ordering::Relaxed);
         self.opened[i].fetch_add(1, Ordering::Relaxed);
         self.active[i].fetch_add(1, Ordering::Relaxed);
         ActiveGuard { m: self, i }
@@ -73,34 +79,31 @@ impl Collect for ListenerMetrics {
                     ("protocol", protocol.to_owned()),
                 ]
             };
-            for (name, help, kind, v) in [
-                (
-                    "proxypool_gateway_tunnels_total",
-                    "Client connections that got a tunnel, by listener and protocol.",
-                    Kind::Counter,
-                    &self.opened[i],
-                ),
-                (
-                    "proxypool_gateway_refused_total",
-                    "Client connections refused (bad request, auth, unknown exchange, no tunnel).",
-                    Kind::Counter,
-                    &self.refused[i],
-                ),
-                (
-                    "proxypool_gateway_active_tunnels",
-                    "Tunnels open now, by listener and protocol.",
-                    Kind::Gauge,
-                    &self.active[i],
-                ),
-            ] {
-                out.push(Sample {
-                    name,
-                    help,
-                    kind,
-                    labels: labels(),
-                    value: v.load(Ordering::Relaxed) as f64,
-                });
-            }
+            let n = |v: &AtomicU64| v.load(Ordering::Relaxed);
+            out.push(Sample::counter(
+                "proxypool_gateway_accepted_total",
+                "Client connections accepted, by listener and the protocol of their first byte.",
+                labels(),
+                n(&self.accepted[i]),
+            ));
+            out.push(Sample::counter(
+                "proxypool_gateway_rejected_total",
+                "Client connections rejected (bad request, auth, unknown exchange, no tunnel).",
+                labels(),
+                n(&self.refused[i]),
+            ));
+            out.push(Sample::counter(
+                "proxypool_gateway_tunnels_total",
+                "Client connections that got a tunnel.",
+                labels(),
+                n(&self.opened[i]),
+            ));
+            out.push(Sample::gauge(
+                "proxypool_gateway_active_tunnels",
+                "Tunnels open now.",
+                labels(),
+                n(&self.active[i]) as f64,
+            ));
         }
     }
 }

@@ -58,15 +58,16 @@ impl From<&Gateway> for Settings {
 }
 
 /// Serves every listener until `shutdown` turns true, then stops accepting, lets
-/// live tunnels run for the drain time, and closes the rest.
+/// live tunnels run for the drain time, and closes the rest. `sessions` is shared
+/// with the admin endpoint, which takes bans by session key.
 pub async fn run(
     listeners: Vec<Listener>,
     balancer: Arc<Balancer>,
+    sessions: Arc<super::session::Sessions>,
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let sessions = Arc::new(super::session::Sessions::default());
     let mut accepts = JoinSet::new();
     for l in listeners {
         let (balancer, permits, shutdown) = (balancer.clone(), permits.clone(), shutdown.clone());

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::Transport;
+
 /// A session unused for this long is forgotten.
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Sessions kept at most; past it the least recently used ones go.
@@ -20,34 +22,51 @@ pub fn split_user(user: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Session key → the upstream (`route/id`) it sticks to.
+/// A session's identity: the exchange, the transport and the client's key, so that
+/// one key used for an exchange's REST and stream routes sticks on each.
+fn id(exchange: &str, transport: Transport, key: &str) -> String {
+    format!("{}/{transport}/{key}", exchange.to_ascii_lowercase())
+}
+
+/// Session → the upstream (`route/id`) it sticks to.
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Sessions {
-    /// The upstream `key` sticks to, if it is known and fresh.
-    pub fn get(&self, key: &str) -> Option<String> {
+    /// The upstream the session sticks to, if it is known and fresh.
+    pub fn get(&self, exchange: &str, transport: Transport, key: &str) -> Option<String> {
+        let id = id(exchange, transport, key);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        match map.get_mut(key) {
+        match map.get_mut(&id) {
             Some((upstream, used)) if now.duration_since(*used) < SESSION_IDLE => {
                 *used = now;
                 Some(upstream.clone())
             }
             Some(_) => {
-                map.remove(key);
+                map.remove(&id);
                 None
             }
             None => None,
         }
     }
 
-    /// `key` sticks to `upstream` from now on.
-    pub fn put(&self, key: &str, upstream: String) {
+    /// The upstreams the session sticks to on either transport, for a ban reported
+    /// by session key.
+    pub fn upstreams(&self, exchange: &str, key: &str) -> Vec<String> {
+        Transport::ALL
+            .into_iter()
+            .filter_map(|t| self.get(exchange, t, key))
+            .collect()
+    }
+
+    /// The session sticks to `upstream` from now on.
+    pub fn put(&self, exchange: &str, transport: Transport, key: &str, upstream: String) {
+        let id = id(exchange, transport, key);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_SESSIONS && !map.contains_key(key) {
+        if map.len() >= MAX_SESSIONS && !map.contains_key(&id) {
             let now = Instant::now();
             map.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);
             if map.len() >= MAX_SESSIONS
@@ -59,7 +78,7 @@ impl Sessions {
                 map.remove(&oldest);
             }
         }
-        map.insert(key.to_owned(), (upstream, Instant::now()));
+        map.insert(id, (upstream, Instant::now()));
     }
 }
 
@@ -73,8 +92,32 @@ mod tests {
         assert_eq!(split_user("binance"), ("binance", None));
         assert_eq!(split_user("binance+session="), ("binance+session=", None));
         let s = Sessions::default();
-        assert_eq!(s.get("a1"), None);
-        s.put("a1", "exchanges.binance.http/2".into());
-        assert_eq!(s.get("a1").as_deref(), Some("exchanges.binance.http/2"));
+        assert_eq!(s.get("binance", Transport::Http, "a1"), None);
+        s.put(
+            "Binance",
+            Transport::Http,
+            "a1",
+            "exchanges.binance.http/2".into(),
+        );
+        s.put(
+            "binance",
+            Transport::Websocket,
+            "a1",
+            "exchanges.binance.websocket/0".into(),
+        );
+        s.put(
+            "kraken",
+            Transport::Http,
+            "a1",
+            "exchanges.kraken.http/1".into(),
+        );
+        assert_eq!(
+            s.get("binance", Transport::Http, "a1").as_deref(),
+            Some("exchanges.binance.http/2")
+        );
+        assert_eq!(
+            s.upstreams("binance", "a1"),
+            ["exchanges.binance.http/2", "exchanges.binance.websocket/0"]
+        );
     }
 }

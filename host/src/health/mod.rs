@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{HealthCheck, ProxyUrl};
-use crate::metrics::{Collect, Kind, Sample};
+use crate::metrics::{Collect, Sample};
 use crate::pool::{BreakerState, Pool, ProxyId, splitmix64};
 pub use threshold::Threshold;
 
@@ -159,25 +159,23 @@ impl HealthChecker {
 impl Collect for HealthChecker {
     fn collect(&self, out: &mut Vec<Sample>) {
         for (result, v) in [("ok", &self.counters.ok), ("failed", &self.counters.failed)] {
-            out.push(Sample {
-                name: "proxypool_probes_total",
-                help: "Active health probes, by method and result.",
-                kind: Kind::Counter,
-                labels: vec![
+            out.push(Sample::counter(
+                "proxypool_probes_total",
+                "Active health probes, by method and result.",
+                vec![
                     ("pool", self.pool.name().to_owned()),
                     ("method", self.method.to_owned()),
                     ("result", result.to_owned()),
                 ],
-                value: v.load(Ordering::Relaxed) as f64,
-            });
+                v.load(Ordering::Relaxed),
+            ));
         }
-        out.push(Sample {
-            name: "proxypool_verdict_faults_total",
-            help: "Health-verdict calls that faulted (no opinion), since the verdict was installed.",
-            kind: Kind::Counter,
-            labels: vec![("pool", self.pool.name().to_owned())],
-            value: self.verdict.load().faults() as f64,
-        });
+        out.push(Sample::counter(
+            "proxypool_verdict_faults_total",
+            "Health-verdict calls that faulted (no opinion), since the verdict was installed.",
+            vec![("pool", self.pool.name().to_owned())],
+            self.verdict.load().faults(),
+        ));
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Member {
     latency_us: AtomicU32,
     /// A successful probe's round trip, the same kind of mean (0: unmeasured).
     probe_rtt_us: AtomicU32,
+    /// Leases handed out on it.
+    picks: AtomicU64,
     /// Bytes relayed through it, client → upstream and back (the gateway counts).
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -100,6 +102,11 @@ impl Member {
     /// whatever the method), or 0 before the first.
     pub fn probe_rtt_us(&self) -> u32 {
         self.probe_rtt_us.load(Ordering::Relaxed)
+    }
+
+    /// Leases handed out on it so far: picks, failovers and hedges.
+    pub fn picks(&self) -> u64 {
+        self.picks.load(Ordering::Relaxed)
     }
 
     /// Bytes relayed through it so far: (client → upstream, upstream → client).
@@ -300,6 +307,7 @@ impl Pool {
                 active: AtomicU32::new(0),
                 latency_us: AtomicU32::new(0),
                 probe_rtt_us: AtomicU32::new(0),
+                picks: AtomicU64::new(0),
                 bytes_up: AtomicU64::new(0),
                 bytes_down: AtomicU64::new(0),
                 attention: tokio::sync::Notify::new(),
@@ -398,7 +406,8 @@ impl Pool {
     /// A lease on `id`: counts one active connection until dropped. `None` if the
     /// pool has no member `id`.
     pub fn lease(&self, id: ProxyId) -> Option<Lease> {
-        self.inner.members.get(id as usize)?;
+        let m = self.inner.members.get(id as usize)?;
+        m.picks.fetch_add(1, Ordering::Relaxed);
         self.inner.count(id, 1);
         Some(Lease {
             pool: self.inner.clone(),

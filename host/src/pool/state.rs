@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::breaker::Admission;
 use super::{BreakerState, Pool, ProxyId, lock};
-use crate::metrics::{Collect, Kind, Sample};
+use crate::metrics::{Collect, Sample};
 
 /// Why a client reported a proxy for one exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -504,58 +504,62 @@ impl Collect for Pool {
         let pool = || ("pool", self.name().to_owned());
         for s in self.status() {
             let labels = || vec![pool(), ("proxy", s.label.clone())];
-            let gauge = |name, help, value: f64| Sample {
-                name,
-                help,
-                kind: Kind::Gauge,
-                labels: labels(),
-                value,
-            };
+            let gauge =
+                |name, help, value: bool| Sample::gauge(name, help, labels(), value as u8 as f64);
             out.push(gauge(
                 "proxypool_proxy_up",
                 "1 if the proxy's health verdict is up.",
-                s.healthy as u8 as f64,
+                s.healthy,
             ));
             out.push(gauge(
                 "proxypool_proxy_probed",
                 "1 once a probe result has arrived.",
-                s.probed as u8 as f64,
+                s.probed,
             ));
             out.push(gauge(
                 "proxypool_proxy_eligible",
                 "1 if picks may choose the proxy now.",
-                s.eligible as u8 as f64,
+                s.eligible,
             ));
-            out.push(gauge(
+            out.push(Sample::gauge(
                 "proxypool_proxy_breaker_state",
                 "0 closed, 1 half-open, 2 open.",
+                labels(),
                 match s.breaker {
                     BreakerState::Closed => 0.0,
                     BreakerState::HalfOpen { .. } => 1.0,
                     BreakerState::Open { .. } => 2.0,
                 },
             ));
-            out.push(gauge(
+            out.push(Sample::gauge(
                 "proxypool_proxy_active_leases",
                 "Connections through the proxy now.",
+                labels(),
                 s.active as f64,
             ));
-            out.push(gauge(
+            out.push(Sample::gauge(
                 "proxypool_proxy_bans",
                 "Exchanges the proxy is banned for now.",
+                labels(),
                 s.bans.len() as f64,
             ));
-            let (up, down) = self.inner.members[s.id as usize].bytes();
+            let member = &self.inner.members[s.id as usize];
+            out.push(Sample::counter(
+                "proxypool_proxy_picks_total",
+                "Leases handed out on the proxy (each pick, failover and hedge dial).",
+                labels(),
+                member.picks(),
+            ));
+            let (up, down) = member.bytes();
             for (direction, n) in [("up", up), ("down", down)] {
                 let mut labels = labels();
                 labels.push(("direction", direction.to_owned()));
-                out.push(Sample {
-                    name: "proxypool_proxy_bytes_total",
-                    help: "Bytes relayed through the proxy by the gateway (up: client to upstream).",
-                    kind: Kind::Counter,
+                out.push(Sample::counter(
+                    "proxypool_proxy_bytes_total",
+                    "Bytes relayed through the proxy by the gateway (up: client to upstream).",
                     labels,
-                    value: n as f64,
-                });
+                    n,
+                ));
             }
         }
         let c = &self.inner.counters;
@@ -587,13 +591,12 @@ impl Collect for Pool {
                 &c.misconfigured,
             ),
         ] {
-            out.push(Sample {
+            out.push(Sample::counter(
                 name,
                 help,
-                kind: Kind::Counter,
-                labels: vec![pool()],
-                value: v.load(Ordering::Relaxed) as f64,
-            });
+                vec![pool()],
+                v.load(Ordering::Relaxed),
+            ));
         }
     }
 }
