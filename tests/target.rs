@@ -27,7 +27,8 @@ impl TargetServer {
 
     /// Starts an HTTP server for clients such as curl instead: every request gets
     /// `200 OK` with a body of [`GREETING`] and the request line it received (so a
-    /// test can see the origin form a proxy sent). Connections are recorded alike.
+    /// test can see the origin form a proxy sent), on kept-alive connections.
+    /// Connections are recorded alike.
     pub async fn start_http() -> TargetServer {
         Self::serve(http_ok).await
     }
@@ -142,26 +143,37 @@ async fn echo(mut s: TcpStream) {
     let _ = s.shutdown().await;
 }
 
-/// Reads one request head and answers `200 OK` with [`GREETING`] and its request line.
+/// Answers each request head with `200 OK`, [`GREETING`] and its request line, and
+/// keeps the connection open for the next unless the request says `Connection:
+/// close` (request bodies are not expected).
 async fn http_ok(mut s: TcpStream) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+    loop {
+        let end = loop {
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        };
+        let text = String::from_utf8_lossy(&head[..end]).into_owned();
+        head.drain(..end);
+        let line = text.lines().next().unwrap_or("").to_owned();
+        let close = text
+            .lines()
+            .any(|l| l.to_ascii_lowercase().replace(' ', "") == "connection:close");
+        let body = format!("{}{line}\n", String::from_utf8_lossy(GREETING));
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        if s.write_all(reply.as_bytes()).await.is_err() || close {
+            break;
         }
     }
-    let line = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    let body = format!("{}{line}\n", String::from_utf8_lossy(GREETING));
-    let reply = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(reply.as_bytes()).await;
     let _ = s.shutdown().await;
 }

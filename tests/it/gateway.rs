@@ -186,6 +186,78 @@ async fn curl_reaches_a_local_server_through_every_inbound_protocol() {
     );
 }
 
+/// Forwarded requests keep the client's connection and the origin's: curl sends three
+/// requests on one connection to the gateway, which sends them in origin form on one
+/// tunnel through one upstream (hop-by-hop headers: `http::tests`); a request for
+/// another exchange on the same connection goes through that exchange's pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_keep_alive_on_both_sides_and_route_each_request() {
+    let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start_http().await;
+    let gw = Gateway::start(&two_pools(&binance, &default)).await;
+    let proxy = format!("http://{}", gw.addr);
+    let urls: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|p| format!("http://{}/{p}", target.addr()))
+        .collect();
+    let (ok, body, err) = curl(&[
+        "-v",
+        "-x",
+        &proxy,
+        "-H",
+        "Connection: keep-alive, X-Hop",
+        "-H",
+        "X-Hop: secret-hop",
+        &urls[0],
+        &urls[1],
+        &urls[2],
+    ])
+    .await;
+    assert!(ok, "{err}");
+    for p in ["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"] {
+        assert!(body.contains(p), "{p} in {body}");
+    }
+    assert_eq!(
+        target.peer_ips(),
+        [default.egress],
+        "one tunnel to the origin for three requests"
+    );
+    assert!(
+        err.contains("Re-using existing") || err.contains("Reusing existing"),
+        "curl kept its connection to the gateway: {err}"
+    );
+    assert!(
+        err.to_ascii_lowercase()
+            .contains("< proxypool-upstream: default.http/0"),
+        "{err}"
+    );
+    let metrics = gw.balancer.metrics().render();
+    assert!(
+        metrics.contains("proxypool_gateway_accepted_total{listener=")
+            && metrics.contains("protocol=\"http\"} 1"),
+        "one client connection: {metrics}"
+    );
+    // Another user name on the same connection: its own pool, its own tunnel.
+    let before = target.peer_ips().len();
+    let (ok, _, err) = curl(&[
+        "-x",
+        &proxy,
+        &urls[0],
+        "--next",
+        "-x",
+        &format!("http://binance:x@{}", gw.addr),
+        &urls[1],
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        target.peer_ips()[before..],
+        [default.egress, binance.egress]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_protocol_errors_and_the_gateway_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

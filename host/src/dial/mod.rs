@@ -22,7 +22,7 @@ use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 pub use error::{DialError, FaultClass};
 pub use http_connect::{ConnectReply, parse_connect_reply};
 pub use probe::DialProbe;
-pub use stream::ProxyStream;
+pub use stream::{ProxyStream, Replay};
 
 use crate::config::{ProxyUrl, Scheme, Transport};
 use error::{Fault, classify_socks};

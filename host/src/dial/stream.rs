@@ -14,9 +14,7 @@ use tokio_rustls::client::TlsStream;
 /// destination says early is lost.
 #[derive(Debug)]
 pub struct ProxyStream {
-    inner: Inner,
-    early: Vec<u8>,
-    pos: usize,
+    inner: Replay<Inner>,
 }
 
 #[derive(Debug)]
@@ -28,23 +26,19 @@ enum Inner {
 impl ProxyStream {
     pub(crate) fn tcp(s: TcpStream, early: Vec<u8>) -> Self {
         ProxyStream {
-            inner: Inner::Tcp(s),
-            early,
-            pos: 0,
+            inner: Replay::new(early, Inner::Tcp(s)),
         }
     }
 
     pub(crate) fn tls(s: TlsStream<TcpStream>, early: Vec<u8>) -> Self {
         ProxyStream {
-            inner: Inner::Tls(Box::new(s)),
-            early,
-            pos: 0,
+            inner: Replay::new(early, Inner::Tls(Box::new(s))),
         }
     }
 
     /// The TCP connection to the first hop (the proxy, or the destination if direct).
     pub fn tcp_stream(&self) -> &TcpStream {
-        match &self.inner {
+        match &self.inner.inner {
             Inner::Tcp(s) => s,
             Inner::Tls(s) => s.get_ref().0,
         }
@@ -52,6 +46,98 @@ impl ProxyStream {
 }
 
 impl AsyncRead for ProxyStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ProxyStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Inner {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Inner {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are replayed before the rest.
+#[derive(Debug)]
+pub struct Replay<S> {
+    early: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Replay<S> {
+    /// `early`, then whatever `inner` reads.
+    pub fn new(early: Vec<u8>, inner: S) -> Replay<S> {
+        Replay {
+            early,
+            pos: 0,
+            inner,
+        }
+    }
+
+    /// The stream under it.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -68,36 +154,24 @@ impl AsyncRead for ProxyStream {
             }
             return Poll::Ready(Ok(()));
         }
-        match &mut this.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for ProxyStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -13,7 +13,7 @@ use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};
 use crate::config::{ClientAuth, ListenTransport, Transport};
-use crate::dial::{DialError, FaultClass, Target};
+use crate::dial::{DialError, FaultClass, Replay, Target};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub(crate) enum Refusal {
     BadDestination,
     /// No tunnel: what the balancer said.
     Dial(Box<DialError>),
+    /// A forwarded request's origin failed it after the tunnel opened.
+    Origin(&'static str),
 }
 
 impl Refusal {
@@ -40,6 +42,7 @@ impl Refusal {
             Refusal::Unsupported(_) => Reply::CommandNotSupported,
             Refusal::UnknownExchange | Refusal::AuthRequired => Reply::NotAllowed,
             Refusal::BadDestination => Reply::AddressNotSupported,
+            Refusal::Origin(_) => Reply::GeneralFailure,
             Refusal::Dial(e) => match (e.class(), &**e) {
                 (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
                 (FaultClass::Destination, _) => Reply::HostUnreachable,
@@ -49,13 +52,14 @@ impl Refusal {
         }
     }
 
-    fn http(&self) -> (u16, String) {
+    pub(crate) fn http(&self) -> (u16, String) {
         match self {
             Refusal::Malformed(why) => (400, (*why).to_owned()),
             Refusal::Unsupported(why) => (405, (*why).to_owned()),
             Refusal::UnknownExchange => (403, "unknown exchange in the user name".to_owned()),
             Refusal::AuthRequired => (407, "this listener needs the password".to_owned()),
             Refusal::BadDestination => (400, "bad destination host".to_owned()),
+            Refusal::Origin(why) => (502, (*why).to_owned()),
             Refusal::Dial(e) => {
                 let status = match (e.class(), &**e) {
                     (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => 504,
@@ -92,21 +96,28 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
         limits.handshake,
         handshake(&mut client, balancer, limits.clone()),
     );
-    let (protocol, mut upstream, early) = match opened.await {
-        Ok((Some(p), Ok((c, early)))) => (p, c, early),
-        Ok((p, Err(refusal))) => {
+    let (protocol, outcome) = match opened.await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::debug!(target: "proxypool::gateway", "handshake timed out");
+            (None, Err(Refusal::Malformed("handshake timed out")))
+        }
+    };
+    limits.metrics.accepted(protocol);
+    let (protocol, mut upstream, early) = match (protocol, outcome) {
+        (Some(p), Ok(Opened::Tunnel(c, early))) => (p, c, early),
+        (_, Ok(Opened::Forward(read))) => {
+            super::forward::serve(Replay::new(read, client), balancer, limits).await;
+            return;
+        }
+        (p, Err(refusal)) => {
             limits.metrics.refused(p);
             tracing::debug!(target: "proxypool::gateway", "refused: {refusal:?}");
             return;
         }
         // Cannot happen (no protocol, no tunnel); counted as refused all the same.
-        Ok((None, Ok(_))) => {
+        (None, Ok(Opened::Tunnel(..))) => {
             limits.metrics.refused(None);
-            return;
-        }
-        Err(_) => {
-            limits.metrics.refused(None);
-            tracing::debug!(target: "proxypool::gateway", "handshake timed out");
             return;
         }
     };
@@ -121,18 +132,34 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
     }
 }
 
+/// What a handshake opened.
+enum Opened {
+    /// A tunnel, and the bytes the client sent after its request (they belong to it).
+    Tunnel(Box<Connected>, Vec<u8>),
+    /// An HTTP request to forward: every byte read so far, that request first.
+    Forward(Vec<u8>),
+}
+
 /// Reads until `parse` has a whole message; what came after it is kept in `buf`.
 async fn read_message<T>(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     parse: impl Fn(&[u8]) -> Parse<T>,
 ) -> Result<T, Refusal> {
+    let (msg, consumed) = peek_message(client, buf, parse).await?;
+    buf.drain(..consumed);
+    Ok(msg)
+}
+
+/// As [`read_message`], leaving the message in `buf` too: the message and its length.
+async fn peek_message<T>(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Parse<T>,
+) -> Result<(T, usize), Refusal> {
     loop {
         match parse(buf) {
-            Parse::Complete(msg, consumed) => {
-                buf.drain(..consumed);
-                return Ok(msg);
-            }
+            Parse::Complete(msg, consumed) => return Ok((msg, consumed)),
             Parse::Invalid(why) => return Err(Refusal::Malformed(why)),
             Parse::Partial => {
                 let mut chunk = [0u8; 2048];
@@ -149,11 +176,11 @@ async fn read_message<T>(
     }
 }
 
-/// The handshake of whatever protocol the client speaks, up to an open tunnel (and
-/// the bytes the client sent after its request, which belong to it).
 /// The protocol told from the first byte, and the handshake's outcome.
-type Handshake = (Option<Protocol>, Result<(Connected, Vec<u8>), Refusal>);
+type Handshake = (Option<Protocol>, Result<Opened, Refusal>);
 
+/// The handshake of whatever protocol the client speaks, up to an open tunnel or a
+/// request to forward.
 async fn handshake(client: &mut TcpStream, balancer: &Balancer, limits: ConnLimits) -> Handshake {
     let mut buf = Vec::with_capacity(512);
     let mut first = [0u8; 1];
@@ -161,9 +188,15 @@ async fn handshake(client: &mut TcpStream, balancer: &Balancer, limits: ConnLimi
         return (None, Err(Refusal::Malformed("read failed")));
     };
     let protocol = (n == 1).then(|| sniff(first[0])).flatten();
+    let tunnel =
+        |r: Result<(Connected, Vec<u8>), Refusal>| r.map(|(c, e)| Opened::Tunnel(Box::new(c), e));
     let outcome = match protocol {
-        Some(Protocol::Socks5) => socks5_handshake(client, &mut buf, balancer, limits).await,
-        Some(Protocol::Socks4) => socks4_handshake(client, &mut buf, balancer, limits).await,
+        Some(Protocol::Socks5) => {
+            tunnel(socks5_handshake(client, &mut buf, balancer, limits).await)
+        }
+        Some(Protocol::Socks4) => {
+            tunnel(socks4_handshake(client, &mut buf, balancer, limits).await)
+        }
         Some(Protocol::Http) => http_handshake(client, &mut buf, balancer, limits).await,
         None => Err(Refusal::Malformed("not SOCKS5, SOCKS4 or HTTP")),
     };
@@ -259,8 +292,8 @@ async fn http_handshake(
     buf: &mut Vec<u8>,
     balancer: &Balancer,
     limits: ConnLimits,
-) -> Result<(Connected, Vec<u8>), Refusal> {
-    let request = match read_message(client, buf, http::parse_request).await {
+) -> Result<Opened, Refusal> {
+    let (request, consumed) = match peek_message(client, buf, http::parse_request).await {
         Ok(r) => r,
         Err(r) => {
             let (status, why) = r.http();
@@ -268,6 +301,12 @@ async fn http_handshake(
             return Err(r);
         }
     };
+    let (host, port) = match &request.target {
+        http::Target::Connect { host, port } => (host, *port),
+        // Forwarding serves this request and the ones after it, each on its own.
+        http::Target::Forward { .. } => return Ok(Opened::Forward(std::mem::take(buf))),
+    };
+    buf.drain(..consumed);
     if let Some(need) = &limits.auth
         && !request.auth.as_ref().is_some_and(|a| need.accepts(&a.pass))
     {
@@ -277,27 +316,12 @@ async fn http_handshake(
         return Err(r);
     }
     let user = request.auth.as_ref().map(|a| a.user.as_str());
-    let (host, port, forward) = match &request.target {
-        http::Target::Connect { host, port } => (host, *port, None),
-        http::Target::Forward { host, port, path } => (host, *port, Some(path)),
-    };
     let destination = Destination::Name(host.clone(), port);
     match open(balancer, user, &destination, limits).await {
         Ok(c) => {
-            let early = match forward {
-                None => {
-                    let answer = http::connect_established(c.upstream().as_deref());
-                    write(client, &answer).await?;
-                    std::mem::take(buf)
-                }
-                // The request goes on in origin form; what followed it, after it.
-                Some(path) => {
-                    let mut head = http::origin_request(&request, path);
-                    head.append(buf);
-                    head
-                }
-            };
-            Ok((c, early))
+            let answer = http::connect_established(c.upstream().as_deref());
+            write(client, &answer).await?;
+            Ok(Opened::Tunnel(Box::new(c), std::mem::take(buf)))
         }
         Err(r) => {
             let (status, why) = r.http();
@@ -309,7 +333,7 @@ async fn http_handshake(
 
 /// The tunnel for a request, routed by [`route`]; the destination as the client
 /// gave it.
-async fn open(
+pub(crate) async fn open(
     balancer: &Balancer,
     user: Option<&str>,
     destination: &Destination,

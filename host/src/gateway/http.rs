@@ -141,7 +141,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; a port must be 1–65535.
-fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         (h, after.strip_prefix(':'))
@@ -163,7 +163,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_owned(), port))
 }
 
-fn basic(value: &[u8]) -> Option<BasicAuth> {
+pub(crate) fn basic(value: &[u8]) -> Option<BasicAuth> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -210,46 +210,38 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Headers that concern one hop only (RFC 9110 §7.6.1), dropped when forwarding, with
-/// those the request's `Connection` header names.
-const HOP_BY_HOP: [&str; 7] = [
+/// Headers that concern one hop only (RFC 9110 §7.6.1), dropped when forwarding,
+/// with those the message's `Connection` header names. `Transfer-Encoding` goes
+/// too: each hop frames the body itself.
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
+    "proxy-authorization",
     "te",
     "trailer",
+    "transfer-encoding",
     "upgrade",
 ];
 
-/// The request head to send the origin: origin-form target, hop-by-hop headers
-/// dropped, and `Connection: close`, since the rest of the client's connection is
-/// relayed to this origin as it comes.
-pub fn origin_request(request: &Request, path: &str) -> Vec<u8> {
-    let named: Vec<String> = request
-        .headers
+/// Drops the hop-by-hop headers of a message being forwarded, in either direction.
+pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
         .collect();
-    let mut out = format!("{} {path} HTTP/1.{}\r\n", request.method, request.version).into_bytes();
-    for (name, value) in &request.headers {
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || named.contains(&lower) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
     }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out
 }
 
 /// The answer to a CONNECT whose tunnel is open, naming the upstream that carries it
@@ -335,16 +327,24 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_requests_drop_hop_by_hop_headers() {
-        let head = b"GET http://h:8080/p HTTP/1.1\r\nHost: h:8080\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n";
-        let Parse::Complete(r, _) = parse_request(head) else {
-            panic!("parse");
-        };
-        let out = String::from_utf8(origin_request(&r, "/p")).unwrap();
-        assert_eq!(
-            out,
-            "GET /p HTTP/1.1\r\nHost: h:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        );
+    fn forwarded_messages_drop_hop_by_hop_headers() {
+        let mut h = hyper::HeaderMap::new();
+        for (name, value) in [
+            ("host", "h:8080"),
+            ("connection", "keep-alive, X-Hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "*/*"),
+        ] {
+            h.append(name, value.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["accept", "host"]);
     }
 
     #[test]

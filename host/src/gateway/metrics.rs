@@ -2,6 +2,7 @@
 //! active, by listener and protocol, read at scrape time through the balancer's
 //! registry.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sniff::Protocol;
@@ -43,28 +44,34 @@ impl ListenerMetrics {
         }
     }
 
-    pub(crate) fn refused(&self, p: Option<Protocol>) {
+    /// A client connection whose first byte told its protocol (`None`: none).
+    pub(crate) fn accepted(&self, p: Option<Protocol>) {
         self.accepted[index(p)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection, or a forwarded request on a kept-alive one, refused.
+    pub(crate) fn refused(&self, p: Option<Protocol>) {
         self.refused[index(p)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A tunnel opened: counted, and active until the guard drops.
-    pub(crate) fn opened(&self, p: Protocol) -> ActiveGuard<'_> {
+    /// A tunnel opened (or a connection to an origin, for forwarded requests):
+    /// counted, and active until the guard drops.
+    pub(crate) fn opened(self: &Arc<Self>, p: Protocol) -> ActiveGuard {
         let i = index(Some(p));
-        self.accepted[i].fetch_add(1, Ordering::Relaxed);
         self.opened[i].fetch_add(1, Ordering::Relaxed);
         self.active[i].fetch_add(1, Ordering::Relaxed);
-        ActiveGuard { m: self, i }
+        ActiveGuard { m: self.clone(), i }
     }
 }
 
 /// Counts one active tunnel while alive.
-pub(crate) struct ActiveGuard<'a> {
-    m: &'a ListenerMetrics,
+#[derive(Debug)]
+pub(crate) struct ActiveGuard {
+    m: Arc<ListenerMetrics>,
     i: usize,
 }
 
-impl Drop for ActiveGuard<'_> {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.m.active[self.i].fetch_sub(1, Ordering::Relaxed);
     }

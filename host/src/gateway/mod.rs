@@ -16,6 +16,7 @@
 pub mod admin;
 mod conn;
 mod exchange_hosts;
+mod forward;
 pub mod http;
 pub mod metrics;
 mod parse;
