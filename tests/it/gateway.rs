@@ -408,7 +408,7 @@ fn python() -> Option<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aiohttp_and_websockets_reach_local_servers_through_the_gateway() {
+async fn aiohttp_requests_and_websockets_reach_local_servers_through_the_gateway() {
     let (Some(binance), Some(default)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
@@ -437,19 +437,24 @@ async fn aiohttp_and_websockets_reach_local_servers_through_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines[0].contains(r#""status": 200"#) && lines[0].contains("GET /aiohttp HTTP/1.1"),
-        "{stdout}"
-    );
+    assert_eq!(lines.len(), 4, "{stdout}");
+    for (line, path) in [(lines[0], "/aiohttp"), (lines[1], "/requests")] {
+        assert!(
+            line.contains(r#""status": 200"#) && line.contains(&format!("GET {path} HTTP/1.1")),
+            "{stdout}"
+        );
+    }
     assert_eq!(
         target.peer_ips(),
-        [binance.egress],
-        "aiohttp went through binance's pool"
+        [binance.egress, binance.egress],
+        "aiohttp and requests went through binance's pool"
     );
-    assert!(
-        lines[1].contains(&format!("hello via {}", binance.egress)),
-        "websockets went through binance's pool: {stdout}"
-    );
+    for (line, said) in [(lines[2], "hello"), (lines[3], "from env")] {
+        assert!(
+            line.contains(&format!("{said} via {}", binance.egress)),
+            "websockets went through binance's pool: {stdout}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
