@@ -2,8 +2,10 @@
 //! tunnel open, close) straight to microsocks, and through `proxypool::gateway` over
 //! the same microsocks, at concurrency 1 and 16. The clock stops when the tunnel is
 //! open: microsocks relays a destination's first bytes ~40 ms late (Nagle on its
-//! side), which would hide everything else. Issue 12's harness compares against
-//! HAProxy and pproxy.
+//! side), which would hide everything else. Then bulk: 1 GiB sent to a sink, directly
+//! and through the gateway on a direct route (no upstream), so that the gateway's
+//! relay is the only hop measured. Issue 12's harness compares against HAProxy and
+//! pproxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,51 @@ async fn run(
     Ok((all.len() as f64 / secs, p(0.5), p(0.99)))
 }
 
+const BULK: u64 = 1 << 30;
+
+/// A server that reads every connection to its end and answers with the count.
+async fn sink() -> Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut n = 0u64;
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                let _ = s.write_all(&n.to_be_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Seconds to send [`BULK`] bytes to `sink` over `stream` and hear them counted.
+async fn bulk<S>(mut stream: S) -> Result<f64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let buf = vec![7u8; 256 * 1024];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < BULK {
+        stream.write_all(&buf).await?;
+        sent += buf.len() as u64;
+    }
+    stream.shutdown().await?;
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count).await?;
+    anyhow::ensure!(u64::from_be_bytes(count) == BULK, "the sink got every byte");
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return Ok(());
@@ -94,6 +141,36 @@ fn main() -> Result<()> {
                 let (rate, p50, p99) = run(via, target.addr(), concurrency).await?;
                 println!("| {name} | {concurrency} | {rate:.0} | {p50:.2?} | {p99:.2?} |");
             }
+        }
+        let sink = sink().await?;
+        let direct = Arc::new(Balancer::try_new(
+            ConfigBuilder::new()
+                .yaml_str("proxy: {enabled: true, default: {http: {}}}")
+                .build()?,
+            Dialer::new(),
+        )?);
+        let socket = TcpListener::bind("127.0.0.1:0").await?;
+        let gw_direct = socket.local_addr()?;
+        let (_stop_direct, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(gateway::run(
+            vec![Listener {
+                socket,
+                transport: ListenTransport::Auto,
+                auth: None,
+            }],
+            direct,
+            Default::default(),
+            Settings::default(),
+            stopped,
+        ));
+        println!();
+        println!("| bulk, 1 GiB | seconds | Gbit/s |");
+        println!("|---|---|---|");
+        let plain = bulk(tokio::net::TcpStream::connect(sink).await?).await?;
+        let through = bulk(tokio_socks::tcp::Socks5Stream::connect(gw_direct, sink).await?).await?;
+        for (name, secs) in [("client → sink", plain), ("client → gateway → sink", through)] {
+            let gbit = BULK as f64 * 8.0 / secs / 1e9;
+            println!("| {name} | {secs:.2} | {gbit:.1} |");
         }
         anyhow::Ok(())
     })

@@ -36,6 +36,19 @@ impl ProxyStream {
         }
     }
 
+    /// The plain TCP socket under it, when nothing sits between (no TLS hop, no
+    /// early bytes left to replay): then a relay may move bytes on the socket itself.
+    pub fn into_tcp(self) -> Result<TcpStream, ProxyStream> {
+        match self.inner {
+            Replay {
+                early,
+                pos,
+                inner: Inner::Tcp(s),
+            } if pos >= early.len() => Ok(s),
+            inner => Err(ProxyStream { inner }),
+        }
+    }
+
     /// The TCP connection to the first hop (the proxy, or the destination if direct).
     pub fn tcp_stream(&self) -> &TcpStream {
         match &self.inner.inner {

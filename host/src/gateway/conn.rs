@@ -126,10 +126,24 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
         return;
     }
     // Half-closes travel both ways; the lease lives as long as the tunnel.
-    let moved = super::relay::relay(client, upstream.stream, limits.idle).await;
+    let moved = relay(client, upstream.stream, limits.idle).await;
     if let Some(lease) = &upstream.lease {
         lease.add_bytes(moved.up, moved.down);
     }
+}
+
+/// Relays in the kernel where both ends are plain sockets, else through buffers.
+async fn relay(
+    client: TcpStream,
+    upstream: crate::dial::ProxyStream,
+    idle: Duration,
+) -> super::relay::Moved {
+    #[cfg(target_os = "linux")]
+    let upstream = match upstream.into_tcp() {
+        Ok(tcp) => return super::relay::splice(client, tcp, idle).await,
+        Err(stream) => stream,
+    };
+    super::relay::relay(client, upstream, idle).await
 }
 
 /// What a handshake opened.
