@@ -558,3 +558,60 @@ async fn serve_refuses_a_non_loopback_listener() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
+
+/// `serve` takes its listeners and admin address from `gateway:`; `--listen` and
+/// `--admin` win over them; an admin address off loopback needs `gateway.admin_token`.
+#[tokio::test]
+async fn serve_flags_win_over_the_gateway_section() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "gateway:\n  listen: [{addr: '127.0.0.1:0', transport: websocket}]\n  admin: '127.0.0.1:0'\n",
+    )
+    .unwrap();
+    let transport_of = |extra: &'static [&'static str]| {
+        let file = file.clone();
+        async move {
+            let mut child = proxypool()
+                .arg("serve")
+                .arg("--config")
+                .arg(&file)
+                .args(extra)
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+            proxypool_tests::line_after(&mut lines, "admin on ").await;
+            child.kill().await.unwrap();
+            listening
+        }
+    };
+    assert!(
+        transport_of(&[]).await.ends_with("(transport websocket)"),
+        "the file's listener"
+    );
+    assert!(
+        transport_of(&["--listen", "127.0.0.1:0"])
+            .await
+            .ends_with("(transport auto)"),
+        "the flag's listener"
+    );
+    let out = proxypool()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .args(["--admin", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no gateway.admin_token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -359,6 +359,13 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
     ] {
         assert!(e.contains(path), "{path} in {e}");
     }
+    // Without a section: one loopback listener on the SOCKS port, admin on 9090.
+    let none = ConfigBuilder::new().build().unwrap();
+    let g = none.gateway();
+    assert_eq!(g.listen.len(), 1);
+    assert_eq!(g.listen[0].addr, "127.0.0.1:1080".parse().unwrap());
+    assert_eq!(g.listen[0].transport, ListenTransport::Auto);
+    assert_eq!(g.admin, "127.0.0.1:9090".parse().unwrap());
     let open = ConfigBuilder::new()
         .yaml_str("gateway: {listen: [{addr: '0.0.0.0:1080'}], allow_open: true}")
         .build()
