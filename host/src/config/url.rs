@@ -133,6 +133,17 @@ pub struct ProxyUrl {
 }
 
 impl ProxyUrl {
+    /// What makes a member the same member across a reload: scheme, host (any
+    /// case), port and user name. The password is not part of it, so a changed
+    /// password keeps the member's health and breaker.
+    pub fn same_member(&self, other: &ProxyUrl) -> bool {
+        self.scheme == other.scheme
+            && self.host.eq_ignore_ascii_case(&other.host)
+            && self.port == other.port
+            && self.credentials.as_ref().map(Credentials::username)
+                == other.credentials.as_ref().map(Credentials::username)
+    }
+
     /// Parses `s` with cryptofeed's rules, in cryptofeed's order; the first rule that
     /// fails is the error. A path or query is accepted and ignored.
     pub fn parse(s: &str) -> Result<ProxyUrl, UrlError> {

@@ -73,6 +73,11 @@ impl Breaker {
         }
     }
 
+    /// New thresholds and cooldowns from a reload; the state stays as it is.
+    pub(crate) fn reconfigure(&mut self, config: config::Breaker) {
+        self.config = config;
+    }
+
     pub(crate) fn state(&self) -> BreakerState {
         self.state
     }

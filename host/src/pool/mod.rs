@@ -42,7 +42,7 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 /// A proxy's id within its pool: its index in the configured member list.
 pub type ProxyId = u32;
 
-/// One member and its runtime cells.
+/// One member: what the configuration says of it, and what the pool learned.
 #[derive(Debug)]
 pub struct Member {
     url: ProxyUrl,
@@ -51,6 +51,14 @@ pub struct Member {
     label: String,
     weight_milli: u32,
     enabled: bool,
+    /// Shared with the same member of the pool a reload replaced, and of the one
+    /// that replaces it: a member that stays keeps what was learned.
+    cells: Arc<Cells>,
+}
+
+/// A member's runtime cells.
+#[derive(Debug)]
+struct Cells {
     /// The active health verdict; members start up, so the first connects need not
     /// wait for a probe.
     healthy: AtomicBool,
@@ -89,47 +97,47 @@ impl Member {
 
     /// Active leases right now.
     pub fn active(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
+        self.cells.active.load(Ordering::Relaxed)
     }
 
     /// Recent handshake time through this proxy in microseconds (an exponentially
     /// weighted mean over connects and probes), or 0 before the first measurement.
     pub fn latency_us(&self) -> u32 {
-        self.latency_us.load(Ordering::Relaxed)
+        self.cells.latency_us.load(Ordering::Relaxed)
     }
 
     /// Recent successful probe time in microseconds (an exponentially weighted mean,
     /// whatever the method), or 0 before the first.
     pub fn probe_rtt_us(&self) -> u32 {
-        self.probe_rtt_us.load(Ordering::Relaxed)
+        self.cells.probe_rtt_us.load(Ordering::Relaxed)
     }
 
     /// Leases handed out on it so far: picks, failovers and hedges.
     pub fn picks(&self) -> u64 {
-        self.picks.load(Ordering::Relaxed)
+        self.cells.picks.load(Ordering::Relaxed)
     }
 
     /// Bytes relayed through it so far: (client → upstream, upstream → client).
     pub fn bytes(&self) -> (u64, u64) {
         (
-            self.bytes_up.load(Ordering::Relaxed),
-            self.bytes_down.load(Ordering::Relaxed),
+            self.cells.bytes_up.load(Ordering::Relaxed),
+            self.cells.bytes_down.load(Ordering::Relaxed),
         )
     }
 
     /// The active health verdict.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.cells.healthy.load(Ordering::Acquire)
     }
 
     /// The breaker's state.
     pub fn breaker(&self) -> BreakerState {
-        lock(&self.breaker).state()
+        lock(&self.cells.breaker).state()
     }
 
     /// Whether the proxy refused our credentials.
     pub fn misconfigured(&self) -> bool {
-        self.misconfigured.load(Ordering::Acquire)
+        self.cells.misconfigured.load(Ordering::Acquire)
     }
 
     /// Whether the member is enabled in the configuration.
@@ -138,7 +146,10 @@ impl Member {
     }
 
     fn eligible(&self) -> bool {
-        self.enabled && self.healthy() && lock(&self.breaker).admits() && !self.misconfigured()
+        self.enabled
+            && self.healthy()
+            && lock(&self.cells.breaker).admits()
+            && !self.misconfigured()
     }
 }
 
@@ -260,13 +271,34 @@ struct PoolInner {
     epoch: Instant,
     /// Woken when `next_deadline` moves earlier.
     deadline_changed: tokio::sync::Notify,
-    counters: PoolCounters,
+    /// Shared with the pools a reload replaces and makes, so counts never go back.
+    counters: Arc<PoolCounters>,
     snapshot: ArcSwap<Snapshot>,
     /// Serialises snapshot rebuilds (readers never take it).
     rebuild: Mutex<()>,
     tracking: AtomicBool,
     dirty: DirtyBits,
     next_version: AtomicU64,
+    /// The pool a reload made to replace this one, once there is one.
+    successor: std::sync::OnceLock<Successor>,
+}
+
+/// Where a replaced pool's changes go on to.
+struct Successor {
+    pool: std::sync::Weak<PoolInner>,
+    /// Old id → new id, for the members that stayed.
+    ids: Vec<Option<ProxyId>>,
+}
+
+/// What a reload did to a pool's members.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Succession {
+    /// (old id, new id) of each member that stayed, with its state.
+    pub kept: Vec<(ProxyId, ProxyId)>,
+    /// New ids of members that are new.
+    pub added: Vec<ProxyId>,
+    /// Old ids of members that left (they drain).
+    pub removed: Vec<ProxyId>,
 }
 
 impl fmt::Debug for Pool {
@@ -282,47 +314,143 @@ impl Pool {
     /// A pool for `spec`, named by its route (`exchanges.binance.http`). Every enabled
     /// member starts eligible.
     pub fn new(name: impl Into<String>, spec: &PoolSpec) -> Pool {
-        let name = name.into();
+        Self::build(name.into(), spec, None).0
+    }
+
+    /// The pool that replaces `self` after a reload to `spec`. A member that stays
+    /// (the same scheme, host, port and user: [`ProxyUrl::same_member`]) keeps its
+    /// health, breaker, latency, bans and live leases, whatever its position or
+    /// weight now; a new breaker setting applies to its state as it is. Members
+    /// that left keep serving their live leases through `self`, which takes no new
+    /// picks once the caller stops using it; a lease dropped there still reaches
+    /// the new pool's load tracking. Snapshot versions go on from `self`'s, so a
+    /// strategy never mistakes the new membership for one it saw.
+    pub fn succeed(&self, spec: &PoolSpec) -> (Pool, Succession) {
+        let (pool, succession) = Self::build(self.inner.name.clone(), spec, Some(self));
+        let ids = succession.kept.iter().fold(
+            vec![None; self.inner.members.len()],
+            |mut ids, &(old, new)| {
+                ids[old as usize] = Some(new);
+                ids
+            },
+        );
+        let _ = self.inner.successor.set(Successor {
+            pool: Arc::downgrade(&pool.inner),
+            ids,
+        });
+        (pool, succession)
+    }
+
+    fn build(name: String, spec: &PoolSpec, previous: Option<&Pool>) -> (Pool, Succession) {
         // Whatever built the spec, no duration in it can overflow a deadline.
         let spec = &spec.bounded();
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
         let labels = member_labels(spec.members.iter().map(|m| &m.url));
+        let old: &[Member] = previous.map_or(&[], |p| &p.inner.members);
+        let mut taken = vec![false; old.len()];
+        let mut succession = Succession::default();
         let members = spec
             .members
             .iter()
             .zip(labels)
             .enumerate()
-            .map(|(i, (m, label))| Member {
-                url: m.url.clone(),
-                label,
-                weight_milli: (m.weight * 1000.0).round() as u32,
-                enabled: m.enabled,
-                healthy: AtomicBool::new(true),
-                probed: AtomicBool::new(false),
-                breaker: Mutex::new(Breaker::new(spec.breaker.clone(), seed ^ i as u64)),
-                misconfigured: AtomicBool::new(false),
-                reason: Mutex::new(String::new()),
-                active: AtomicU32::new(0),
-                latency_us: AtomicU32::new(0),
-                probe_rtt_us: AtomicU32::new(0),
-                picks: AtomicU64::new(0),
-                bytes_up: AtomicU64::new(0),
-                bytes_down: AtomicU64::new(0),
-                attention: tokio::sync::Notify::new(),
+            .map(|(i, (m, label))| {
+                let found = old
+                    .iter()
+                    .enumerate()
+                    .position(|(j, o)| !taken[j] && o.url.same_member(&m.url));
+                let cells = match found {
+                    Some(j) => {
+                        taken[j] = true;
+                        succession.kept.push((j as ProxyId, i as ProxyId));
+                        let cells = old[j].cells.clone();
+                        lock(&cells.breaker).reconfigure(spec.breaker.clone());
+                        // New credentials may cure a refusal of the old ones.
+                        if old[j].url != m.url {
+                            cells.misconfigured.store(false, SeqCst);
+                        }
+                        cells
+                    }
+                    None => {
+                        succession.added.push(i as ProxyId);
+                        Arc::new(Cells {
+                            healthy: AtomicBool::new(true),
+                            probed: AtomicBool::new(false),
+                            breaker: Mutex::new(Breaker::new(
+                                spec.breaker.clone(),
+                                seed ^ i as u64,
+                            )),
+                            misconfigured: AtomicBool::new(false),
+                            reason: Mutex::new(String::new()),
+                            active: AtomicU32::new(0),
+                            latency_us: AtomicU32::new(0),
+                            probe_rtt_us: AtomicU32::new(0),
+                            picks: AtomicU64::new(0),
+                            bytes_up: AtomicU64::new(0),
+                            bytes_down: AtomicU64::new(0),
+                            attention: tokio::sync::Notify::new(),
+                        })
+                    }
+                };
+                Member {
+                    url: m.url.clone(),
+                    label,
+                    weight_milli: (m.weight * 1000.0).round() as u32,
+                    enabled: m.enabled,
+                    cells,
+                }
             })
             .collect::<Vec<_>>();
+        succession.removed = (0..old.len() as ProxyId)
+            .filter(|j| !taken[*j as usize])
+            .collect();
         let dirty = DirtyBits::new(members.len());
+        let (bans, next_deadline, epoch, counters, next_version) = match previous {
+            Some(p) => {
+                let moved: Vec<Ban> = lock(&p.inner.bans)
+                    .iter()
+                    .filter_map(|b| {
+                        let (_, new) = succession.kept.iter().find(|(o, _)| *o == b.id)?;
+                        // A geo-block lasts until the member changes (another
+                        // password may mean another exit region); a timed ban stays.
+                        let changed =
+                            p.inner.members[b.id as usize].url != members[*new as usize].url;
+                        if b.until.is_none() && changed {
+                            return None;
+                        }
+                        Some(Ban {
+                            id: *new,
+                            ..b.clone()
+                        })
+                    })
+                    .collect();
+                (
+                    moved,
+                    p.inner.next_deadline.load(SeqCst),
+                    p.inner.epoch,
+                    p.inner.counters.clone(),
+                    p.inner.next_version.load(SeqCst),
+                )
+            }
+            None => (
+                Vec::new(),
+                u64::MAX,
+                Instant::now(),
+                Arc::new(PoolCounters::default()),
+                1,
+            ),
+        };
         let inner = Arc::new(PoolInner {
             name,
             members,
             spec: spec.clone(),
-            bans: Mutex::new(Vec::new()),
-            next_deadline: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
+            bans: Mutex::new(bans),
+            next_deadline: AtomicU64::new(next_deadline),
+            epoch,
             deadline_changed: tokio::sync::Notify::new(),
-            counters: PoolCounters::default(),
+            counters,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: 0,
                 eligible: Vec::new(),
@@ -333,11 +461,12 @@ impl Pool {
             rebuild: Mutex::new(()),
             tracking: AtomicBool::new(false),
             dirty,
-            next_version: AtomicU64::new(1),
+            next_version: AtomicU64::new(next_version),
+            successor: std::sync::OnceLock::new(),
         });
         let pool = Pool { inner };
         pool.republish();
-        pool
+        (pool, succession)
     }
 
     /// A pool of `urls` with the config layer's defaults (round robin, weight 1,
@@ -348,15 +477,7 @@ impl Pool {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        use crate::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
-        let config = ConfigBuilder::new()
-            .enabled(true)
-            .default_proxy(Transport::Http, ProxyEntry::pool(urls))
-            .build()?;
-        match config.route(None, Transport::Http).upstream {
-            Some(Upstream::Pool(spec)) => Ok(Pool::new(name, spec)),
-            other => unreachable!("a pool entry resolves to a pool, got {other:?}"),
-        }
+        Ok(Pool::new(name, &spec_of(urls)?))
     }
 
     /// The route this pool serves.
@@ -382,14 +503,14 @@ impl Pool {
     /// Folds one handshake time into `id`'s mean (weight 1/8, as TCP's SRTT).
     pub fn record_latency(&self, id: ProxyId, took: Duration) {
         if let Some(m) = self.inner.members.get(id as usize) {
-            fold_mean(&m.latency_us, took);
+            fold_mean(&m.cells.latency_us, took);
         }
     }
 
     /// Folds one successful probe's time into `id`'s probe mean.
     pub fn record_probe_rtt(&self, id: ProxyId, took: Duration) {
         if let Some(m) = self.inner.members.get(id as usize) {
-            fold_mean(&m.probe_rtt_us, took);
+            fold_mean(&m.cells.probe_rtt_us, took);
         }
     }
 
@@ -407,7 +528,7 @@ impl Pool {
     /// pool has no member `id`.
     pub fn lease(&self, id: ProxyId) -> Option<Lease> {
         let m = self.inner.members.get(id as usize)?;
-        m.picks.fetch_add(1, Ordering::Relaxed);
+        m.cells.picks.fetch_add(1, Ordering::Relaxed);
         self.inner.count(id, 1);
         Some(Lease {
             pool: self.inner.clone(),
@@ -434,7 +555,7 @@ impl Pool {
         self.inner.dirty.drain(|id| {
             into.push(LeaseCount {
                 id,
-                active: members[id as usize].active.load(SeqCst),
+                active: members[id as usize].cells.active.load(SeqCst),
             })
         });
     }
@@ -445,7 +566,7 @@ impl Pool {
         into.extend(
             snap.eligible
                 .iter()
-                .map(|&id| self.inner.members[id as usize].active.load(SeqCst)),
+                .map(|&id| self.inner.members[id as usize].cells.active.load(SeqCst)),
         );
     }
 
@@ -471,6 +592,11 @@ impl Pool {
             mask,
             bans,
         }));
+        drop(_guard);
+        // A member shared with the pool that replaced this one changed there too.
+        if let Some(next) = self.inner.successor.get().and_then(|s| s.pool.upgrade()) {
+            Pool { inner: next }.republish();
+        }
     }
 }
 
@@ -479,11 +605,40 @@ impl PoolInner {
         // Count first, then look at the flag: if tracking was off at the look, it was
         // turned on later, and the fresh read that follows includes this change.
         self.members[id as usize]
+            .cells
             .active
             .fetch_add(delta as u32, SeqCst);
+        self.mark(id);
+    }
+
+    /// Marks `id`'s count changed here and in the pools that replaced this one.
+    fn mark(&self, id: ProxyId) {
         if self.tracking.load(SeqCst) {
             self.dirty.mark(id);
         }
+        if let Some(next) = self.successor.get()
+            && let Some(Some(new_id)) = next.ids.get(id as usize)
+            && let Some(pool) = next.pool.upgrade()
+        {
+            pool.mark(*new_id);
+        }
+    }
+}
+
+/// The spec of a pool of `urls` with the config layer's defaults.
+fn spec_of<I, S>(urls: I) -> Result<PoolSpec, crate::ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    use crate::config::{ConfigBuilder, ProxyEntry, Transport, Upstream};
+    let config = ConfigBuilder::new()
+        .enabled(true)
+        .default_proxy(Transport::Http, ProxyEntry::pool(urls))
+        .build()?;
+    match config.route(None, Transport::Http).upstream {
+        Some(Upstream::Pool(spec)) => Ok((**spec).clone()),
+        other => unreachable!("a pool entry resolves to a pool, got {other:?}"),
     }
 }
 
@@ -549,8 +704,8 @@ impl Lease {
     /// Counts bytes relayed through this proxy (up: client → upstream).
     pub fn add_bytes(&self, up: u64, down: u64) {
         let m = &self.pool.members[self.id as usize];
-        m.bytes_up.fetch_add(up, Ordering::Relaxed);
-        m.bytes_down.fetch_add(down, Ordering::Relaxed);
+        m.cells.bytes_up.fetch_add(up, Ordering::Relaxed);
+        m.cells.bytes_down.fetch_add(down, Ordering::Relaxed);
     }
 
     /// Reports what `exchange` said through this proxy (see [`Pool::report`]).
@@ -609,6 +764,70 @@ mod tests {
                 "socks5://gw:1080",
                 "socks5://***@gw:1080#3"
             ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successor_keeps_what_staying_members_learned_and_live_leases_count_there() {
+        let old = Pool::from_urls(
+            "default.http",
+            ["socks5://u:p@a:1", "socks5://b:1", "socks5://c:1"],
+        )
+        .unwrap();
+        let lease = old.lease(0).unwrap();
+        let now = Instant::now();
+        for _ in 0..old.spec().breaker.failures {
+            old.record_failure(2, now, "refused");
+        }
+        assert!(matches!(
+            old.members()[2].breaker(),
+            BreakerState::Open { .. }
+        ));
+        old.report(
+            2,
+            "binance",
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(60)),
+            },
+            now,
+        );
+        let before = old.snapshot().version();
+        // c moves to the front, a gets a new password and stays, b leaves, d comes.
+        let spec = spec_of(["socks5://c:1", "socks5://u:new@a:1", "socks5://d:1"]).unwrap();
+        let (new, succession) = old.succeed(&spec);
+        assert_eq!(succession.kept, [(2, 0), (0, 1)]);
+        assert_eq!(succession.added, [2]);
+        assert_eq!(succession.removed, [1]);
+        assert!(new.snapshot().version() > before, "versions go on");
+        assert!(matches!(
+            new.members()[0].breaker(),
+            BreakerState::Open { .. }
+        ));
+        assert_eq!(new.snapshot().bans().len(), 1);
+        assert_eq!(new.snapshot().bans()[0].id, 0, "the ban follows its member");
+        assert_eq!(
+            new.members()[1].active(),
+            1,
+            "the live lease counts in the new pool"
+        );
+        new.set_load_tracking(true);
+        drop(lease);
+        assert_eq!(new.members()[1].active(), 0);
+        let mut changes = Vec::new();
+        new.drain_load_changes(&mut changes);
+        assert_eq!(
+            changes,
+            [LeaseCount { id: 1, active: 0 }],
+            "an old lease's drop reaches the new pool's tracking"
+        );
+        // The breaker's cooldown ends: the half-open state shows in the new snapshot.
+        let BreakerState::Open { until } = new.members()[0].breaker() else {
+            unreachable!()
+        };
+        old.poll(until);
+        assert!(
+            new.snapshot().is_eligible(0),
+            "old pool's change republished the new"
         );
     }
 

@@ -19,7 +19,8 @@ pub enum BanReason {
     RateLimited,
     /// An IP ban (Binance's 418).
     Banned,
-    /// The exchange refuses the proxy's region (HTTP 451): until reload.
+    /// The exchange refuses the proxy's region (HTTP 451): until a reload changes
+    /// the proxy's URL.
     GeoBlocked,
 }
 
@@ -61,7 +62,7 @@ pub struct Ban {
     pub exchange: String,
     /// Why.
     pub reason: BanReason,
-    /// When it ends; `None`: at reload.
+    /// When it ends; `None`: when a reload changes the member's URL.
     pub until: Option<Instant>,
 }
 
@@ -153,14 +154,14 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
-        let first = !m.probed.swap(true, Ordering::AcqRel);
-        let was = m.healthy.swap(healthy, Ordering::AcqRel);
+        let first = !m.cells.probed.swap(true, Ordering::AcqRel);
+        let was = m.cells.healthy.swap(healthy, Ordering::AcqRel);
         let mut changed = was != healthy;
         // Only a recovery closes the breaker: a proxy that stays up by its probes may
         // still fail real connects (a tcp probe cannot see a broken handshake).
         if healthy
             && !was
-            && let Some(state) = lock(&m.breaker).reset()
+            && let Some(state) = lock(&m.cells.breaker).reset()
         {
             self.count_breaker(state);
             changed = true;
@@ -171,7 +172,7 @@ impl Pool {
                 .health_transitions
                 .fetch_add(1, Ordering::Relaxed);
             if !healthy {
-                *lock(&m.reason) = format!("unhealthy: {reason}");
+                *lock(&m.cells.reason) = format!("unhealthy: {reason}");
             }
             self.log(id, "health", if healthy { "up" } else { "down" }, reason);
         } else if first {
@@ -194,7 +195,7 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
-        let changed = lock(&m.breaker).success();
+        let changed = lock(&m.cells.breaker).success();
         if let Some(state) = changed {
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), "a connect succeeded");
@@ -207,16 +208,16 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
-        let changed = lock(&m.breaker).failure(now);
+        let changed = lock(&m.cells.breaker).failure(now);
         if let Some(state) = changed {
-            *lock(&m.reason) = format!("breaker open: {reason}");
+            *lock(&m.cells.reason) = format!("breaker open: {reason}");
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), reason);
             if let BreakerState::Open { until } = state {
                 self.note_deadline(until);
             }
             // Probe now rather than at the next (possibly 30 s) interval.
-            m.attention.notify_one();
+            m.cells.attention.notify_one();
             self.republish();
         }
     }
@@ -226,8 +227,8 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
-        if !m.misconfigured.swap(true, Ordering::AcqRel) {
-            *lock(&m.reason) = format!("misconfigured: {reason}");
+        if !m.cells.misconfigured.swap(true, Ordering::AcqRel) {
+            *lock(&m.cells.reason) = format!("misconfigured: {reason}");
             self.inner
                 .counters
                 .misconfigured
@@ -248,7 +249,7 @@ impl Pool {
     /// needed), it gives the trial back, so the proxy cannot be stuck out of rotation.
     pub fn begin_attempt(&self, id: ProxyId) -> Option<Trial> {
         let m = self.inner.members.get(id as usize)?;
-        let admission = lock(&m.breaker).take_trial();
+        let admission = lock(&m.cells.breaker).take_trial();
         let trial = match admission {
             Admission::Refused => return None,
             Admission::Closed => None,
@@ -275,7 +276,7 @@ impl Pool {
         self.inner.next_deadline.store(u64::MAX, Ordering::Release);
         let mut changed = false;
         for (id, m) in self.inner.members.iter().enumerate() {
-            let mut b = lock(&m.breaker);
+            let mut b = lock(&m.cells.breaker);
             if let Some(state) = b.poll(now) {
                 drop(b);
                 self.count_breaker(state);
@@ -392,11 +393,11 @@ impl Pool {
                     eligible: snap.is_eligible(id),
                     enabled: m.enabled,
                     healthy: m.healthy(),
-                    probed: m.probed.load(Ordering::Acquire),
+                    probed: m.cells.probed.load(Ordering::Acquire),
                     breaker: m.breaker(),
                     misconfigured: m.misconfigured(),
                     active: m.active(),
-                    reason: lock(&m.reason).clone(),
+                    reason: lock(&m.cells.reason).clone(),
                     bans: snap
                         .bans()
                         .iter()
@@ -447,7 +448,7 @@ impl Pool {
     /// since the last call): its health task probes without waiting out the interval.
     pub async fn attention(&self, id: ProxyId) {
         if let Some(m) = self.inner.members.get(id as usize) {
-            m.attention.notified().await;
+            m.cells.attention.notified().await;
         }
     }
 
@@ -492,7 +493,7 @@ impl Drop for Trial {
             return;
         };
         // A recorded outcome has already moved the breaker on; then this does nothing.
-        let released = lock(&m.breaker).release_trial(n);
+        let released = lock(&m.cells.breaker).release_trial(n);
         if released {
             self.pool.republish();
         }
