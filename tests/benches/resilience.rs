@@ -163,7 +163,7 @@ async fn pick(n: usize) -> Result<()> {
                     let mut ns = Vec::with_capacity(200_000);
                     for _ in 0..200_000 {
                         let t = Instant::now();
-                        drop(sel.pick(pool, ctx).expect("pick"));
+                        drop(sel.pick(&pool, ctx).expect("pick"));
                         ns.push(t.elapsed());
                     }
                     ns
@@ -215,7 +215,7 @@ async fn memory_one(n: usize) -> Result<()> {
     let (pool, sel) = bal.pool("default.http").context("pool")?;
     let ctx = PickContext::first("x", Transport::Http);
     for _ in 0..1000 {
-        drop(sel.pick(pool, ctx)?);
+        drop(sel.pick(&pool, ctx)?);
     }
     let after = rss_kib()?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;

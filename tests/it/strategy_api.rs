@@ -30,7 +30,7 @@ fn balancer() -> Balancer {
 fn picks(b: &Balancer, n: usize) -> Vec<u32> {
     let (pool, selector) = b.pool(ROUTE).unwrap();
     (0..n)
-        .map(|_| selector.pick(pool, FIRST).unwrap().id())
+        .map(|_| selector.pick(&pool, FIRST).unwrap().id())
         .collect()
 }
 
@@ -46,7 +46,7 @@ fn strategy_changes_through_the_api_go_through_admission() {
     )
     .unwrap();
     let (pool, selector) = b.pool(ROUTE).unwrap();
-    let held = [selector.pick(pool, FIRST).unwrap(), pool.lease(1).unwrap()];
+    let held = [selector.pick(&pool, FIRST).unwrap(), pool.lease(1).unwrap()];
     assert_eq!(held[0].id(), 0);
     assert_eq!(picks(&b, 1), [2], "0 and 1 carry a lease each");
     let generation = selector.stats().generation;

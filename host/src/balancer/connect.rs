@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::schedule::{Schedule, Step};
-use super::{Balancer, Connected, PoolEntry};
+use super::{Balancer, Connected, PoolEntry, Routes};
 use crate::config::{DEFAULT_HEDGE_INITIAL, Transport, WhenAllDown};
 use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
 use crate::metrics::{CONNECT_BUCKETS, Histogram, PICK_BUCKETS, Sample};
@@ -199,8 +199,10 @@ enum Event {
 }
 
 impl Balancer {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn connect_pool(
         &self,
+        routes: &Routes,
         entry: &PoolEntry,
         ctx: DialContext<'_>,
         exchange: String,
@@ -309,7 +311,7 @@ impl Balancer {
         }
         if schedule.started() == 0 {
             return self
-                .all_down(entry, ctx, exchange, target, started, &excluded)
+                .all_down(routes, entry, ctx, exchange, target, started, &excluded)
                 .await;
         }
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -460,8 +462,10 @@ impl Balancer {
 
     /// No proxy was eligible: the pool's policy decides. Never direct unless the
     /// default route itself says direct (for `fallback_default`).
+    #[allow(clippy::too_many_arguments)]
     async fn all_down(
         &self,
+        routes: &Routes,
         entry: &PoolEntry,
         ctx: DialContext<'_>,
         exchange: String,
@@ -493,8 +497,9 @@ impl Balancer {
                         "fallback_default, but this is the default route",
                     ));
                 }
-                let route = self.config.route(None, ctx.transport);
+                let route = routes.config.route(None, ctx.transport);
                 self.connect_upstream(
+                    routes,
                     route.upstream,
                     &default,
                     ctx,

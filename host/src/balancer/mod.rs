@@ -3,6 +3,7 @@
 //! policy. A gateway (or any embedding client) uses only this.
 
 mod connect;
+mod reload;
 mod schedule;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +23,9 @@ use crate::pool::{Lease, MemberStatus, Outcome, Pool};
 use crate::strategy::{
     Limits, Selector, StrategyEngine, StrategyError, StrategyWatch, WasmVerdict,
 };
+use arc_swap::ArcSwap;
 pub use connect::{ConnectCounters, ConnectTotals};
+pub use reload::{ReloadOutcome, ReloadReport, RouteChange};
 use sha2::Digest;
 
 /// Why a balancer could not be built.
@@ -89,6 +92,38 @@ impl Connected {
     }
 }
 
+/// The parts of a pool entry that can fail to load.
+struct EntryParts {
+    selector: Arc<Selector>,
+    watch: Option<StrategyWatch>,
+    verdict: VerdictSlot,
+    verdict_watch: Option<StrategyWatch>,
+}
+
+impl EntryParts {
+    /// The entry for `pool`; with `previous` (the entry a reload replaces), its
+    /// counters and measured handshakes go on.
+    fn assemble(self, pool: Pool, previous: Option<&PoolEntry>) -> PoolEntry {
+        let handshakes = previous.map_or_else(VecDeque::new, |p| {
+            p.handshakes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        PoolEntry {
+            pool,
+            selector: self.selector,
+            watch: Mutex::new(self.watch),
+            verdict: self.verdict,
+            verdict_watch: Mutex::new(self.verdict_watch),
+            handshakes: Mutex::new(handshakes),
+            panic_rotor: AtomicU64::new(0),
+            counters: previous.map_or_else(Default::default, |p| p.counters.clone()),
+            checker: Mutex::new(None),
+        }
+    }
+}
+
 struct PoolEntry {
     pool: Pool,
     selector: Arc<Selector>,
@@ -101,12 +136,19 @@ struct PoolEntry {
     handshakes: Mutex<VecDeque<Duration>>,
     /// Rotation for the panic policy, which bypasses the strategy.
     panic_rotor: AtomicU64,
-    counters: ConnectCounters,
+    /// Shared with the entry a reload makes for the same route, so counts go on.
+    counters: Arc<ConnectCounters>,
+    /// The pool's health checks, once [`Balancer::start`] (or a reload after it)
+    /// started them; they stop when the entry drops.
+    checker: Mutex<Option<Arc<HealthChecker>>>,
 }
 
 impl Collect for PoolEntry {
     fn collect(&self, out: &mut Vec<Sample>) {
         self.pool.collect(out);
+        if let Some(c) = &*self.checker.lock().unwrap_or_else(|p| p.into_inner()) {
+            c.collect(out);
+        }
         let name = self.pool.name();
         self.counters.collect(name, out);
         let labels = || vec![("pool", name.to_owned())];
@@ -159,24 +201,59 @@ impl Collect for PoolEntry {
     }
 }
 
-/// Routes, pools, strategies and health checks for one configuration.
+/// One configuration's routes and pools: a connect reads them once, so it sees the
+/// configuration before a reload or after it, never a mix.
+pub(crate) struct Routes {
+    /// 1 for the configuration the balancer was built with; each reload that
+    /// changes something adds one.
+    pub(crate) generation: u64,
+    pub(crate) config: Arc<Config>,
+    pools: HashMap<String, Arc<PoolEntry>>,
+}
+
+/// Routes, pools, strategies and health checks, for one configuration at a time
+/// ([`Balancer::reload`] replaces it).
 pub struct Balancer {
-    config: Config,
     dialer: Dialer,
     engine: StrategyEngine,
-    pools: HashMap<String, Arc<PoolEntry>>,
-    /// Started by [`Balancer::start`]; held so that health checks live exactly as
-    /// long as the balancer (the metrics registry holds them too): their tasks stop
-    /// when the last handle drops.
-    checkers: Mutex<Vec<Arc<HealthChecker>>>,
+    routes: Arc<ArcSwap<Routes>>,
+    /// Where health checks run: set by [`Balancer::start`], used by later reloads.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
+    /// Bounds the probes in flight across every pool.
+    probe_permits: Arc<tokio::sync::Semaphore>,
+    seeds: std::collections::hash_map::RandomState,
+    /// Serialises reloads; connects never take it.
+    reloading: Mutex<()>,
+    reloads: Arc<reload::ReloadCounters>,
     metrics: Registry,
 }
 
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
-            .field("pools", &self.pools.keys().collect::<Vec<_>>())
+            .field(
+                "pools",
+                &self.routes.load().pools.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
+    }
+}
+
+/// Every pool's series, read from the routes in force at scrape time.
+struct RoutesMetrics {
+    routes: Arc<ArcSwap<Routes>>,
+    reloads: Arc<reload::ReloadCounters>,
+}
+
+impl Collect for RoutesMetrics {
+    fn collect(&self, out: &mut Vec<Sample>) {
+        let routes = self.routes.load();
+        let mut names: Vec<&String> = routes.pools.keys().collect();
+        names.sort();
+        for name in names {
+            routes.pools[name].collect(out);
+        }
+        self.reloads.collect(routes.generation, out);
     }
 }
 
@@ -214,19 +291,30 @@ impl Balancer {
         let seeds = std::collections::hash_map::RandomState::new();
         let mut pools = HashMap::new();
         for (name, spec) in config.pools() {
-            let entry = Self::pool_entry(&engine, &name, spec, seeds.hash_one(&name))?;
+            let parts = Self::load_parts(&engine, &name, spec, seeds.hash_one(&name))?;
+            let entry = parts.assemble(Pool::new(&name, spec), None);
             pools.insert(name, Arc::new(entry));
         }
+        let routes = Arc::new(ArcSwap::from_pointee(Routes {
+            generation: 1,
+            config: Arc::new(config),
+            pools,
+        }));
+        let reloads = Arc::new(reload::ReloadCounters::default());
         let metrics = Registry::new();
-        for entry in pools.values() {
-            metrics.register(entry.clone());
-        }
+        metrics.register(Arc::new(RoutesMetrics {
+            routes: routes.clone(),
+            reloads: reloads.clone(),
+        }));
         Ok(Balancer {
-            config,
             dialer,
             engine,
-            pools,
-            checkers: Mutex::new(Vec::new()),
+            routes,
+            runtime: Mutex::new(None),
+            probe_permits: Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROBE_CONCURRENCY)),
+            seeds,
+            reloading: Mutex::new(()),
+            reloads,
             metrics,
         })
     }
@@ -236,56 +324,79 @@ impl Balancer {
     /// cooldown ends). Until then the balancer dials, fails over and opens breakers,
     /// but nothing probes and a breaker turns half-open only when a connect looks.
     /// Strategy and verdict file watches need no runtime: they run on their own
-    /// threads from construction. Calling it again does nothing; the tasks stop when
-    /// the balancer drops.
+    /// threads from construction. Pools a later reload adds start on the same
+    /// runtime. Calling it again does nothing; the tasks stop when the balancer
+    /// drops.
     pub fn start(&self, runtime: &tokio::runtime::Handle) {
-        let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
-        if !checkers.is_empty() || self.pools.is_empty() {
-            return;
+        {
+            let mut rt = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            if rt.is_some() {
+                return;
+            }
+            *rt = Some(runtime.clone());
         }
+        let routes = self.routes.load();
+        let started = self.start_checks(&routes);
+        tracing::debug!(target: "proxypool::health", pools = started, "health checks started");
+    }
+
+    /// Starts the health checks of the pools in `routes` that have none yet, if the
+    /// balancer has started; how many it started.
+    fn start_checks(&self, routes: &Routes) -> usize {
+        let Some(runtime) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return 0;
+        };
         let _entered = runtime.enter();
-        let permits = Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROBE_CONCURRENCY));
-        let mut names: Vec<&String> = self.pools.keys().collect();
+        let mut names: Vec<&String> = routes.pools.keys().collect();
         names.sort();
+        let mut started = 0;
         for name in names {
-            let entry = &self.pools[name];
+            let entry = &routes.pools[name];
+            let mut checker = entry.checker.lock().unwrap_or_else(|p| p.into_inner());
+            if checker.is_some() {
+                continue;
+            }
             let probe = Arc::new(DialProbe::new(
                 self.dialer.clone(),
                 &entry.pool.spec().health_check,
             ));
-            let checker = Arc::new(HealthChecker::spawn(
+            *checker = Some(Arc::new(HealthChecker::spawn(
                 entry.pool.clone(),
                 probe,
                 entry.verdict.clone(),
-                permits.clone(),
-            ));
-            self.metrics.register(checker.clone());
-            checkers.push(checker);
+                self.probe_permits.clone(),
+            )));
+            started += 1;
         }
-        tracing::debug!(target: "proxypool::health", pools = checkers.len(), "health checks started");
+        started
     }
 
     /// Whether [`Balancer::start`] has started the background work.
     pub fn started(&self) -> bool {
-        !self
-            .checkers
+        self.runtime
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+            .is_some()
     }
 
-    fn pool_entry(
+    /// What a pool needs besides its members, loaded before anything changes: the
+    /// strategy through admission, its selector and watch, the verdict and its watch.
+    fn load_parts(
         engine: &StrategyEngine,
         name: &str,
         spec: &PoolSpec,
         seed: u64,
-    ) -> Result<PoolEntry, BalancerError> {
+    ) -> Result<EntryParts, BalancerError> {
         let err = |source| BalancerError::Strategy {
             pool: name.to_owned(),
             strategy: spec.strategy.to_string(),
             source,
         };
-        let pool = Pool::new(name, spec);
         let (compiled, fallback) = load_strategy(engine, &spec.strategy).map_err(err)?;
         let selector = Arc::new(Selector::new(engine.clone(), compiled, fallback, seed));
         let watch = watch_strategy(engine, &selector, &spec.strategy).map_err(err)?;
@@ -299,15 +410,11 @@ impl Balancer {
         let slot: VerdictSlot = Arc::new(arc_swap::ArcSwap::from_pointee(verdict));
         let verdict_watch =
             watch_verdict(engine, &slot, &hc.verdict, hc.rise, hc.fall).map_err(verdict_err)?;
-        Ok(PoolEntry {
-            pool,
+        Ok(EntryParts {
             selector,
-            watch: Mutex::new(watch),
+            watch,
             verdict: slot,
-            verdict_watch: Mutex::new(verdict_watch),
-            handshakes: Mutex::new(VecDeque::new()),
-            panic_rotor: AtomicU64::new(0),
-            counters: ConnectCounters::default(),
+            verdict_watch,
         })
     }
 
@@ -319,15 +426,19 @@ impl Balancer {
     /// Connect counters (failovers, hedges, all-down events), summed over pools.
     pub fn counters(&self) -> ConnectTotals {
         let mut totals = ConnectTotals::default();
-        for entry in self.pools.values() {
+        for entry in self.routes.load().pools.values() {
             totals.add(&entry.counters);
         }
         totals
     }
 
     /// The connect counters and latency histograms of the pool at `route`.
-    pub fn pool_counters(&self, route: &str) -> Option<&ConnectCounters> {
-        self.pools.get(route).map(|e| &e.counters)
+    pub fn pool_counters(&self, route: &str) -> Option<Arc<ConnectCounters>> {
+        self.routes
+            .load()
+            .pools
+            .get(route)
+            .map(|e| e.counters.clone())
     }
 
     /// Reports what `exchange` said through member `id` of the pool at `route`, as
@@ -341,9 +452,7 @@ impl Balancer {
         exchange: &str,
         outcome: Outcome,
     ) -> Result<(), BalancerError> {
-        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
-            route: route.to_owned(),
-        })?;
+        let entry = self.entry(route)?;
         if id as usize >= entry.pool.members().len() {
             return Err(BalancerError::NoMember {
                 route: route.to_owned(),
@@ -359,6 +468,8 @@ impl Balancer {
     /// Every pool's members and why any is out, by route path.
     pub fn status(&self) -> Vec<(String, Vec<MemberStatus>)> {
         let mut out: Vec<_> = self
+            .routes
+            .load()
             .pools
             .iter()
             .map(|(name, e)| (name.clone(), e.pool.status()))
@@ -371,9 +482,7 @@ impl Balancer {
     /// on failure the current verdict keeps serving. A `.wasm` verdict is watched
     /// from then on. Blocking (it may compile).
     pub fn set_verdict(&self, route: &str, verdict: &VerdictRef) -> Result<(), BalancerError> {
-        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
-            route: route.to_owned(),
-        })?;
+        let entry = self.entry(route)?;
         let hc = &entry.pool.spec().health_check;
         let loaded = load_verdict(&self.engine, verdict, hc.rise, hc.fall).and_then(|v| {
             let watch = watch_verdict(&self.engine, &entry.verdict, verdict, hc.rise, hc.fall)?;
@@ -407,9 +516,7 @@ impl Balancer {
         route: &str,
         verdict: Box<dyn Verdict>,
     ) -> Result<(), BalancerError> {
-        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
-            route: route.to_owned(),
-        })?;
+        let entry = self.entry(route)?;
         *entry
             .verdict_watch
             .lock()
@@ -428,9 +535,7 @@ impl Balancer {
             strategy: strategy.to_string(),
             source,
         };
-        let entry = self.pools.get(route).ok_or_else(|| BalancerError::NoPool {
-            route: route.to_owned(),
-        })?;
+        let entry = self.entry(route)?;
         let loaded = load_strategy(&self.engine, strategy)
             .and_then(|(compiled, fallback)| {
                 let watch = watch_strategy(&self.engine, &entry.selector, strategy)?;
@@ -452,8 +557,20 @@ impl Balancer {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        self.routes.load().config.clone()
+    }
+
+    /// The entry serving a route path now.
+    fn entry(&self, route: &str) -> Result<Arc<PoolEntry>, BalancerError> {
+        self.routes
+            .load()
+            .pools
+            .get(route)
+            .cloned()
+            .ok_or_else(|| BalancerError::NoPool {
+                route: route.to_owned(),
+            })
     }
 
     /// The strategy engine (for tools that load more components).
@@ -462,8 +579,12 @@ impl Balancer {
     }
 
     /// The pool serving a route path (`default.http`, `exchanges.binance.websocket`).
-    pub fn pool(&self, route: &str) -> Option<(&Pool, &Selector)> {
-        self.pools.get(route).map(|e| (&e.pool, &*e.selector))
+    pub fn pool(&self, route: &str) -> Option<(Pool, Arc<Selector>)> {
+        self.routes
+            .load()
+            .pools
+            .get(route)
+            .map(|e| (e.pool.clone(), e.selector.clone()))
     }
 
     /// Opens a tunnel to `target` for `(exchange, transport)`: direct if the route says
@@ -495,7 +616,9 @@ impl Balancer {
         prefer: Option<&str>,
     ) -> Result<Connected, DialError> {
         let started = tokio::time::Instant::now();
-        let route = self.config.route(exchange, transport);
+        // One load: this connect sees one configuration, whatever a reload does.
+        let routes = self.routes.load_full();
+        let route = routes.config.route(exchange, transport);
         let ctx = DialContext {
             exchange,
             transport,
@@ -507,13 +630,23 @@ impl Balancer {
             .and_then(|u| u.rsplit_once('/'))
             .filter(|(r, _)| *r == name)
             .and_then(|(_, id)| id.parse().ok());
-        self.connect_upstream(route.upstream, &name, ctx, key, target, started, prefer)
-            .await
+        self.connect_upstream(
+            &routes,
+            route.upstream,
+            &name,
+            ctx,
+            key,
+            target,
+            started,
+            prefer,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn connect_upstream(
         &self,
+        routes: &Routes,
         upstream: Option<&Upstream>,
         pool_name: &str,
         ctx: DialContext<'_>,
@@ -547,10 +680,11 @@ impl Balancer {
                 })
             }
             Some(Upstream::Pool(_)) => {
-                let entry = self.pools.get(pool_name).ok_or(DialError::NoProxy {
+                let entry = routes.pools.get(pool_name).ok_or(DialError::NoProxy {
                     route: pool_name.to_owned(),
                 })?;
-                Box::pin(self.connect_pool(entry, ctx, exchange, target, started, prefer)).await
+                Box::pin(self.connect_pool(routes, entry, ctx, exchange, target, started, prefer))
+                    .await
             }
         }
     }

@@ -395,7 +395,8 @@ pub(crate) fn route(
     destination: &Destination,
     listen: ListenTransport,
 ) -> Result<(Option<String>, Transport), Refusal> {
-    let gateway = balancer.config().gateway();
+    let config = balancer.config();
+    let gateway = config.gateway();
     let host = match destination {
         Destination::Name(host, _) => Some(host.as_str()),
         Destination::Ip(_) => None,

@@ -285,7 +285,9 @@ struct PoolInner {
 
 /// Where a replaced pool's changes go on to.
 struct Successor {
-    pool: std::sync::Weak<PoolInner>,
+    /// Strong: a pool replaced twice must still reach the newest through the one
+    /// between, which nothing else holds. Only forward, so no cycle.
+    pool: Arc<PoolInner>,
     /// Old id → new id, for the members that stayed.
     ids: Vec<Option<ProxyId>>,
 }
@@ -335,7 +337,7 @@ impl Pool {
             },
         );
         let _ = self.inner.successor.set(Successor {
-            pool: Arc::downgrade(&pool.inner),
+            pool: pool.inner.clone(),
             ids,
         });
         (pool, succession)
@@ -594,8 +596,11 @@ impl Pool {
         }));
         drop(_guard);
         // A member shared with the pool that replaced this one changed there too.
-        if let Some(next) = self.inner.successor.get().and_then(|s| s.pool.upgrade()) {
-            Pool { inner: next }.republish();
+        if let Some(next) = self.inner.successor.get() {
+            Pool {
+                inner: next.pool.clone(),
+            }
+            .republish();
         }
     }
 }
@@ -618,9 +623,8 @@ impl PoolInner {
         }
         if let Some(next) = self.successor.get()
             && let Some(Some(new_id)) = next.ids.get(id as usize)
-            && let Some(pool) = next.pool.upgrade()
         {
-            pool.mark(*new_id);
+            next.pool.mark(*new_id);
         }
     }
 }

@@ -1,0 +1,323 @@
+//! Configuration reload that keeps everything learned.
+//!
+//! [`Balancer::reload`] loads every changed pool's strategy and verdict first,
+//! through the same admission as a file swap; any failure rejects the whole file
+//! and nothing changes. Then it builds the new routes and swaps them in one store:
+//! a connect sees the old routes or the new ones. A pool whose settings did not
+//! change is the same pool afterwards. A changed one is succeeded
+//! ([`Pool::succeed`]): members are matched by scheme, host, port and user, so a
+//! member that stays keeps its health, breaker, latency, bans and live leases; a
+//! member that left drains (its tunnels go on, no new pick reaches it, its probes
+//! stop with the old pool's checker); the new strategy instance starts from the
+//! live lease counts.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::{Balancer, BalancerError, Routes};
+use crate::config::Config;
+use crate::metrics::Sample;
+use crate::pool::Pool;
+
+/// What a reload did to one route's pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteChange {
+    /// Its settings are as they were: the same pool, untouched.
+    Kept {
+        /// The route path (`exchanges.binance.http`).
+        route: String,
+    },
+    /// A new pool.
+    Added {
+        /// The route path.
+        route: String,
+        /// Its members' labels.
+        members: Vec<String>,
+    },
+    /// The pool is gone; its live tunnels drain.
+    Removed {
+        /// The route path.
+        route: String,
+    },
+    /// The pool's settings changed; its staying members kept their state.
+    Changed {
+        /// The route path.
+        route: String,
+        /// Labels of the members that stayed.
+        kept: Vec<String>,
+        /// Labels of the members that are new.
+        added: Vec<String>,
+        /// Labels of the members that left (they drain).
+        removed: Vec<String>,
+    },
+}
+
+/// What [`Balancer::reload`] changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The generation in force afterwards (unchanged if nothing changed).
+    pub generation: u64,
+    /// One entry per route that has, or had, a pool, in route order.
+    pub pools: Vec<RouteChange>,
+    /// Whether anything besides the pools changed (single proxies, direct routes,
+    /// the `gateway:` section).
+    pub other_settings: bool,
+}
+
+impl ReloadReport {
+    /// Whether the reload changed nothing at all.
+    pub fn is_unchanged(&self) -> bool {
+        !self.other_settings
+            && self
+                .pools
+                .iter()
+                .all(|c| matches!(c, RouteChange::Kept { .. }))
+    }
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_unchanged() {
+            return f.write_str("no change");
+        }
+        write!(f, "generation {}:", self.generation)?;
+        let list = |v: &[String]| v.join(", ");
+        for c in &self.pools {
+            match c {
+                RouteChange::Kept { .. } => {}
+                RouteChange::Added { route, members } => {
+                    write!(f, " {route} added ({});", list(members))?
+                }
+                RouteChange::Removed { route } => write!(f, " {route} removed;")?,
+                RouteChange::Changed {
+                    route,
+                    kept,
+                    added,
+                    removed,
+                } => {
+                    write!(f, " {route} changed ({} kept", kept.len())?;
+                    if !added.is_empty() {
+                        write!(f, ", added {}", list(added))?;
+                    }
+                    if !removed.is_empty() {
+                        write!(f, ", removed {}", list(removed))?;
+                    }
+                    f.write_str(");")?;
+                }
+            }
+        }
+        let kept = self
+            .pools
+            .iter()
+            .filter(|c| matches!(c, RouteChange::Kept { .. }))
+            .count();
+        write!(f, " {kept} pools unchanged")?;
+        if self.other_settings {
+            f.write_str("; other settings changed")?;
+        }
+        Ok(())
+    }
+}
+
+/// The last reload's result, for status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// When it was tried.
+    pub at: SystemTime,
+    /// Whether it was applied (or changed nothing).
+    pub ok: bool,
+    /// The report, or why it was rejected (redacted).
+    pub summary: String,
+}
+
+/// Reloads by result, and the last one.
+#[derive(Debug, Default)]
+pub(super) struct ReloadCounters {
+    applied: AtomicU64,
+    unchanged: AtomicU64,
+    rejected: AtomicU64,
+    last: Mutex<Option<ReloadOutcome>>,
+}
+
+impl ReloadCounters {
+    fn record(&self, ok: bool, unchanged: bool, summary: String) {
+        let counter = match (ok, unchanged) {
+            (false, _) => &self.rejected,
+            (true, true) => &self.unchanged,
+            (true, false) => &self.applied,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            ok,
+            summary,
+        });
+    }
+
+    pub(super) fn collect(&self, generation: u64, out: &mut Vec<Sample>) {
+        for (result, v) in [
+            ("applied", &self.applied),
+            ("unchanged", &self.unchanged),
+            ("rejected", &self.rejected),
+        ] {
+            out.push(Sample::counter(
+                "proxypool_reloads_total",
+                "Configuration reloads, by result.",
+                vec![("result", result.to_owned())],
+                v.load(Ordering::Relaxed),
+            ));
+        }
+        out.push(Sample::gauge(
+            "proxypool_config_generation",
+            "The configuration generation in force (1 at start; each applied reload adds one).",
+            vec![],
+            generation as f64,
+        ));
+    }
+}
+
+/// One route's pool in the reload being built.
+enum Plan {
+    Keep(Arc<super::PoolEntry>),
+    Build(super::EntryParts, Option<Arc<super::PoolEntry>>),
+}
+
+impl Balancer {
+    /// Replaces the configuration in force with `config`, keeping what the pools
+    /// learned (see the module documentation). All or nothing: if any changed pool's
+    /// strategy or verdict fails to load, the error is logged once, counted, and
+    /// returned, and the running configuration keeps serving. Blocking (it may
+    /// compile): call it from a blocking task.
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, BalancerError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.routes.load_full();
+        let mut plans = Vec::new();
+        for (name, spec) in config.pools() {
+            let previous = old.pools.get(&name);
+            let plan = match previous {
+                Some(e) if *e.pool.spec() == spec.bounded() => Plan::Keep(e.clone()),
+                _ => {
+                    let seed = std::hash::BuildHasher::hash_one(&self.seeds, &name);
+                    match Self::load_parts(&self.engine, &name, spec, seed) {
+                        Ok(parts) => Plan::Build(parts, previous.cloned()),
+                        Err(e) => {
+                            self.reload_rejected(&e);
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            plans.push((name, spec.clone(), plan));
+        }
+        // Nothing can fail from here on.
+        let mut pools = std::collections::HashMap::new();
+        let mut changes = Vec::new();
+        for (name, spec, plan) in plans {
+            let entry = match plan {
+                Plan::Keep(e) => {
+                    changes.push(RouteChange::Kept {
+                        route: name.clone(),
+                    });
+                    e
+                }
+                Plan::Build(parts, None) => {
+                    let pool = Pool::new(&name, &spec);
+                    changes.push(RouteChange::Added {
+                        route: name.clone(),
+                        members: labels(&pool, 0..pool.members().len() as u32),
+                    });
+                    Arc::new(parts.assemble(pool, None))
+                }
+                Plan::Build(parts, Some(previous)) => {
+                    let (pool, succession) = previous.pool.succeed(&spec);
+                    changes.push(RouteChange::Changed {
+                        route: name.clone(),
+                        kept: labels(&pool, succession.kept.iter().map(|(_, new)| *new)),
+                        added: labels(&pool, succession.added.iter().copied()),
+                        removed: labels(&previous.pool, succession.removed.iter().copied()),
+                    });
+                    Arc::new(parts.assemble(pool, Some(&previous)))
+                }
+            };
+            pools.insert(name, entry);
+        }
+        for name in old.pools.keys() {
+            if !pools.contains_key(name) {
+                changes.push(RouteChange::Removed {
+                    route: name.clone(),
+                });
+            }
+        }
+        changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
+        let pools_same = changes
+            .iter()
+            .all(|c| matches!(c, RouteChange::Kept { .. }));
+        let mut report = ReloadReport {
+            generation: old.generation,
+            pools: changes,
+            // Pools alike but files not: what changed is elsewhere.
+            other_settings: *old.config != config
+                && (pools_same || other_than_pools(&old.config, &config)),
+        };
+        if report.is_unchanged() {
+            self.reloads.record(true, true, report.to_string());
+            tracing::info!(target: "proxypool::config", "reload: no change");
+            return Ok(report);
+        }
+        report.generation = old.generation + 1;
+        let routes = Routes {
+            generation: report.generation,
+            config: Arc::new(config),
+            pools,
+        };
+        self.routes.store(Arc::new(routes));
+        self.start_checks(&self.routes.load());
+        tracing::info!(target: "proxypool::config", "reload applied: {report}");
+        self.reloads.record(true, false, report.to_string());
+        Ok(report)
+    }
+
+    /// Counts a reload that failed before it reached [`Balancer::reload`] (a file
+    /// that does not parse or validate), logs it once, and keeps it as the last
+    /// result. `why` must already be redacted (config errors are).
+    pub fn reload_rejected(&self, why: &dyn fmt::Display) {
+        tracing::warn!(target: "proxypool::config", "reload rejected: {why}; the running configuration keeps serving");
+        self.reloads.record(false, false, why.to_string());
+    }
+
+    /// The configuration generation in force: 1 at start, one more per applied reload.
+    pub fn generation(&self) -> u64 {
+        self.routes.load().generation
+    }
+
+    /// The last reload's result, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.reloads
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn route_of(c: &RouteChange) -> &str {
+    match c {
+        RouteChange::Kept { route }
+        | RouteChange::Added { route, .. }
+        | RouteChange::Removed { route }
+        | RouteChange::Changed { route, .. } => route,
+    }
+}
+
+fn labels(pool: &Pool, ids: impl Iterator<Item = u32>) -> Vec<String> {
+    ids.map(|id| pool.members()[id as usize].label().to_owned())
+        .collect()
+}
+
+/// Whether two configurations differ in more than their pools' settings.
+fn other_than_pools(a: &Config, b: &Config) -> bool {
+    a.gateway() != b.gateway() || a.route_table() != b.route_table()
+}
