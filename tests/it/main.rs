@@ -12,6 +12,7 @@ mod pool_shapes;
 mod probes;
 mod redaction;
 mod redaction_props;
+mod reload;
 mod strategy;
 mod strategy_api;
 mod strategy_check;
