@@ -218,7 +218,7 @@ fn serve(
 ) -> anyhow::Result<ExitCode> {
     use proxypool::config::ListenTransport;
     use proxypool::gateway::{self, Listener, Settings};
-    let config = match load(path) {
+    let config = match load(path.clone()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
@@ -264,6 +264,9 @@ fn serve(
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {
+        // Before any line a supervisor waits for: SIGHUP's default would end the process.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
         balancer.start(&tokio::runtime::Handle::current());
         let mut listeners = Vec::new();
         for l in listen {
@@ -288,11 +291,25 @@ fn serve(
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (_admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
         let sessions = std::sync::Arc::new(gateway::session::Sessions::default());
+        let reloader = std::sync::Arc::new(gateway::reload::Reloader::new(path, balancer.clone()));
+        let _watch = reloader
+            .watch()
+            .context("cannot watch the configuration file")?;
+        let on_hup = reloader.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match on_hup.reload("SIGHUP").await {
+                    Ok(report) => eprintln!("reload (SIGHUP): {report}"),
+                    Err(why) => eprintln!("reload (SIGHUP) rejected: {why}"),
+                }
+            }
+        });
         let state = gateway::admin::Admin {
             balancer: balancer.clone(),
             sessions: sessions.clone(),
             token: g.admin_token.clone(),
             draining: stopped.clone(),
+            reloader: Some(reloader),
         };
         tokio::spawn(gateway::admin::run(
             admin_socket,

@@ -615,3 +615,163 @@ async fn serve_flags_win_over_the_gateway_section() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A running `serve` reloads on SIGHUP (no change: "no change"), on an atomic
+/// rewrite of its file (a new pool member takes the traffic), and on `POST
+/// /reload`; a broken file changes nothing, is counted, and `/status` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file() {
+    use tokio::io::AsyncBufReadExt;
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let Some(curl) = proxypool_tests::require_binary("curl") else {
+        return;
+    };
+    let http = TargetServer::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxypool.yaml");
+    let pool_of = |p: &proxypool_tests::servers::RealProxy| {
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}\n",
+            p.addr
+        )
+    };
+    // Written beside it and renamed over it, as editors and deploy tools do.
+    let replace = |text: String| {
+        let tmp = dir.path().join(".proxypool.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    replace(pool_of(&a));
+    let mut child = proxypool()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+    let addr: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
+        .await
+        .parse()
+        .unwrap();
+    let request = |method: &'static str, path: &'static str| {
+        let (curl, url) = (curl.clone(), format!("http://{admin}{path}"));
+        async move {
+            let out = Command::new(curl)
+                .args(["-s", "-X", method, "-w", "\n%{http_code}"])
+                .arg(url)
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let status = || async {
+        let text = request("GET", "/status").await;
+        let json = text.rsplit_once('\n').unwrap().0.to_owned();
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()
+    };
+    let through = || {
+        let (curl, proxy, url) = (
+            curl.clone(),
+            format!("socks5h://{addr}"),
+            format!("http://{}/", http.addr()),
+        );
+        async move {
+            let out = Command::new(curl)
+                .args(["-sS", "--max-time", "20", "-x", &proxy, &url])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    through().await;
+    assert_eq!(http.peer_ips(), [a.egress]);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let said = proxypool_tests::line_after(&mut lines, "reload (SIGHUP): ").await;
+    assert_eq!(said, "no change");
+    assert_eq!(status().await["generation"], 1);
+
+    replace(pool_of(&b));
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while status().await["generation"] != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file change was never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    through().await;
+    assert_eq!(
+        http.peer_ips()[1..],
+        [b.egress],
+        "the new member carries it"
+    );
+
+    replace(
+        "proxy: {enabled: true, default: {http: {pool: ['ftp://trader:hunter2secret@x:1']}}}\n"
+            .into(),
+    );
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while !request("GET", "/metrics")
+        .await
+        .contains("proxypool_reloads_total{result=\"rejected\"} 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken file was never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let s = status().await;
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["last_reload"]["ok"], false);
+    assert!(
+        s["last_reload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("default.http.pool[0].url: Unsupported proxy scheme"),
+        "{s}"
+    );
+    assert!(!s.to_string().contains("hunter2secret"), "{s}");
+    through().await;
+    assert_eq!(
+        http.peer_ips()[2..],
+        [b.egress],
+        "the old routes keep serving"
+    );
+    let answer = request("POST", "/reload").await;
+    assert!(answer.ends_with("422"), "{answer}");
+
+    replace(pool_of(&a));
+    // The watch may win the race with the POST; either way generation 3 is in force.
+    let answer = request("POST", "/reload").await;
+    assert!(answer.ends_with("200"), "{answer}");
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while status().await["generation"] != 3 {
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    through().await;
+    assert_eq!(http.peer_ips()[3..], [a.egress]);
+}

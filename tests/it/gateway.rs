@@ -61,6 +61,7 @@ impl Gateway {
             sessions: self.sessions.clone(),
             token: token.map(proxypool::config::AdminToken::new),
             draining: self.stop.subscribe(),
+            reloader: None,
         };
         tokio::spawn(gateway::admin::run(
             socket,

@@ -1,6 +1,7 @@
 //! The admin endpoint: `GET /metrics` (Prometheus text), `GET /status` (JSON),
-//! `GET /healthz`, `GET /readyz` (not ready once shutdown starts), and `POST /report`
-//! (a ban reported by a client, JSON). Plain HTTP/1.1, one request per connection,
+//! `GET /healthz`, `GET /readyz` (not ready once shutdown starts), `POST /report`
+//! (a ban reported by a client, JSON) and `POST /reload` (read the configuration
+//! again). Plain HTTP/1.1, one request per connection,
 //! parsed with `httparse`. With a token configured, write routes take it as
 //! `Authorization: Bearer TOKEN`; without one the endpoint is loopback only (the
 //! configuration refuses anything else).
@@ -34,6 +35,8 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     /// True once shutdown starts: `/readyz` then answers 503.
     pub draining: watch::Receiver<bool>,
+    /// What `POST /reload` runs; without it the route answers 404.
+    pub reloader: Option<Arc<super::reload::Reloader>>,
 }
 
 /// Serves the admin endpoint on `listener` until `stop` turns true (the caller keeps
@@ -109,10 +112,12 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
         Err(_) => return respond(&mut client, 400, "text/plain", b"bad request\n").await,
     };
     let path = head.path.split('?').next().unwrap_or("");
-    let write_route = path == "/report";
+    let write_route = path == "/report" || path == "/reload";
     match (head.method.as_str(), path) {
-        ("POST", "/report") => {}
-        (_, "/report") => return respond(&mut client, 405, "text/plain", b"POST only\n").await,
+        ("POST", "/report" | "/reload") => {}
+        (_, "/report" | "/reload") => {
+            return respond(&mut client, 405, "text/plain", b"POST only\n").await;
+        }
         ("GET", _) => {}
         _ => return respond(&mut client, 405, "text/plain", b"GET only\n").await,
     }
@@ -130,6 +135,25 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
             b"this route takes Authorization: Bearer TOKEN (gateway.admin_token)\n",
         )
         .await;
+    }
+    if path == "/reload" {
+        let Some(reloader) = &admin.reloader else {
+            return respond(
+                &mut client,
+                404,
+                "text/plain",
+                b"no configuration to reload\n",
+            )
+            .await;
+        };
+        let (status, text) = match reloader.reload("POST /reload").await {
+            Ok(report) => (200, format!("{report}\n")),
+            Err(why) => (
+                422,
+                format!("rejected, the running configuration keeps serving: {why}\n"),
+            ),
+        };
+        return respond(&mut client, status, "text/plain", text.as_bytes()).await;
     }
     if write_route {
         if head.body_len > MAX_BODY {
@@ -253,7 +277,19 @@ pub fn status_json(balancer: &Balancer, draining: bool) -> String {
             serde_json::json!({ "route": route, "eligible": eligible, "members": members })
         })
         .collect();
-    serde_json::json!({ "ready": !draining, "pools": pools }).to_string()
+    let last_reload = balancer.last_reload().map(|r| {
+        let at =
+            r.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+        serde_json::json!({ "at_unix": at, "ok": r.ok, "summary": r.summary })
+    });
+    serde_json::json!({
+        "ready": !draining,
+        "generation": balancer.generation(),
+        "last_reload": last_reload,
+        "pools": pools,
+    })
+    .to_string()
 }
 
 async fn respond(
@@ -268,6 +304,7 @@ async fn respond(
         400 => "Bad Request",
         401 => "Unauthorized",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
         404 => "Not Found",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",

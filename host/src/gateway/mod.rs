@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 mod parse;
 pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod sniff;
