@@ -311,3 +311,113 @@ async fn reloading_in_a_loop_under_load_fails_no_connect_and_leaks_nothing() {
         fds()
     );
 }
+
+/// FR-4: `enabled: false` beside a list-shaped pool (or inside the mapping shape)
+/// switches the pool off: the route takes its `url`. Switching it on again brings
+/// the members back with what they had learned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_pool_off_uses_its_url_and_on_again_restores_its_members() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let yaml = |enabled: &str| {
+        format!(
+            "proxy: {{enabled: true, exchanges: {{binance: {{http: {{url: 'socks5://{}', \
+             pool: ['socks5://{}'], health_check: {{enabled: false}}{enabled}}}}}}}}}",
+            b.addr, a.addr
+        )
+    };
+    let bal = balancer(&yaml(""));
+    let route = "exchanges.binance.http";
+    let (pool, _) = bal.pool(route).unwrap();
+    let now = tokio::time::Instant::now();
+    pool.report(
+        0,
+        "binance",
+        Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(600)),
+        },
+        now,
+    );
+    pool.record_latency(0, Duration::from_millis(7));
+
+    let report = bal.reload(config(&yaml(", enabled: false"))).unwrap();
+    assert_eq!(
+        report.pools,
+        [RouteChange::SwitchedOff {
+            route: route.into()
+        }]
+    );
+    assert!(bal.pool(route).is_none());
+    let c = connect(&bal, Some("binance"), &target.addr().into())
+        .await
+        .unwrap();
+    assert!(c.lease.is_none(), "a single proxy, not a pool");
+    assert_eq!(target.peer_ips(), [b.egress], "through the route's url");
+
+    let report = bal.reload(config(&yaml(""))).unwrap();
+    assert_eq!(
+        report.pools,
+        [RouteChange::SwitchedOn {
+            route: route.into()
+        }]
+    );
+    let (pool, _) = bal.pool(route).unwrap();
+    assert_eq!(pool.status()[0].bans.len(), 1, "the ban came back");
+    assert!(pool.members()[0].latency_us() > 0, "and the latency");
+    // The mapping shape says the same; with no url the route goes direct.
+    let off = config(&format!(
+        "proxy: {{enabled: true, exchanges: {{binance: {{http: {{pool: {{enabled: false, proxies: ['socks5://{}']}}}}}}}}}}",
+        a.addr
+    ));
+    assert!(
+        off.route(Some("binance"), proxypool::config::Transport::Http)
+            .is_direct()
+    );
+    assert_eq!(off.switched_off_pools().count(), 1);
+}
+
+/// FR-1: an exchange's pool with no eligible member sends its connects through the
+/// default route, by default; the default route's own pool keeps `panic`, and so
+/// does an exchange pool with no default to fall back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_pool_all_down_falls_back_to_the_default_route() {
+    use proxypool::config::{Transport, Upstream, WhenAllDown};
+    let (Some(a), Some(d)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let yaml = format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}, \
+         exchanges: {{binance: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}}}",
+        d.addr, a.addr
+    );
+    let c = config(&yaml);
+    let policy = |c: &Config, exchange| match c.route(exchange, Transport::Http).upstream {
+        Some(Upstream::Pool(p)) => p.when_all_down,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(policy(&c, Some("binance")), WhenAllDown::FallbackDefault);
+    assert_eq!(policy(&c, None), WhenAllDown::Panic);
+    let alone = config(&format!(
+        "proxy: {{enabled: true, exchanges: {{binance: {{http: {{pool: ['socks5://{}']}}}}}}}}",
+        a.addr
+    ));
+    assert_eq!(policy(&alone, Some("binance")), WhenAllDown::Panic);
+
+    let bal = balancer(&yaml);
+    bal.pool("exchanges.binance.http")
+        .unwrap()
+        .0
+        .set_healthy(0, false);
+    let c = connect(&bal, Some("binance"), &target.addr().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        target.peer_ips(),
+        [d.egress],
+        "through the default route's pool"
+    );
+    assert_eq!(c.upstream().as_deref(), Some("default.http/0"));
+}

@@ -209,6 +209,9 @@ pub(crate) struct Routes {
     pub(crate) generation: u64,
     pub(crate) config: Arc<Config>,
     pools: HashMap<String, Arc<PoolEntry>>,
+    /// Pools a reload switched off (`enabled: false`), kept with what they learned
+    /// for the reload that switches them on; nothing picks from them or probes them.
+    parked: HashMap<String, Arc<PoolEntry>>,
 }
 
 /// Routes, pools, strategies and health checks, for one configuration at a time
@@ -299,6 +302,7 @@ impl Balancer {
             generation: 1,
             config: Arc::new(config),
             pools,
+            parked: HashMap::new(),
         }));
         let reloads = Arc::new(reload::ReloadCounters::default());
         let metrics = Registry::new();
@@ -656,7 +660,8 @@ impl Balancer {
         prefer: Option<u32>,
     ) -> Result<Connected, DialError> {
         match upstream {
-            None | Some(Upstream::Direct) => {
+            // `route` gives what a switched-off pool does instead, never the pool.
+            None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => {
                 let stream = self
                     .dialer
                     .dial_direct(target, crate::config::DEFAULT_TIMEOUT)

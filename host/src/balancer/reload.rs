@@ -42,6 +42,17 @@ pub enum RouteChange {
         /// The route path.
         route: String,
     },
+    /// The pool was switched off (`enabled: false`): the route takes its `url`, or
+    /// goes direct; live tunnels drain; the members' state is kept.
+    SwitchedOff {
+        /// The route path.
+        route: String,
+    },
+    /// A switched-off pool is on again, with the state its members had.
+    SwitchedOn {
+        /// The route path.
+        route: String,
+    },
     /// The pool's settings changed; its staying members kept their state.
     Changed {
         /// The route path.
@@ -92,6 +103,8 @@ impl fmt::Display for ReloadReport {
                     write!(f, " {route} added ({});", list(members))?
                 }
                 RouteChange::Removed { route } => write!(f, " {route} removed;")?,
+                RouteChange::SwitchedOff { route } => write!(f, " {route} switched off;")?,
+                RouteChange::SwitchedOn { route } => write!(f, " {route} switched on;")?,
                 RouteChange::Changed {
                     route,
                     kept,
@@ -182,6 +195,8 @@ impl ReloadCounters {
 /// One route's pool in the reload being built.
 enum Plan {
     Keep(Arc<super::PoolEntry>),
+    /// A parked entry whose settings are as they were, back in service.
+    Unpark(Arc<super::PoolEntry>),
     Build(super::EntryParts, Option<Arc<super::PoolEntry>>),
 }
 
@@ -196,8 +211,12 @@ impl Balancer {
         let old = self.routes.load_full();
         let mut plans = Vec::new();
         for (name, spec) in config.pools() {
-            let previous = old.pools.get(&name);
+            let parked = old.parked.get(&name);
+            let previous = old.pools.get(&name).or(parked);
             let plan = match previous {
+                Some(e) if *e.pool.spec() == spec.bounded() && parked.is_some() => {
+                    Plan::Unpark(e.clone())
+                }
                 Some(e) if *e.pool.spec() == spec.bounded() => Plan::Keep(e.clone()),
                 _ => {
                     let seed = std::hash::BuildHasher::hash_one(&self.seeds, &name);
@@ -223,6 +242,12 @@ impl Balancer {
                     });
                     e
                 }
+                Plan::Unpark(e) => {
+                    changes.push(RouteChange::SwitchedOn {
+                        route: name.clone(),
+                    });
+                    e
+                }
                 Plan::Build(parts, None) => {
                     let pool = Pool::new(&name, &spec);
                     changes.push(RouteChange::Added {
@@ -244,8 +269,22 @@ impl Balancer {
             };
             pools.insert(name, entry);
         }
-        for name in old.pools.keys() {
-            if !pools.contains_key(name) {
+        let mut parked = std::collections::HashMap::new();
+        for (name, _) in config.switched_off_pools() {
+            if let Some(e) = old.pools.get(&name) {
+                changes.push(RouteChange::SwitchedOff {
+                    route: name.clone(),
+                });
+                parked.insert(name, e.clone());
+            } else if let Some(e) = old.parked.get(&name) {
+                changes.push(RouteChange::Kept {
+                    route: name.clone(),
+                });
+                parked.insert(name, e.clone());
+            }
+        }
+        for name in old.pools.keys().chain(old.parked.keys()) {
+            if !pools.contains_key(name) && !parked.contains_key(name) {
                 changes.push(RouteChange::Removed {
                     route: name.clone(),
                 });
@@ -268,10 +307,15 @@ impl Balancer {
             return Ok(report);
         }
         report.generation = old.generation + 1;
+        // A parked pool neither probes nor keeps a breaker timer.
+        for e in parked.values() {
+            e.checker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
         let routes = Routes {
             generation: report.generation,
             config: Arc::new(config),
             pools,
+            parked,
         };
         self.routes.store(Arc::new(routes));
         self.start_checks(&self.routes.load());
@@ -308,6 +352,8 @@ fn route_of(c: &RouteChange) -> &str {
         RouteChange::Kept { route }
         | RouteChange::Added { route, .. }
         | RouteChange::Removed { route }
+        | RouteChange::SwitchedOff { route }
+        | RouteChange::SwitchedOn { route }
         | RouteChange::Changed { route, .. } => route,
     }
 }

@@ -326,6 +326,7 @@ impl ConfigBuilder {
         config.gateway = validate::Checker {
             problems: &mut problems,
             source: Source::Yaml,
+            unset_policies: Vec::new(),
         }
         .gateway(self.gateway);
         if !problems.is_empty() {
@@ -489,7 +490,10 @@ impl Config {
                     _ => "",
                 };
                 let route = match r.upstream {
-                    None | Some(Upstream::Direct) => "direct".to_owned(),
+                    // `route` never gives a switched-off pool, only what it does instead.
+                    None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => {
+                        "direct".to_owned()
+                    }
                     Some(Upstream::Proxy(p)) => {
                         format!("proxy {} timeout={}s", p.url, p.timeout.as_secs())
                     }
@@ -574,16 +578,28 @@ impl Config {
 
     /// Every pool, with its path (`exchanges.binance.http`).
     pub fn pools(&self) -> impl Iterator<Item = (String, &PoolSpec)> {
+        self.pools_where(false)
+    }
+
+    /// Every pool switched off (`enabled: false`), with its path.
+    pub fn switched_off_pools(&self) -> impl Iterator<Item = (String, &PoolSpec)> {
+        self.pools_where(true)
+    }
+
+    fn pools_where(&self, off: bool) -> impl Iterator<Item = (String, &PoolSpec)> {
         let default = self.default.iter().map(|c| ("default".to_owned(), c));
         let exchanges = self
             .exchanges
             .iter()
             .map(|(k, c)| (format!("exchanges.{k}"), c));
-        default.chain(exchanges).flat_map(|(path, c)| {
+        default.chain(exchanges).flat_map(move |(path, c)| {
             Transport::ALL
                 .into_iter()
-                .filter_map(move |t| match c.upstream(t) {
-                    Some(Upstream::Pool(p)) => Some((format!("{path}.{t}"), &**p)),
+                .filter_map(move |t| match c.configured(t) {
+                    Some(Upstream::Pool(p)) if !off => Some((format!("{path}.{t}"), &**p)),
+                    Some(Upstream::SwitchedOff { pool, .. }) if off => {
+                        Some((format!("{path}.{t}"), &**pool))
+                    }
                     _ => None,
                 })
         })

@@ -467,6 +467,16 @@ pub enum Upstream {
     Proxy(ProxyEndpoint),
     /// Through a pool of proxies (boxed: it is much larger than the other variants).
     Pool(Box<PoolSpec>),
+    /// A pool switched off (`enabled: false`): the route goes `instead` (its `url` as
+    /// a single proxy, or direct), and the pool's settings are kept so that a reload
+    /// that switches it on again brings its members back with their state.
+    /// [`Connection::upstream`] and [`Config::route`] give `instead`.
+    SwitchedOff {
+        /// The pool, validated as if it were on.
+        pool: Box<PoolSpec>,
+        /// What the route does meanwhile: [`Upstream::Proxy`] or [`Upstream::Direct`].
+        instead: Box<Upstream>,
+    },
 }
 
 /// Connection-proxies: one optional upstream per transport.
@@ -479,11 +489,35 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The upstream for `transport`, if this entry sets one.
+    /// The upstream for `transport`, if this entry sets one; for a pool switched
+    /// off, what the route does instead.
     pub fn upstream(&self, transport: Transport) -> Option<&Upstream> {
+        match self.configured(transport) {
+            Some(Upstream::SwitchedOff { instead, .. }) => Some(instead),
+            other => other,
+        }
+    }
+
+    /// The upstream for `transport` as configured, a switched-off pool included.
+    pub fn configured(&self, transport: Transport) -> Option<&Upstream> {
         match transport {
             Transport::Http => self.http.as_ref(),
             Transport::Websocket => self.websocket.as_ref(),
+        }
+    }
+
+    fn configured_mut(&mut self, transport: Transport) -> Option<&mut Upstream> {
+        match transport {
+            Transport::Http => self.http.as_mut(),
+            Transport::Websocket => self.websocket.as_mut(),
+        }
+    }
+
+    /// The pool for `transport`, on or switched off, to change its settings.
+    pub(crate) fn pool_mut(&mut self, transport: Transport) -> Option<&mut PoolSpec> {
+        match self.configured_mut(transport)? {
+            Upstream::Pool(p) | Upstream::SwitchedOff { pool: p, .. } => Some(p),
+            _ => None,
         }
     }
 }

@@ -142,6 +142,8 @@ pub(crate) struct RawProxyMap {
     pub when_all_down: Option<Scalar>,
     pub bans: Option<RawBans>,
     pub direct: Option<Scalar>,
+    /// Beside a list-shaped pool: whether the pool is on.
+    pub enabled: Option<Scalar>,
 }
 
 /// A pool: the seed's list, or cryptofeed's `{proxies, strategy}` mapping.
@@ -154,6 +156,7 @@ pub(crate) enum RawPool {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPoolMap {
+    pub enabled: Option<Scalar>,
     pub proxies: Option<Vec<RawMember>>,
     pub strategy: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,

@@ -72,6 +72,7 @@ pub(crate) fn validate(merged: Merged, problems: &mut Vec<Problem>) -> Config {
     let mut v = Checker {
         problems,
         source: Source::Default,
+        unset_policies: Vec::new(),
     };
     let mut sources = Sources::default();
     let enabled = match merged.enabled {
@@ -87,12 +88,28 @@ pub(crate) fn validate(merged: Merged, problems: &mut Vec<Problem>) -> Config {
         v.source = source;
         v.connection("default", c)
     });
+    // The default route's own pools keep `panic`: there is nothing to fall back to.
+    v.unset_policies.clear();
     let mut exchanges = BTreeMap::new();
     for (lower, (source, key, entry)) in merged.exchanges {
         // An explicit null falls back to the default, as in cryptofeed.
         let Some(entry) = entry else { continue };
         v.source = source;
-        let conn = v.connection(&format!("exchanges.{key}"), entry);
+        let mut conn = v.connection(&format!("exchanges.{key}"), entry);
+        // FR-1: a pool with no eligible member falls back to the default route,
+        // unless it says otherwise or there is no default for its transport.
+        for path in std::mem::take(&mut v.unset_policies) {
+            let transport = match path.rsplit('.').next() {
+                Some("http" | "rest") => Transport::Http,
+                _ => Transport::Websocket,
+            };
+            let has_default = default
+                .as_ref()
+                .is_some_and(|d| d.upstream(transport).is_some());
+            if has_default && let Some(pool) = conn.pool_mut(transport) {
+                pool.when_all_down = WhenAllDown::FallbackDefault;
+            }
+        }
         sources.exchanges.insert(lower.clone(), source);
         exchanges.insert(lower, conn);
     }
@@ -110,6 +127,9 @@ pub(crate) fn validate(merged: Merged, problems: &mut Vec<Problem>) -> Config {
 pub(crate) struct Checker<'a> {
     pub(crate) problems: &'a mut Vec<Problem>,
     pub(crate) source: Source,
+    /// Paths of pools that left `when_all_down` unset: their default depends on
+    /// whether the route has a default route to fall back to.
+    pub(crate) unset_policies: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -173,6 +193,7 @@ impl Checker<'_> {
         }
         // The pool-level keys beside `pool`, shaped like a pool mapping without proxies.
         let beside = RawPoolMap {
+            enabled: m.enabled,
             proxies: None,
             strategy: m.strategy,
             health_check: m.health_check,
@@ -185,6 +206,7 @@ impl Checker<'_> {
             Some(pool) => self.pool(path, pool, beside),
             None => {
                 for (key, given) in [
+                    ("enabled", beside.enabled.is_some()),
                     ("strategy", beside.strategy.is_some()),
                     ("health_check", beside.health_check.is_some()),
                     ("breaker", beside.breaker.is_some()),
@@ -207,9 +229,21 @@ impl Checker<'_> {
             return Some(Upstream::Direct);
         }
         // cryptofeed: with both url and pool set, the pool wins.
-        if let Some(mut pool) = pool {
+        if let Some((mut pool, on)) = pool {
             pool.timeout = timeout;
-            return Some(Upstream::Pool(Box::new(pool)));
+            if on {
+                return Some(Upstream::Pool(Box::new(pool)));
+            }
+            // FR-4: switched off, the route is what it would be without the pool.
+            let instead = match (url, m.url.is_some()) {
+                (Some(url), _) => Upstream::Proxy(ProxyEndpoint { url, timeout }),
+                (None, true) => return None,
+                (None, false) => Upstream::Direct,
+            };
+            return Some(Upstream::SwitchedOff {
+                pool: Box::new(pool),
+                instead: Box::new(instead),
+            });
         }
         match (url, m.url.is_some()) {
             (Some(url), _) => Some(Upstream::Proxy(ProxyEndpoint { url, timeout })),
@@ -220,7 +254,8 @@ impl Checker<'_> {
         }
     }
 
-    fn pool(&mut self, path: &str, pool: RawPool, beside: RawPoolMap) -> Option<PoolSpec> {
+    /// The pool, and whether it is on.
+    fn pool(&mut self, path: &str, pool: RawPool, beside: RawPoolMap) -> Option<(PoolSpec, bool)> {
         let pool_path = format!("{path}.pool");
         let (members_path, mut inside) = match pool {
             RawPool::List(list) => (
@@ -265,8 +300,12 @@ impl Checker<'_> {
             .health(&p, v));
         let breaker = key!(breaker, Breaker::default(), |c, p, v| c.breaker(&p, v));
         let failover = key!(failover, Failover::default(), |c, p, v| c.failover(&p, v));
+        if beside.when_all_down.is_none() && inside.when_all_down.is_none() {
+            self.unset_policies.push(path.to_owned());
+        }
         let when_all_down = key!(when_all_down, WhenAllDown::default(), |c, p, v| c
             .when_all_down(&p, &v));
+        let enabled = key!(enabled, true, |c, p, v| c.bool(&p, &v));
         let bans = key!(bans, Bans::default(), |c, p, v| c.bans(&p, v));
         let Some(raw_members) = members else {
             self.fail(&members_path, "a pool needs a `proxies` list");
@@ -286,16 +325,20 @@ impl Checker<'_> {
         if !ok || members.is_empty() {
             return None;
         }
-        Some(PoolSpec {
-            members,
-            strategy: strategy?,
-            health_check: health?,
-            timeout: DEFAULT_TIMEOUT,
-            breaker: breaker?,
-            failover: failover?,
-            when_all_down: when_all_down?,
-            bans: bans?,
-        })
+        let enabled = enabled?;
+        Some((
+            PoolSpec {
+                members,
+                strategy: strategy?,
+                health_check: health?,
+                timeout: DEFAULT_TIMEOUT,
+                breaker: breaker?,
+                failover: failover?,
+                when_all_down: when_all_down?,
+                bans: bans?,
+            },
+            enabled,
+        ))
     }
 
     fn member(&mut self, path: &str, raw: RawMember) -> Option<PoolMember> {
