@@ -224,6 +224,8 @@ fn serve(
     };
     let g = config.gateway().clone();
     // Flags win over the file; they meet the file's loopback rule too.
+    // Listeners from the file follow its reloads; flags fix them for the run.
+    let follow_file = listen.is_empty();
     let listen: Vec<proxypool::config::Listen> = if listen.is_empty() {
         g.listen.clone()
     } else {
@@ -278,11 +280,14 @@ fn serve(
                 socket.local_addr()?,
                 l.transport.as_str()
             );
-            listeners.push(Listener {
-                socket,
-                transport: l.transport,
-                auth: l.auth,
-            });
+            listeners.push((
+                l.clone(),
+                Listener {
+                    socket,
+                    transport: l.transport,
+                    auth: l.auth,
+                },
+            ));
         }
         let admin_socket = tokio::net::TcpListener::bind(admin)
             .await
@@ -309,7 +314,7 @@ fn serve(
             sessions: sessions.clone(),
             token: g.admin_token.clone(),
             draining: stopped.clone(),
-            reloader: Some(reloader),
+            reloader: Some(reloader.clone()),
         };
         tokio::spawn(gateway::admin::run(
             admin_socket,
@@ -325,7 +330,21 @@ fn serve(
             eprintln!("second signal: exiting now");
             std::process::exit(0);
         });
-        gateway::run(listeners, balancer, sessions, settings, stopped).await;
+        let generations = if follow_file {
+            reloader.subscribe()
+        } else {
+            // Never moves: the flags' listeners stay.
+            tokio::sync::watch::channel(0).1
+        };
+        gateway::server::run_following(
+            listeners,
+            balancer,
+            sessions,
+            settings,
+            stopped,
+            generations,
+        )
+        .await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

@@ -775,3 +775,120 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
     through().await;
     assert_eq!(http.peer_ips()[3..], [a.egress]);
 }
+
+/// A reload that moves `gateway.listen` to another address binds it and stops the
+/// old listener, whose live tunnel still carries bytes; a kept address takes its
+/// new transport without a rebind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(proxy) = microsocks(None).await else {
+        return;
+    };
+    let Some(curl) = proxypool_tests::require_binary("curl") else {
+        return;
+    };
+    let echo = TargetServer::start().await;
+    let http = TargetServer::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxypool.yaml");
+    let write = |listen: &str| {
+        let text = format!(
+            "proxy: {{enabled: true, default: {{http: {{url: 'socks5://{}'}}, websocket: {{url: 'socks5://{}'}}}}}}\n\
+             gateway: {{listen: [{listen}], admin: '127.0.0.1:0'}}\n",
+            proxy.addr, proxy.addr
+        );
+        let tmp = dir.path().join(".tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write("{addr: '127.0.0.1:0', transport: websocket}");
+    let mut child = proxypool()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+    assert!(listening.ends_with("(transport websocket)"), "{listening}");
+    let old: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
+        .await
+        .parse()
+        .unwrap();
+    let mut tunnel = tokio::net::TcpStream::connect(old).await.unwrap();
+    let port = echo.addr().port().to_be_bytes();
+    tunnel
+        .write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 12];
+    tunnel.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[2..4], [5, 0], "tunnel open");
+    let mut greeting = vec![0u8; GREETING.len()];
+    tunnel.read_exact(&mut greeting).await.unwrap();
+
+    // The same address with another transport: no rebind, the new transport.
+    write("{addr: '127.0.0.1:0', transport: http}");
+    let said = loop {
+        let line = lines.next_line().await.unwrap().expect("a log line");
+        if line.contains("listener now transport") || line.contains("listening on") {
+            break line;
+        }
+    };
+    assert!(said.contains("listener now transport http"), "{said}");
+
+    // Another address: bound, and the old listener stops accepting.
+    write("{addr: '127.0.0.2:0', transport: auto}");
+    let line = loop {
+        let line = lines.next_line().await.unwrap().expect("a log line");
+        if line.contains("listening on 127.0.0.2:") {
+            break line;
+        }
+    };
+    let new: std::net::SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    while tokio::net::TcpStream::connect(old).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old listener never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let out = Command::new(&curl)
+        .args(["-sS", "--max-time", "20", "-x"])
+        .arg(format!("socks5h://{new}"))
+        .arg(format!("http://{}/", http.addr()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tunnel.write_all(b"still here\n").await.unwrap();
+    let mut echoed = [0u8; 11];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(
+        &echoed, b"still here\n",
+        "the old listener's tunnel goes on"
+    );
+    let status = Command::new(&curl)
+        .arg(format!("http://{admin}/status"))
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"generation\":3"));
+}

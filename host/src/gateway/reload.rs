@@ -26,17 +26,26 @@ pub struct Reloader {
     /// The file content the last watch-triggered reload read, so that an event that
     /// changed nothing (a touch, a rewrite of the same bytes) does not reload.
     seen: Mutex<Option<[u8; 32]>>,
+    /// The generation after each applied reload, for the listeners to follow.
+    generations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Reloader {
     /// A reloader for `balancer`, built from `path` (none: the environment only).
     pub fn new(path: Option<PathBuf>, balancer: Arc<Balancer>) -> Reloader {
         let seen = path.as_deref().and_then(digest);
+        let (generations, _) = tokio::sync::watch::channel(balancer.generation());
         Reloader {
             path,
             balancer,
             seen: Mutex::new(seen),
+            generations,
         }
+    }
+
+    /// Moves each time a reload is applied (to the new generation).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generations.subscribe()
     }
 
     /// Reads the configuration again and reloads; `trigger` names why, for the log.
@@ -51,10 +60,14 @@ impl Reloader {
             }
         };
         let balancer = self.balancer.clone();
-        match tokio::task::spawn_blocking(move || balancer.reload(config)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the reload task failed: {e}")),
+        let report = match tokio::task::spawn_blocking(move || balancer.reload(config)).await {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(e) => return Err(format!("the reload task failed: {e}")),
+        };
+        if !report.is_unchanged() {
+            self.generations.send_replace(report.generation);
         }
+        Ok(report)
     }
 
     /// Watches the file (its directory, so that a rename over it is seen) and

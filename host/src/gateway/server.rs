@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 
 use super::conn::{self, ConnLimits};
 use crate::balancer::Balancer;
-use crate::config::{ClientAuth, Gateway, ListenTransport};
+use crate::config::{ClientAuth, Gateway, Listen, ListenTransport};
+use arc_swap::ArcSwap;
 
 /// The first pause after an accept error (EMFILE and the like); it doubles to 1 s.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
@@ -65,22 +66,130 @@ pub async fn run(
     balancer: Arc<Balancer>,
     sessions: Arc<super::session::Sessions>,
     settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let mut accepts = JoinSet::new();
-    for l in listeners {
-        let (balancer, permits, shutdown) = (balancer.clone(), permits.clone(), shutdown.clone());
-        let sessions = sessions.clone();
-        accepts.spawn(accept_loop(
-            l, balancer, permits, settings, sessions, shutdown,
+    let listeners = listeners.into_iter().map(|l| (None, l)).collect();
+    serve(listeners, balancer, sessions, settings, shutdown, None).await;
+}
+
+/// As [`run`], following the configuration's `gateway.listen` through reloads:
+/// each time `generations` moves, a listener whose address is gone stops accepting
+/// (its live tunnels go on), a new address is bound, and a listener whose address
+/// stays takes its new transport and auth for the connections it accepts next.
+/// Each listener comes with the entry of `gateway.listen` it was bound for.
+pub async fn run_following(
+    listeners: Vec<(Listen, Listener)>,
+    balancer: Arc<Balancer>,
+    sessions: Arc<super::session::Sessions>,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+    generations: watch::Receiver<u64>,
+) {
+    let listeners = listeners.into_iter().map(|(s, l)| (Some(s), l)).collect();
+    serve(
+        listeners,
+        balancer,
+        sessions,
+        settings,
+        shutdown,
+        Some(generations),
+    )
+    .await;
+}
+
+/// What a listener applies to the connections it accepts; swapped by a reload.
+#[derive(Debug)]
+struct ListenerConf {
+    transport: ListenTransport,
+    auth: Option<Arc<ClientAuth>>,
+}
+
+/// One serving listener.
+struct Slot {
+    /// The `gateway.listen` address it was bound for (port 0 stays 0 here).
+    spec_addr: Option<std::net::SocketAddr>,
+    conf: Arc<ArcSwap<ListenerConf>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<JoinSet<()>>,
+}
+
+struct Shared {
+    balancer: Arc<Balancer>,
+    permits: Arc<Semaphore>,
+    settings: Settings,
+    sessions: Arc<super::session::Sessions>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn spawn(&self, spec_addr: Option<std::net::SocketAddr>, l: Listener) -> Slot {
+        let conf = Arc::new(ArcSwap::from_pointee(ListenerConf {
+            transport: l.transport,
+            auth: l.auth.map(Arc::new),
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            l.socket,
+            conf.clone(),
+            self.balancer.clone(),
+            self.permits.clone(),
+            self.settings,
+            self.sessions.clone(),
+            self.shutdown.clone(),
+            stopped,
         ));
+        Slot {
+            spec_addr,
+            conf,
+            stop,
+            task,
+        }
+    }
+}
+
+async fn serve(
+    listeners: Vec<(Option<Listen>, Listener)>,
+    balancer: Arc<Balancer>,
+    sessions: Arc<super::session::Sessions>,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+    mut generations: Option<watch::Receiver<u64>>,
+) {
+    let shared = Shared {
+        balancer,
+        permits: Arc::new(Semaphore::new(settings.max_connections)),
+        settings,
+        sessions,
+        shutdown: shutdown.clone(),
+    };
+    let mut slots: Vec<Slot> = listeners
+        .into_iter()
+        .map(|(spec, l)| shared.spawn(spec.map(|s| s.addr), l))
+        .collect();
+    // Listeners a reload removed: no longer accepting, their tunnels still running.
+    let mut retired = Vec::new();
+    loop {
+        // The guard `wait_for` returns is not `Send`: drop it inside.
+        let stopping = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tokio::select! {
+            _ = stopping => break,
+            changed = async { generations.as_mut().expect("guarded").changed().await },
+                if generations.is_some() => {
+                if changed.is_err() {
+                    generations = None;
+                    continue;
+                }
+                let wanted = shared.balancer.config().gateway().listen.clone();
+                retired.extend(follow(&shared, &mut slots, wanted).await);
+            }
+        }
     }
     // Each accept loop hands its connection tasks back when it stops.
-    let _ = shutdown.wait_for(|s| *s).await;
     let mut tunnels = Vec::new();
-    while let Some(done) = accepts.join_next().await {
-        if let Ok(set) = done {
+    for task in slots.into_iter().map(|s| s.task).chain(retired) {
+        if let Ok(set) = task.await {
             tunnels.push(set);
         }
     }
@@ -96,25 +205,83 @@ pub async fn run(
     // Dropping the sets aborts what is left: those tunnels close.
 }
 
+/// Brings the listeners to `wanted`; returns the tasks of the ones it stopped.
+async fn follow(
+    shared: &Shared,
+    slots: &mut Vec<Slot>,
+    wanted: Vec<Listen>,
+) -> Vec<tokio::task::JoinHandle<JoinSet<()>>> {
+    let mut stopped = Vec::new();
+    let mut kept = Vec::new();
+    for slot in std::mem::take(slots) {
+        match wanted.iter().find(|w| Some(w.addr) == slot.spec_addr) {
+            Some(w) => {
+                let conf = slot.conf.load();
+                if conf.transport != w.transport || conf.auth.as_deref() != w.auth.as_ref() {
+                    slot.conf.store(Arc::new(ListenerConf {
+                        transport: w.transport,
+                        auth: w.auth.clone().map(Arc::new),
+                    }));
+                    tracing::info!(target: "proxypool::gateway", addr = %w.addr, "listener now transport {}", w.transport.as_str());
+                }
+                kept.push(slot);
+            }
+            None => {
+                let _ = slot.stop.send(true);
+                tracing::info!(target: "proxypool::gateway", addr = ?slot.spec_addr, "listener stopped; its tunnels go on");
+                stopped.push(slot.task);
+            }
+        }
+    }
+    for w in wanted {
+        if kept.iter().any(|s| s.spec_addr == Some(w.addr)) {
+            continue;
+        }
+        match TcpListener::bind(w.addr).await {
+            Ok(socket) => {
+                let shown = socket
+                    .local_addr()
+                    .map_or_else(|_| w.addr.to_string(), |a| a.to_string());
+                tracing::info!(target: "proxypool::gateway", "listening on {shown} (transport {})", w.transport.as_str());
+                let listener = Listener {
+                    socket,
+                    transport: w.transport,
+                    auth: w.auth.clone(),
+                };
+                kept.push(shared.spawn(Some(w.addr), listener));
+            }
+            Err(e) => {
+                tracing::warn!(target: "proxypool::gateway", "cannot listen on {}: {e}; the other listeners keep serving", w.addr);
+            }
+        }
+    }
+    *slots = kept;
+    stopped
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
-    listener: Listener,
+    socket: TcpListener,
+    conf: Arc<ArcSwap<ListenerConf>>,
     balancer: Arc<Balancer>,
     permits: Arc<Semaphore>,
     settings: Settings,
     sessions: Arc<super::session::Sessions>,
     mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let shown = listener
-        .socket
+    let shown = socket
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let metrics = Arc::new(super::metrics::ListenerMetrics::new(shown));
-    balancer.metrics().register(metrics.clone());
-    let limits = ConnLimits {
+    let source: Arc<dyn crate::metrics::Collect> = metrics.clone();
+    balancer.metrics().register(source.clone());
+    let first = conf.load();
+    let mut limits = ConnLimits {
         handshake: settings.handshake_timeout,
-        transport: listener.transport,
+        transport: first.transport,
         idle: settings.idle_timeout,
-        auth: listener.auth.map(Arc::new),
+        auth: first.auth.clone(),
         sessions,
         metrics,
     };
@@ -127,14 +294,19 @@ async fn accept_loop(
                 Err(_) => break,
             },
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let accepted = tokio::select! {
-            a = listener.socket.accept() => a,
+            a = socket.accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => break,
         };
         match accepted {
             Ok((client, _peer)) => {
                 backoff = ACCEPT_BACKOFF;
+                let now = conf.load();
+                limits.transport = now.transport;
+                limits.auth = now.auth.clone();
                 let (balancer, limits) = (balancer.clone(), limits.clone());
                 // Reap finished ones as we go: the set holds live tunnels only.
                 while tasks.try_join_next().is_some() {}
@@ -151,5 +323,7 @@ async fn accept_loop(
             }
         }
     }
+    // A stopped listener's series go; its tunnels' bytes still reach their upstreams.
+    balancer.metrics().unregister(&source);
     tasks
 }
