@@ -35,10 +35,20 @@ enum Command {
     /// Prints every exchange × transport with its route (direct, proxy or pool;
     /// credentials redacted) and the source of the value (env, yaml, code or
     /// default). On failure prints every problem with its path and exits 64.
+    ///
+    /// With `--against ADDR` it then asks the gateway whose admin endpoint is at
+    /// ADDR what a reload to this file would change (per route: added, removed,
+    /// switched off or on, changed with members kept, added and removed), changing
+    /// nothing. The gateway applies its own environment over the file, as a reload
+    /// would. The admin token, if the gateway has one, comes from
+    /// PROXYPOOL_ADMIN_TOKEN.
     Validate {
         /// YAML file with a `proxy:` block; without it, only the environment counts.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// A running gateway's admin address (127.0.0.1:9090) to compare against.
+        #[arg(long, value_name = "ADDR", requires = "config")]
+        against: Option<std::net::SocketAddr>,
     },
     /// Run the gateway: a local SOCKS5, SOCKS4 and HTTP proxy in front of the pools.
     ///
@@ -112,7 +122,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Strategy(StrategyCommand::Check { file }) => strategy_check(&file),
-        Command::Validate { config } => validate(config),
+        Command::Validate { config, against } => validate(config, against),
         Command::Serve {
             config,
             listen,
@@ -159,13 +169,64 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     }
 }
 
-fn validate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
+fn validate(
+    path: Option<PathBuf>,
+    against: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let config = match load(path.clone()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     print!("{}", config.route_table());
-    Ok(ExitCode::SUCCESS)
+    let (Some(admin), Some(path)) = (against, path) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (status, text) = post(admin, "/plan", &body)?;
+    match status {
+        200 => {
+            println!("against {admin}: {}", text.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        422 => {
+            eprintln!(
+                "the gateway at {admin} would reject it:\n{}",
+                text.trim_end()
+            );
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        _ => anyhow::bail!(
+            "the gateway at {admin} answered {status}: {}",
+            text.trim_end()
+        ),
+    }
+}
+
+/// A POST to the admin endpoint, with PROXYPOOL_ADMIN_TOKEN if set: status and body.
+fn post(admin: std::net::SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))
+        .with_context(|| format!("cannot reach the admin endpoint at {admin}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = std::env::var("PROXYPOOL_ADMIN_TOKEN")
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, text) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("not an HTTP answer")?;
+    Ok((status, text.to_owned()))
 }
 
 fn connect(

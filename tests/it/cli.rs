@@ -892,3 +892,82 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
         .unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"generation\":3"));
 }
+
+/// `validate --against ADMIN` shows what a reload to a file would change in the
+/// running gateway, and changes nothing; a file the gateway would reject exits 64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_against_a_running_gateway_shows_the_reload_and_changes_nothing() {
+    use tokio::io::AsyncBufReadExt;
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.yaml");
+    let pool = |urls: &str| {
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: [{urls}], health_check: {{enabled: false}}}}}}}}\n"
+        )
+    };
+    std::fs::write(&running, pool(&format!("'socks5://{}'", a.addr))).unwrap();
+    let mut child = proxypool()
+        .arg("serve")
+        .arg("--config")
+        .arg(&running)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let admin = proxypool_tests::line_after(&mut lines, "admin on ").await;
+    let next = dir.path().join("next.yaml");
+    std::fs::write(
+        &next,
+        pool(&format!("'socks5://{}', 'socks5://{}'", a.addr, b.addr)),
+    )
+    .unwrap();
+    let out = proxypool()
+        .arg("validate")
+        .arg("--config")
+        .arg(&next)
+        .args(["--against", &admin])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "against {admin}: generation 2: default.http changed (1 kept, added socks5://{})",
+            b.addr
+        )),
+        "{stdout}"
+    );
+    let again = proxypool()
+        .arg("validate")
+        .arg("--config")
+        .arg(&running)
+        .args(["--against", &admin])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&format!("against {admin}: no change")),
+        "nothing was applied: {}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    // No gateway there: an error, never a silent pass.
+    let out = proxypool()
+        .arg("validate")
+        .arg("--config")
+        .arg(&next)
+        .args(["--against", "127.0.0.1:1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "an unreachable gateway is an error");
+}

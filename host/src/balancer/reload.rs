@@ -324,6 +324,73 @@ impl Balancer {
         Ok(report)
     }
 
+    /// What [`Balancer::reload`] with `config` would change, changing nothing. It
+    /// does not load strategies, so a strategy that would fail admission is not
+    /// caught here.
+    pub fn plan(&self, config: &Config) -> ReloadReport {
+        let old = self.routes.load_full();
+        let mut changes = Vec::new();
+        for (name, spec) in config.pools() {
+            let parked = old.parked.get(&name);
+            let change = match old.pools.get(&name).or(parked) {
+                Some(e) if *e.pool.spec() == spec.bounded() && parked.is_some() => {
+                    RouteChange::SwitchedOn { route: name }
+                }
+                Some(e) if *e.pool.spec() == spec.bounded() => RouteChange::Kept { route: name },
+                Some(e) => {
+                    let old_urls: Vec<_> = e.pool.members().iter().map(|m| m.url()).collect();
+                    let new_urls: Vec<_> = spec.members.iter().map(|m| &m.url).collect();
+                    let (_, s) = crate::pool::match_members(&old_urls, &new_urls);
+                    let shown = |urls: &[&crate::config::ProxyUrl], ids: &[u32]| {
+                        ids.iter().map(|&i| urls[i as usize].to_string()).collect()
+                    };
+                    let kept: Vec<u32> = s.kept.iter().map(|(_, new)| *new).collect();
+                    RouteChange::Changed {
+                        route: name,
+                        kept: shown(&new_urls, &kept),
+                        added: shown(&new_urls, &s.added),
+                        removed: shown(&old_urls, &s.removed),
+                    }
+                }
+                None => RouteChange::Added {
+                    route: name,
+                    members: spec.members.iter().map(|m| m.url.to_string()).collect(),
+                },
+            };
+            changes.push(change);
+        }
+        let mut off = Vec::new();
+        for (name, _) in config.switched_off_pools() {
+            if old.pools.contains_key(&name) {
+                changes.push(RouteChange::SwitchedOff {
+                    route: name.clone(),
+                });
+            } else if old.parked.contains_key(&name) {
+                changes.push(RouteChange::Kept {
+                    route: name.clone(),
+                });
+            }
+            off.push(name);
+        }
+        for name in old.pools.keys().chain(old.parked.keys()) {
+            if !off.contains(name) && !config.pools().any(|(n, _)| n == *name) {
+                changes.push(RouteChange::Removed {
+                    route: name.clone(),
+                });
+            }
+        }
+        changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
+        let pools_same = changes
+            .iter()
+            .all(|c| matches!(c, RouteChange::Kept { .. }));
+        ReloadReport {
+            generation: old.generation + u64::from(*old.config != *config),
+            pools: changes,
+            other_settings: *old.config != *config
+                && (pools_same || other_than_pools(&old.config, config)),
+        }
+    }
+
     /// Counts a reload that failed before it reached [`Balancer::reload`] (a file
     /// that does not parse or validate), logs it once, and keeps it as the last
     /// result. `why` must already be redacted (config errors are).

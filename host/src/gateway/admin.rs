@@ -21,6 +21,8 @@ use crate::config::AdminToken;
 const MAX_HEAD: usize = 8 * 1024;
 /// A `POST /report` body larger than this is refused.
 const MAX_BODY: usize = 4 * 1024;
+/// A `POST /plan` body (a configuration file) larger than this is refused.
+const MAX_PLAN: usize = 1024 * 1024;
 /// A client that has not sent its request in this time is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,10 +114,11 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
         Err(_) => return respond(&mut client, 400, "text/plain", b"bad request\n").await,
     };
     let path = head.path.split('?').next().unwrap_or("");
-    let write_route = path == "/report" || path == "/reload";
+    // `/plan` changes nothing, but its body is a configuration, credentials and all.
+    let write_route = matches!(path, "/report" | "/reload" | "/plan");
     match (head.method.as_str(), path) {
-        ("POST", "/report" | "/reload") => {}
-        (_, "/report" | "/reload") => {
+        ("POST", "/report" | "/reload" | "/plan") => {}
+        (_, "/report" | "/reload" | "/plan") => {
             return respond(&mut client, 405, "text/plain", b"POST only\n").await;
         }
         ("GET", _) => {}
@@ -156,7 +159,8 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
         return respond(&mut client, status, "text/plain", text.as_bytes()).await;
     }
     if write_route {
-        if head.body_len > MAX_BODY {
+        let limit = if path == "/plan" { MAX_PLAN } else { MAX_BODY };
+        if head.body_len > limit {
             return respond(&mut client, 413, "text/plain", b"body too large\n").await;
         }
         while buf.len() < head.len + head.body_len {
@@ -168,6 +172,10 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
             buf.extend_from_slice(&chunk[..n]);
         }
         let body = &buf[head.len..(head.len + head.body_len).min(buf.len())];
+        if path == "/plan" {
+            let (status, text) = plan(&admin.balancer, body);
+            return respond(&mut client, status, "text/plain", text.as_bytes()).await;
+        }
         let (status, text) = match report(admin, body) {
             Ok(()) => (204, String::new()),
             Err((status, why)) => (status, format!("{why}\n")),
@@ -244,6 +252,22 @@ fn report(admin: &Admin, body: &[u8]) -> Result<(), (u16, String)> {
             .map_err(|e| (404, e.to_string()))?;
     }
     Ok(())
+}
+
+/// `POST /plan`: what a reload to the configuration in the body (YAML, with this
+/// process's environment over it, as at start) would change.
+fn plan(balancer: &Balancer, body: &[u8]) -> (u16, String) {
+    let Ok(yaml) = std::str::from_utf8(body) else {
+        return (400, "the body is not UTF-8\n".into());
+    };
+    match crate::config::ConfigBuilder::new()
+        .yaml_str(yaml)
+        .process_env()
+        .build()
+    {
+        Ok(config) => (200, format!("{}\n", balancer.plan(&config))),
+        Err(e) => (422, format!("{e}\n")),
+    }
 }
 
 /// Every pool's members, as `/status` shows them: names are the redacted labels.

@@ -351,22 +351,18 @@ impl Pool {
         });
         let labels = member_labels(spec.members.iter().map(|m| &m.url));
         let old: &[Member] = previous.map_or(&[], |p| &p.inner.members);
-        let mut taken = vec![false; old.len()];
-        let mut succession = Succession::default();
+        let old_urls: Vec<&ProxyUrl> = old.iter().map(|m| &m.url).collect();
+        let new_urls: Vec<&ProxyUrl> = spec.members.iter().map(|m| &m.url).collect();
+        let (found, succession) = match_members(&old_urls, &new_urls);
         let members = spec
             .members
             .iter()
             .zip(labels)
+            .zip(found)
             .enumerate()
-            .map(|(i, (m, label))| {
-                let found = old
-                    .iter()
-                    .enumerate()
-                    .position(|(j, o)| !taken[j] && o.url.same_member(&m.url));
+            .map(|(i, ((m, label), found))| {
                 let cells = match found {
                     Some(j) => {
-                        taken[j] = true;
-                        succession.kept.push((j as ProxyId, i as ProxyId));
                         let cells = old[j].cells.clone();
                         lock(&cells.breaker).reconfigure(spec.breaker.clone());
                         // New credentials may cure a refusal of the old ones.
@@ -375,26 +371,20 @@ impl Pool {
                         }
                         cells
                     }
-                    None => {
-                        succession.added.push(i as ProxyId);
-                        Arc::new(Cells {
-                            healthy: AtomicBool::new(true),
-                            probed: AtomicBool::new(false),
-                            breaker: Mutex::new(Breaker::new(
-                                spec.breaker.clone(),
-                                seed ^ i as u64,
-                            )),
-                            misconfigured: AtomicBool::new(false),
-                            reason: Mutex::new(String::new()),
-                            active: AtomicU32::new(0),
-                            latency_us: AtomicU32::new(0),
-                            probe_rtt_us: AtomicU32::new(0),
-                            picks: AtomicU64::new(0),
-                            bytes_up: AtomicU64::new(0),
-                            bytes_down: AtomicU64::new(0),
-                            attention: tokio::sync::Notify::new(),
-                        })
-                    }
+                    None => Arc::new(Cells {
+                        healthy: AtomicBool::new(true),
+                        probed: AtomicBool::new(false),
+                        breaker: Mutex::new(Breaker::new(spec.breaker.clone(), seed ^ i as u64)),
+                        misconfigured: AtomicBool::new(false),
+                        reason: Mutex::new(String::new()),
+                        active: AtomicU32::new(0),
+                        latency_us: AtomicU32::new(0),
+                        probe_rtt_us: AtomicU32::new(0),
+                        picks: AtomicU64::new(0),
+                        bytes_up: AtomicU64::new(0),
+                        bytes_down: AtomicU64::new(0),
+                        attention: tokio::sync::Notify::new(),
+                    }),
                 };
                 Member {
                     url: m.url.clone(),
@@ -405,9 +395,6 @@ impl Pool {
                 }
             })
             .collect::<Vec<_>>();
-        succession.removed = (0..old.len() as ProxyId)
-            .filter(|j| !taken[*j as usize])
-            .collect();
         let dirty = DirtyBits::new(members.len());
         let (bans, next_deadline, epoch, counters, next_version) = match previous {
             Some(p) => {
@@ -627,6 +614,32 @@ impl PoolInner {
             next.pool.mark(*new_id);
         }
     }
+}
+
+/// Which old member each new member is ([`ProxyUrl::same_member`], first match
+/// first), and the succession that makes.
+pub fn match_members(old: &[&ProxyUrl], new: &[&ProxyUrl]) -> (Vec<Option<usize>>, Succession) {
+    let mut taken = vec![false; old.len()];
+    let mut succession = Succession::default();
+    let found = new
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let j = (0..old.len()).find(|&j| !taken[j] && old[j].same_member(url));
+            match j {
+                Some(j) => {
+                    taken[j] = true;
+                    succession.kept.push((j as ProxyId, i as ProxyId));
+                }
+                None => succession.added.push(i as ProxyId),
+            }
+            j
+        })
+        .collect();
+    succession.removed = (0..old.len() as ProxyId)
+        .filter(|j| !taken[*j as usize])
+        .collect();
+    (found, succession)
 }
 
 /// The spec of a pool of `urls` with the config layer's defaults.
