@@ -103,6 +103,15 @@ async fn an_added_proxy_gets_picks_and_a_removed_one_drains_its_live_tunnel() {
         live.lease.as_ref().unwrap().url().to_string(),
         format!("socks5://{}", a.addr)
     );
+    // Its series stay while the tunnel does, and go with it.
+    let series = format!(
+        "proxypool_proxy_active_leases{{pool=\"default.http\",proxy=\"socks5://{}\"}} 1",
+        a.addr
+    );
+    assert!(bal.metrics().render().contains(&series), "{series}");
+    drop(live);
+    let gone = format!("proxy=\"socks5://{}\"", a.addr);
+    assert!(!bal.metrics().render().contains(&gone), "{gone}");
 }
 
 /// An open breaker, a ban and a down verdict survive an edit of another route (the

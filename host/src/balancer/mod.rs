@@ -228,6 +228,7 @@ pub struct Balancer {
     /// Serialises reloads; connects never take it.
     reloading: Mutex<()>,
     reloads: Arc<reload::ReloadCounters>,
+    draining: Draining,
     metrics: Registry,
 }
 
@@ -242,10 +243,15 @@ impl std::fmt::Debug for Balancer {
     }
 }
 
+/// Members a reload took out of service, by the pool they belonged to, while their
+/// tunnels run: their series stay until the last one ends.
+type Draining = Arc<Mutex<Vec<(Pool, Vec<crate::pool::ProxyId>)>>>;
+
 /// Every pool's series, read from the routes in force at scrape time.
 struct RoutesMetrics {
     routes: Arc<ArcSwap<Routes>>,
     reloads: Arc<reload::ReloadCounters>,
+    draining: Draining,
 }
 
 impl Collect for RoutesMetrics {
@@ -257,6 +263,14 @@ impl Collect for RoutesMetrics {
             routes.pools[name].collect(out);
         }
         self.reloads.collect(routes.generation, out);
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        draining.retain(|(pool, ids)| {
+            ids.iter()
+                .any(|&id| pool.members()[id as usize].active() > 0)
+        });
+        for (pool, ids) in draining.iter() {
+            pool.collect_members(Some(ids), out);
+        }
     }
 }
 
@@ -305,10 +319,12 @@ impl Balancer {
             parked: HashMap::new(),
         }));
         let reloads = Arc::new(reload::ReloadCounters::default());
+        let draining = Draining::default();
         let metrics = Registry::new();
         metrics.register(Arc::new(RoutesMetrics {
             routes: routes.clone(),
             reloads: reloads.clone(),
+            draining: draining.clone(),
         }));
         Ok(Balancer {
             dialer,
@@ -319,6 +335,7 @@ impl Balancer {
             seeds,
             reloading: Mutex::new(()),
             reloads,
+            draining,
             metrics,
         })
     }

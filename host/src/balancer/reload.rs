@@ -233,6 +233,7 @@ impl Balancer {
         }
         // Nothing can fail from here on.
         let mut pools = std::collections::HashMap::new();
+        let mut drained = Vec::new();
         let mut changes = Vec::new();
         for (name, spec, plan) in plans {
             let entry = match plan {
@@ -258,6 +259,9 @@ impl Balancer {
                 }
                 Plan::Build(parts, Some(previous)) => {
                     let (pool, succession) = previous.pool.succeed(&spec);
+                    if !succession.removed.is_empty() {
+                        drained.push((previous.pool.clone(), succession.removed.clone()));
+                    }
                     changes.push(RouteChange::Changed {
                         route: name.clone(),
                         kept: labels(&pool, succession.kept.iter().map(|(_, new)| *new)),
@@ -275,6 +279,7 @@ impl Balancer {
                 changes.push(RouteChange::SwitchedOff {
                     route: name.clone(),
                 });
+                drained.push((e.pool.clone(), all_ids(&e.pool)));
                 parked.insert(name, e.clone());
             } else if let Some(e) = old.parked.get(&name) {
                 changes.push(RouteChange::Kept {
@@ -283,11 +288,12 @@ impl Balancer {
                 parked.insert(name, e.clone());
             }
         }
-        for name in old.pools.keys().chain(old.parked.keys()) {
+        for (name, e) in old.pools.iter().chain(old.parked.iter()) {
             if !pools.contains_key(name) && !parked.contains_key(name) {
                 changes.push(RouteChange::Removed {
                     route: name.clone(),
                 });
+                drained.push((e.pool.clone(), all_ids(&e.pool)));
             }
         }
         changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
@@ -318,6 +324,10 @@ impl Balancer {
             parked,
         };
         self.routes.store(Arc::new(routes));
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(drained);
         self.start_checks(&self.routes.load());
         tracing::info!(target: "proxypool::config", "reload applied: {report}");
         self.reloads.record(true, false, report.to_string());
@@ -423,6 +433,10 @@ fn route_of(c: &RouteChange) -> &str {
         | RouteChange::SwitchedOn { route }
         | RouteChange::Changed { route, .. } => route,
     }
+}
+
+fn all_ids(pool: &Pool) -> Vec<u32> {
+    (0..pool.members().len() as u32).collect()
 }
 
 fn labels(pool: &Pool, ids: impl Iterator<Item = u32>) -> Vec<String> {

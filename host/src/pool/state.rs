@@ -502,8 +502,19 @@ impl Drop for Trial {
 
 impl Collect for Pool {
     fn collect(&self, out: &mut Vec<Sample>) {
+        self.collect_members(None, out);
+        self.collect_counters(out);
+    }
+}
+
+impl Pool {
+    /// The per-proxy series of `ids` (all members: `None`).
+    pub fn collect_members(&self, ids: Option<&[ProxyId]>, out: &mut Vec<Sample>) {
         let pool = || ("pool", self.name().to_owned());
         for s in self.status() {
+            if ids.is_some_and(|ids| !ids.contains(&s.id)) {
+                continue;
+            }
             let labels = || vec![pool(), ("proxy", s.label.clone())];
             let gauge =
                 |name, help, value: bool| Sample::gauge(name, help, labels(), value as u8 as f64);
@@ -563,6 +574,11 @@ impl Collect for Pool {
                 ));
             }
         }
+    }
+
+    /// The pool-wide counters' series.
+    fn collect_counters(&self, out: &mut Vec<Sample>) {
+        let pool = || ("pool", self.name().to_owned());
         let c = &self.inner.counters;
         for (name, help, v) in [
             (
