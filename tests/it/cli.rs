@@ -559,11 +559,52 @@ async fn serve_refuses_a_non_loopback_listener() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
 
+/// A `proxypool serve --config FILE ARGS…` that has printed its first listener and
+/// its admin address; killed when dropped.
+struct Served {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// The rest of the first `listening on ` line: `ADDR (transport …)`.
+    listening: String,
+    admin: std::net::SocketAddr,
+}
+
+impl Served {
+    async fn start(file: &std::path::Path, args: &[&str]) -> Served {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = proxypool()
+            .arg("serve")
+            .arg("--config")
+            .arg(file)
+            .args(args)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+        let admin = proxypool_tests::line_after(&mut lines, "admin on ")
+            .await
+            .parse()
+            .unwrap();
+        Served {
+            child,
+            lines,
+            listening,
+            admin,
+        }
+    }
+
+    /// The first listener's address.
+    fn addr(&self) -> std::net::SocketAddr {
+        self.listening.split(' ').next().unwrap().parse().unwrap()
+    }
+}
+
 /// `serve` takes its listeners and admin address from `gateway:`; `--listen` and
 /// `--admin` win over them; an admin address off loopback needs `gateway.admin_token`.
 #[tokio::test]
 async fn serve_flags_win_over_the_gateway_section() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");
     std::fs::write(
@@ -573,22 +614,7 @@ async fn serve_flags_win_over_the_gateway_section() {
     .unwrap();
     let transport_of = |extra: &'static [&'static str]| {
         let file = file.clone();
-        async move {
-            let mut child = proxypool()
-                .arg("serve")
-                .arg("--config")
-                .arg(&file)
-                .args(extra)
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-            let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
-            proxypool_tests::line_after(&mut lines, "admin on ").await;
-            child.kill().await.unwrap();
-            listening
-        }
+        async move { Served::start(&file, extra).await.listening }
     };
     assert!(
         transport_of(&[]).await.ends_with("(transport websocket)"),
@@ -621,7 +647,6 @@ async fn serve_flags_win_over_the_gateway_section() {
 /// /reload`; a broken file changes nothing, is counted, and `/status` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file() {
-    use tokio::io::AsyncBufReadExt;
     let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
@@ -644,22 +669,13 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
         std::fs::rename(&tmp, &file).unwrap();
     };
     replace(pool_of(&a));
-    let mut child = proxypool()
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
-    let addr: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
-    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
-        .await
-        .parse()
-        .unwrap();
+    let mut served = Served::start(
+        &file,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    )
+    .await;
+    let (addr, admin) = (served.addr(), served.admin);
+    let lines = &mut served.lines;
     let request = |method: &'static str, path: &'static str| {
         let (curl, url) = (curl.clone(), format!("http://{admin}{path}"));
         async move {
@@ -699,7 +715,7 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
     through().await;
     assert_eq!(http.peer_ips(), [a.egress]);
 
-    let pid = child.id().unwrap().to_string();
+    let pid = served.child.id().unwrap().to_string();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -708,7 +724,7 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
             .unwrap()
             .success()
     );
-    let said = proxypool_tests::line_after(&mut lines, "reload (SIGHUP): ").await;
+    let said = proxypool_tests::line_after(lines, "reload (SIGHUP): ").await;
     assert_eq!(said, "no change");
     assert_eq!(status().await["generation"], 1);
 
@@ -781,7 +797,6 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
 /// new transport without a rebind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
-    use tokio::io::AsyncBufReadExt;
     let Some(proxy) = microsocks(None).await else {
         return;
     };
@@ -803,22 +818,14 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
         std::fs::rename(&tmp, &file).unwrap();
     };
     write("{addr: '127.0.0.1:0', transport: websocket}");
-    let mut child = proxypool()
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
-    assert!(listening.ends_with("(transport websocket)"), "{listening}");
-    let old: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
-    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
-        .await
-        .parse()
-        .unwrap();
+    let mut served = Served::start(&file, &[]).await;
+    assert!(
+        served.listening.ends_with("(transport websocket)"),
+        "{}",
+        served.listening
+    );
+    let (old, admin) = (served.addr(), served.admin);
+    let lines = &mut served.lines;
     let mut tunnel = tokio::net::TcpStream::connect(old).await.unwrap();
     let port = echo.addr().port().to_be_bytes();
     tunnel
@@ -897,7 +904,6 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
 /// running gateway, and changes nothing; a file the gateway would reject exits 64.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_against_a_running_gateway_shows_the_reload_and_changes_nothing() {
-    use tokio::io::AsyncBufReadExt;
     let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
         return;
     };
@@ -909,17 +915,12 @@ async fn validate_against_a_running_gateway_shows_the_reload_and_changes_nothing
         )
     };
     std::fs::write(&running, pool(&format!("'socks5://{}'", a.addr))).unwrap();
-    let mut child = proxypool()
-        .arg("serve")
-        .arg("--config")
-        .arg(&running)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let admin = proxypool_tests::line_after(&mut lines, "admin on ").await;
+    let served = Served::start(
+        &running,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    )
+    .await;
+    let admin = served.admin.to_string();
     let next = dir.path().join("next.yaml");
     std::fs::write(
         &next,
