@@ -493,17 +493,7 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
     assert_eq!(http.peer_ips(), [proxy.egress]);
 
     // A live tunnel (SOCKS5 to the echo target), then SIGTERM.
-    let mut tunnel = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let port = echo.addr().port().to_be_bytes();
-    tunnel
-        .write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]])
-        .await
-        .unwrap();
-    let mut reply = [0u8; 12];
-    tunnel.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[2..4], [5, 0], "tunnel open");
-    let mut greeting = vec![0u8; GREETING.len()];
-    tunnel.read_exact(&mut greeting).await.unwrap();
+    let mut tunnel = echo_tunnel(addr, echo.addr()).await;
     let pid = child.id().unwrap().to_string();
     assert!(
         Command::new("kill")
@@ -536,10 +526,7 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // The live tunnel still carries bytes, and its close ends the drain.
-    tunnel.write_all(b"still here\n").await.unwrap();
-    let mut echoed = [0u8; 11];
-    tunnel.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(&echoed, b"still here\n");
+    still_echoes(&mut tunnel).await;
     drop(tunnel);
     let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
         .await
@@ -557,6 +544,33 @@ async fn serve_refuses_a_non_loopback_listener() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
+
+/// A SOCKS5 tunnel through `gateway` to the echo target at `echo`, past its greeting.
+async fn echo_tunnel(
+    gateway: std::net::SocketAddr,
+    echo: std::net::SocketAddr,
+) -> tokio::net::TcpStream {
+    let mut tunnel = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let port = echo.port().to_be_bytes();
+    tunnel
+        .write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 12];
+    tunnel.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[2..4], [5, 0], "tunnel open");
+    let mut greeting = vec![0u8; GREETING.len()];
+    tunnel.read_exact(&mut greeting).await.unwrap();
+    tunnel
+}
+
+/// The tunnel still carries bytes both ways.
+async fn still_echoes(tunnel: &mut tokio::net::TcpStream) {
+    tunnel.write_all(b"still here\n").await.unwrap();
+    let mut echoed = [0u8; 11];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"still here\n");
 }
 
 /// A `proxypool serve --config FILE ARGS…` that has printed its first listener and
@@ -826,17 +840,7 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
     );
     let (old, admin) = (served.addr(), served.admin);
     let lines = &mut served.lines;
-    let mut tunnel = tokio::net::TcpStream::connect(old).await.unwrap();
-    let port = echo.addr().port().to_be_bytes();
-    tunnel
-        .write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]])
-        .await
-        .unwrap();
-    let mut reply = [0u8; 12];
-    tunnel.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[2..4], [5, 0], "tunnel open");
-    let mut greeting = vec![0u8; GREETING.len()];
-    tunnel.read_exact(&mut greeting).await.unwrap();
+    let mut tunnel = echo_tunnel(old, echo.addr()).await;
 
     // The same address with another transport: no rebind, the new transport.
     write("{addr: '127.0.0.1:0', transport: http}");
@@ -885,13 +889,8 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    tunnel.write_all(b"still here\n").await.unwrap();
-    let mut echoed = [0u8; 11];
-    tunnel.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(
-        &echoed, b"still here\n",
-        "the old listener's tunnel goes on"
-    );
+    // The old listener's tunnel goes on.
+    still_echoes(&mut tunnel).await;
     let status = Command::new(&curl)
         .arg(format!("http://{admin}/status"))
         .output()
