@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Exit status for bad configuration (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+mod cmd;
+
 /// Pools of upstream proxies for market-data feed handlers.
 ///
 /// Configuration comes from the YAML `proxy:` block (--config), then
@@ -49,6 +51,41 @@ enum Command {
         /// A running gateway's admin address (127.0.0.1:9090) to compare against.
         #[arg(long, value_name = "ADDR", requires = "config")]
         against: Option<std::net::SocketAddr>,
+    },
+    /// Probe every configured proxy now, all at once, and print which work.
+    ///
+    /// Each pool's members are probed with the pool's own health check (method,
+    /// timeout, retries); a single proxy with a TCP connect within its timeout. Prints
+    /// route, proxy (credentials redacted), method, result and latency. A progress
+    /// bar runs on stderr when it is a terminal. Exits 0 when every route has a
+    /// working proxy, 1 when some route has none, 64 for a bad configuration.
+    Check {
+        /// YAML file with a `proxy:` block; without it, only the environment counts.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print a JSON array of {route, proxy, method, ok, latency_ms, error} instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a running gateway's upstreams: pool, upstream, health, breaker, active
+    /// tunnels, picks, bans and median handshake, from its admin endpoint's /status.
+    ///
+    /// The admin token, if the gateway has one, comes from PROXYPOOL_ADMIN_TOKEN
+    /// (/status itself does not need it).
+    Status {
+        /// The gateway's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For bash: `proxypool completions bash > ~/.local/share/bash-completion/completions/proxypool`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Run the gateway: a local SOCKS5, SOCKS4 and HTTP proxy in front of the pools.
     ///
@@ -123,6 +160,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Strategy(StrategyCommand::Check { file }) => strategy_check(&file),
         Command::Validate { config, against } => validate(config, against),
+        Command::Check { config, json } => match load(config) {
+            Ok(c) => cmd::check::run(&c, json),
+            Err(code) => Ok(code),
+        },
+        Command::Status { admin, watch } => cmd::status::run(admin, watch),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "proxypool",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             config,
             listen,
@@ -182,7 +234,7 @@ fn validate(
         return Ok(ExitCode::SUCCESS);
     };
     let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (status, text) = post(admin, "/plan", &body)?;
+    let (status, text) = cmd::admin_request(admin, "POST", "/plan", &body)?;
     match status {
         200 => {
             println!("against {admin}: {}", text.trim_end());
@@ -200,33 +252,6 @@ fn validate(
             text.trim_end()
         ),
     }
-}
-
-/// A POST to the admin endpoint, with PROXYPOOL_ADMIN_TOKEN if set: status and body.
-fn post(admin: std::net::SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach the admin endpoint at {admin}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = std::env::var("PROXYPOOL_ADMIN_TOKEN")
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, text) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("not an HTTP answer")?;
-    Ok((status, text.to_owned()))
 }
 
 fn connect(

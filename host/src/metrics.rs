@@ -152,6 +152,24 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// The bound of the bucket holding the `q` quantile (0–1) of the observations
+    /// so far, or the last bound for what lies above every bound; `None` if empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let rank = ((count as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(*self.bounds.get(i).unwrap_or(self.bounds.last()?));
+            }
+        }
+        self.bounds.last().copied()
+    }
+
     /// The observations so far.
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
@@ -341,6 +359,13 @@ mod tests {
         }
         let s = h.snapshot();
         assert_eq!(s.buckets, vec![(0.001, 2), (0.01, 1)]);
+        assert_eq!(h.quantile(0.5), Some(Duration::from_millis(1)));
+        assert_eq!(h.quantile(0.75), Some(Duration::from_millis(10)));
+        assert_eq!(
+            h.quantile(1.0),
+            Some(Duration::from_millis(10)),
+            "above every bound"
+        );
         assert_eq!(s.count, 4);
         assert!((s.sum - 0.026).abs() < 1e-9);
         struct One(Histogram);

@@ -971,3 +971,145 @@ async fn validate_against_a_running_gateway_shows_the_reload_and_changes_nothing
         .unwrap();
     assert!(!out.status.success(), "an unreachable gateway is an error");
 }
+
+/// `check` probes every proxy now: 2 live and 1 dead microsocks give 2 ok and 1
+/// failed, exit 0 while the pool has a working proxy and 1 when a pool has none;
+/// `--json` parses and carries no credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_proxy_and_fails_when_a_pool_has_none() {
+    let (Some(a), Some(b), Some(mut dead)) = (
+        microsocks(None).await,
+        microsocks(Some(("trader", "hunter2secret"))).await,
+        microsocks(None).await,
+    ) else {
+        return;
+    };
+    dead.kill().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("check.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://trader:hunter2secret@{}', 'socks5://{}'], \
+             health_check: {{timeout_seconds: 2}}}}}}}}\n",
+            a.addr, b.addr, dead.addr
+        ),
+    )
+    .unwrap();
+    let out = proxypool()
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(table.starts_with("ROUTE"), "{table}");
+    assert_eq!(
+        table.matches(" ok ").count() + table.matches(" ok\n").count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(table.matches("failed").count(), 1, "{table}");
+    let out = proxypool()
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("hunter2secret"), "{text}");
+    let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ok: Vec<bool> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(ok, [true, true, false]);
+    std::fs::write(
+        &file,
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}']}}}}}}\n",
+            dead.addr
+        ),
+    )
+    .unwrap();
+    let out = proxypool()
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no working proxy: default.http"));
+}
+
+/// `status` prints every upstream of a running gateway with its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_every_upstream_of_a_running_gateway() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let echo = TargetServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], health_check: {{enabled: false}}}}}}}}\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let served = Served::start(
+        &file,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    )
+    .await;
+    let tunnel = echo_tunnel(served.addr(), echo.addr()).await;
+    let out = proxypool()
+        .args(["status", "--admin", &served.admin.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("POOL") && text.contains("P50"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("default.http"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].contains(&format!("socks5://{}", a.addr)) && rows[0].contains("up"),
+        "{text}"
+    );
+    assert!(
+        rows[0].contains("closed") && rows[0].split_whitespace().nth(4) == Some("1"),
+        "one active: {text}"
+    );
+    assert!(rows[1].contains(&format!("socks5://{}", b.addr)), "{text}");
+    drop(tunnel);
+}
+
+/// `completions` gives a script for each shell clap knows.
+#[tokio::test]
+async fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = proxypool()
+            .args(["completions", shell])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("serve") && text.contains("check"),
+            "{shell}: {text}"
+        );
+    }
+}

@@ -289,6 +289,8 @@ pub fn status_json(balancer: &Balancer, draining: bool) -> String {
                         "breaker": m.breaker.as_str(),
                         "misconfigured": m.misconfigured,
                         "active": m.active,
+                        "picks": m.picks,
+                        "handshake_p50_ms": m.handshake_p50.map(|d| d.as_secs_f64() * 1e3),
                         "reason": if m.eligible { "" } else { m.reason.as_str() },
                         "bans": m.bans.iter().map(|(exchange, reason)| serde_json::json!({
                             "exchange": exchange,

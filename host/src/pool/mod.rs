@@ -76,6 +76,8 @@ struct Cells {
     probe_rtt_us: AtomicU32,
     /// Leases handed out on it.
     picks: AtomicU64,
+    /// Its tunnel handshakes, for the median `status` shows.
+    handshakes: crate::metrics::Histogram,
     /// Bytes relayed through it, client → upstream and back (the gateway counts).
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -381,6 +383,7 @@ impl Pool {
                         latency_us: AtomicU32::new(0),
                         probe_rtt_us: AtomicU32::new(0),
                         picks: AtomicU64::new(0),
+                        handshakes: crate::metrics::Histogram::new(crate::metrics::CONNECT_BUCKETS),
                         bytes_up: AtomicU64::new(0),
                         bytes_down: AtomicU64::new(0),
                         attention: tokio::sync::Notify::new(),
@@ -492,6 +495,7 @@ impl Pool {
     /// Folds one handshake time into `id`'s mean (weight 1/8, as TCP's SRTT).
     pub fn record_latency(&self, id: ProxyId, took: Duration) {
         if let Some(m) = self.inner.members.get(id as usize) {
+            m.cells.handshakes.observe(took);
             fold_mean(&m.cells.latency_us, took);
         }
     }

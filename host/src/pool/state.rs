@@ -100,6 +100,11 @@ pub struct MemberStatus {
     pub reason: String,
     /// Bans in force: exchange and reason.
     pub bans: Vec<(String, BanReason)>,
+    /// Leases handed out on it so far.
+    pub picks: u64,
+    /// The median of its tunnel handshakes, to its histogram bucket's bound; `None`
+    /// before the first.
+    pub handshake_p50: Option<std::time::Duration>,
 }
 
 impl fmt::Display for MemberStatus {
@@ -404,6 +409,8 @@ impl Pool {
                         .filter(|b| b.id == id && b.active_at(now))
                         .map(|b| (b.exchange.clone(), b.reason))
                         .collect(),
+                    picks: m.picks(),
+                    handshake_p50: m.cells.handshakes.quantile(0.5),
                 }
             })
             .collect()
