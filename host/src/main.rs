@@ -12,7 +12,7 @@ use proxypool::dial::{Dialer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Exit status for bad configuration (sysexits' EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 mod cmd;
 
@@ -146,6 +146,20 @@ enum StrategyCommand {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
     },
+    /// Write a new strategy crate, NAME/, ready to build into a component.
+    ///
+    /// It holds the WIT, a guest of about 20 lines with a native unit test, a
+    /// rust-toolchain.toml that brings the wasm32 target, and a .cargo/config.toml
+    /// that links a component, so that one command builds it:
+    /// `cargo build --release --target wasm32-unknown-unknown`. NAME is snake_case, as
+    /// a strategy's name is everywhere. Nothing existing is overwritten.
+    New {
+        /// The strategy's name (snake_case): the directory, package and file name.
+        name: String,
+        /// Where to create NAME/ (default: here).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -159,6 +173,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Strategy(StrategyCommand::Check { file }) => strategy_check(&file),
+        Command::Strategy(StrategyCommand::New { name, dir }) => cmd::scaffold::run(&name, &dir),
         Command::Validate { config, against } => validate(config, against),
         Command::Check { config, json } => match load(config) {
             Ok(c) => cmd::check::run(&c, json),

@@ -1113,3 +1113,133 @@ async fn completions_are_printed_for_bash_zsh_and_fish() {
         );
     }
 }
+
+/// `strategy new` → its native test → the one-line build → `strategy check` → a
+/// live swap into a running gateway, which then picks as the new strategy says.
+/// Ignored by default (two cargo builds, about a minute); CI runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds a crate twice; run with --ignored"]
+async fn a_scaffolded_strategy_builds_passes_the_check_and_swaps_into_a_running_gateway() {
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let Some(curl) = proxypool_tests::require_binary("curl") else {
+        return;
+    };
+    let http = TargetServer::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = proxypool()
+        .args(["strategy", "new", "first_up", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crate_dir = dir.path().join("first_up");
+    let cargo = |args: &'static [&'static str]| {
+        let crate_dir = crate_dir.clone();
+        async move {
+            let out = Command::new("cargo")
+                .args(args)
+                .current_dir(&crate_dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "cargo {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    cargo(&["test", "--quiet"]).await;
+    cargo(&["build", "--release", "--target", "wasm32-unknown-unknown"]).await;
+    let built = crate_dir.join("target/wasm32-unknown-unknown/release/first_up.wasm");
+    let out = proxypool()
+        .args(["strategy", "check"])
+        .arg(&built)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("all checks passed"),
+        "{report}"
+    );
+
+    // A gateway whose pool's strategy is a file, round robin to begin with.
+    let live = dir.path().join("live.wasm");
+    std::fs::write(
+        &live,
+        proxypool::strategy::builtin_bytes(proxypool::config::BuiltinStrategy::RoundRobin),
+    )
+    .unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], strategy: '{}', \
+             health_check: {{enabled: false}}}}}}}}\n",
+            a.addr,
+            b.addr,
+            live.display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(
+        &file,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    )
+    .await;
+    let get = || {
+        let (curl, proxy, url) = (
+            curl.clone(),
+            format!("socks5h://{}", served.addr()),
+            format!("http://{}/", http.addr()),
+        );
+        async move {
+            let out = Command::new(curl)
+                .args(["-sS", "--max-time", "20", "-x", &proxy, &url])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    for _ in 0..2 {
+        get().await;
+    }
+    assert_eq!(http.peer_ips(), [a.egress, b.egress], "round robin first");
+    let tmp = dir.path().join(".live.wasm.tmp");
+    std::fs::copy(&built, &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    let metrics = format!("http://{}/metrics", served.admin);
+    let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
+    loop {
+        let out = Command::new(&curl).arg(&metrics).output().await.unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(
+            "proxypool_strategy_reloads_total{pool=\"default.http\",component=\"strategy\",result=\"installed\"} 1",
+        ) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never swapped in");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        get().await;
+    }
+    assert_eq!(
+        http.peer_ips()[2..],
+        [a.egress, a.egress, a.egress],
+        "the first untried proxy, every time"
+    );
+}

@@ -1,6 +1,7 @@
 //! The subcommands that are more than a few lines, and what they share.
 
 pub mod check;
+pub mod scaffold;
 pub mod status;
 
 use std::time::Duration;
