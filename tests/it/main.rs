@@ -4,6 +4,7 @@ mod cli;
 mod compat;
 mod dial_faults;
 mod dial_real;
+mod docs;
 mod examples;
 mod failover;
 mod gateway;
