@@ -21,7 +21,7 @@ pub fn shared_target_dir(out_dir: &Path) -> PathBuf {
 }
 
 /// Runs `cargo build --release --target wasm32-unknown-unknown <args>` in `dir` and
-/// returns the release output directory. Fails with a hint if the target is missing.
+/// returns the release output directory. Adds the target with rustup if it is missing.
 pub fn cargo_build(dir: &Path, target_dir: &Path, args: &[&str]) -> Result<PathBuf> {
     check_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -61,20 +61,40 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Plain cargo does not add the targets in rust-toolchain.toml; say how to.
+/// Plain cargo does not add the targets in rust-toolchain.toml, so a fresh machine
+/// whose rustup already had the toolchain lacks the wasm32 target: add it with rustup
+/// (there whenever rust-toolchain.toml is honoured), for the toolchain this build
+/// runs on. Without rustup, or if it fails, say how to.
 fn check_target() -> Result<()> {
+    if target_installed()? {
+        return Ok(());
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    println!("cargo:warning=the {TARGET} target is missing: adding it with rustup");
+    let added = rustup.status().map(|s| s.success()).unwrap_or(false);
+    if !added || !target_installed()? {
+        bail!(
+            "the {TARGET} target is not installed and `rustup target add {TARGET}` did not \
+             add it: run `rustup toolchain install` in the repository (it reads \
+             rust-toolchain.toml), then build again"
+        );
+    }
+    Ok(())
+}
+
+fn target_installed() -> Result<bool> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = Command::new(rustc)
         .args(["--print", "sysroot"])
         .output()
         .context("rustc --print sysroot")?;
     let sysroot = String::from_utf8(out.stdout)?;
-    let lib = Path::new(sysroot.trim()).join("lib/rustlib").join(TARGET);
-    if !lib.is_dir() {
-        bail!(
-            "the {TARGET} target is not installed: run `rustup toolchain install` in the \
-             repository (it reads rust-toolchain.toml), then build again"
-        );
-    }
-    Ok(())
+    Ok(Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(TARGET)
+        .is_dir())
 }
