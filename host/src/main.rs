@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, value_name = "ADDR", requires = "config")]
         against: Option<std::net::SocketAddr>,
     },
+    /// See the whole system work on nothing of your own, in about 30 seconds.
+    ///
+    /// Starts three upstream SOCKS5 proxies in this process (one flaky, one slow, one
+    /// that stops partway and comes back), a local HTTP server and a WebSocket echo
+    /// server, the real gateway over them, and HTTP and WebSocket clients. A view
+    /// shows picks, tunnels, health and breakers per upstream, failovers and hedges,
+    /// redrawn in place on a terminal (a line a second otherwise). Halfway the pool's
+    /// strategy file is replaced, round_robin to least_connections, through the
+    /// real file-swap path. Ends with a summary: requests made and failed,
+    /// failovers, the time from the kill to the last pick of the dead upstream, and
+    /// the swap's latency. Exits 1 if a request failed or the swap did not complete.
+    Demo {
+        /// How long to run, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value = "30")]
+        duration: u64,
+    },
     /// Probe every configured proxy now, all at once, and print which work.
     ///
     /// Each pool's members are probed with the pool's own health check (method,
@@ -180,6 +196,7 @@ fn main() -> ExitCode {
             Err(code) => Ok(code),
         },
         Command::Status { admin, watch } => cmd::status::run(admin, watch),
+        Command::Demo { duration } => cmd::demo::run(Duration::from_secs(duration.max(3))),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

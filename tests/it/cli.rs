@@ -1243,3 +1243,55 @@ async fn a_scaffolded_strategy_builds_passes_the_check_and_swaps_into_a_running_
         "the first untried proxy, every time"
     );
 }
+
+/// `demo --duration 8` in an empty directory: exit 0, and its summary's numbers show
+/// a failover, no failed request and a completed strategy swap.
+#[tokio::test]
+async fn the_demo_runs_in_an_empty_directory_and_its_summary_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = proxypool()
+        .args(["demo", "--duration", "8"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let number = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {text}"));
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|w| !w.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let made = number("requests: ");
+    let failed: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("requests: "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|f| f.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(made > 100.0, "{text}");
+    assert_eq!(failed, 0.0, "{text}");
+    assert!(number("failovers: ") >= 1.0, "{text}");
+    assert!(
+        number("strategy swap round_robin -> least_connections: ") > 0.0,
+        "{text}"
+    );
+    assert!(!text.contains("not completed"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "it leaves nothing behind"
+    );
+}

@@ -1,6 +1,7 @@
 //! The subcommands that are more than a few lines, and what they share.
 
 pub mod check;
+pub mod demo;
 pub mod scaffold;
 pub mod status;
 
