@@ -1295,3 +1295,90 @@ async fn the_demo_runs_in_an_empty_directory_and_its_summary_adds_up() {
         "it leaves nothing behind"
     );
 }
+
+/// The pip route: maturin builds a wheel with the binary in it; installed in a fresh
+/// venv, `proxypool --version` and `proxypool validate` run from its PATH. Ignored by
+/// default (a release build); CI runs it.
+#[tokio::test]
+#[ignore = "builds a release wheel; run with --ignored"]
+async fn the_wheel_installs_in_a_fresh_venv_and_its_binary_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let maturin = root.join("target/py/bin/maturin");
+    if !maturin.is_file() {
+        assert!(
+            !proxypool_tests::in_ci(),
+            "{} is missing; .ci/run makes it",
+            maturin.display()
+        );
+        eprintln!("SKIP: no maturin (scripts/install-test-deps installs it)");
+        return;
+    }
+    let wheels = tempfile::tempdir().unwrap();
+    let mut build = Command::new(&maturin);
+    build
+        .args(["build", "--release", "--quiet", "-o"])
+        .arg(wheels.path())
+        .current_dir(&root);
+    // Not the variables `cargo test` set for this binary: the wheel is a build of its own.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CARGO") {
+            build.env_remove(name);
+        }
+    }
+    let out = build.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = std::fs::read_dir(wheels.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel");
+    let venv = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv.path())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let pip = Command::new(venv.path().join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--no-index",
+            "--disable-pip-version-check",
+        ])
+        .arg(&wheel)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        pip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    let bin = venv.path().join("bin/proxypool");
+    let version = Command::new(&bin).arg("--version").output().await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("proxypool "),
+        "{version:?}"
+    );
+    let validate = Command::new(&bin)
+        .arg("validate")
+        .env("CRYPTOFEED_PROXY_ENABLED", "true")
+        .env(
+            "CRYPTOFEED_PROXY_DEFAULT__HTTP__URL",
+            "socks5h://10.0.0.1:1080",
+        )
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        validate.status.success() && table.contains("proxy socks5h://10.0.0.1:1080"),
+        "{table}"
+    );
+}
