@@ -478,18 +478,7 @@ async fn serve_drains_a_live_tunnel_on_sigterm_and_exits_0() {
     };
     assert!(get("/healthz").await.ends_with("200"));
     assert!(get("/readyz").await.ends_with("200"));
-    let out = Command::new(&curl)
-        .args(["-sS", "--max-time", "20", "-x"])
-        .arg(format!("socks5h://{addr}"))
-        .arg(format!("http://{}/", http.addr()))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    curl_through(&curl, addr, http.addr()).await;
     assert_eq!(http.peer_ips(), [proxy.egress]);
 
     // A live tunnel (SOCKS5 to the echo target), then SIGTERM.
@@ -544,6 +533,26 @@ async fn serve_refuses_a_non_loopback_listener() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
+
+/// curl fetches `http://TARGET/` through the gateway at `gateway` (SOCKS5h) and succeeds.
+async fn curl_through(
+    curl: &std::path::Path,
+    gateway: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+) {
+    let out = Command::new(curl)
+        .args(["-sS", "--max-time", "20", "-x"])
+        .arg(format!("socks5h://{gateway}"))
+        .arg(format!("http://{target}/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A SOCKS5 tunnel through `gateway` to the echo target at `echo`, past its greeting.
@@ -707,25 +716,7 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
         let json = text.rsplit_once('\n').unwrap().0.to_owned();
         serde_json::from_str::<serde_json::Value>(&json).unwrap()
     };
-    let through = || {
-        let (curl, proxy, url) = (
-            curl.clone(),
-            format!("socks5h://{addr}"),
-            format!("http://{}/", http.addr()),
-        );
-        async move {
-            let out = Command::new(curl)
-                .args(["-sS", "--max-time", "20", "-x", &proxy, &url])
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
+    let through = || curl_through(&curl, addr, http.addr());
     through().await;
     assert_eq!(http.peer_ips(), [a.egress]);
 
@@ -877,18 +868,7 @@ async fn a_reload_rebinds_a_changed_listener_without_cutting_its_tunnels() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let out = Command::new(&curl)
-        .args(["-sS", "--max-time", "20", "-x"])
-        .arg(format!("socks5h://{new}"))
-        .arg(format!("http://{}/", http.addr()))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    curl_through(&curl, new, http.addr()).await;
     // The old listener's tunnel goes on.
     still_echoes(&mut tunnel).await;
     let status = Command::new(&curl)
@@ -1196,25 +1176,7 @@ async fn a_scaffolded_strategy_builds_passes_the_check_and_swaps_into_a_running_
         &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
     )
     .await;
-    let get = || {
-        let (curl, proxy, url) = (
-            curl.clone(),
-            format!("socks5h://{}", served.addr()),
-            format!("http://{}/", http.addr()),
-        );
-        async move {
-            let out = Command::new(curl)
-                .args(["-sS", "--max-time", "20", "-x", &proxy, &url])
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
+    let get = || curl_through(&curl, served.addr(), http.addr());
     for _ in 0..2 {
         get().await;
     }
