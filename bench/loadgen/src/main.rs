@@ -1,0 +1,273 @@
+//! The load generator of `bench/run`. It speaks to a proxy the way clients do
+//! (SOCKS5 with tokio-socks, or HTTP CONNECT), or to the target directly, and prints
+//! one JSON line of results. `targets` runs the destinations: an HTTP server that
+//! answers each request and closes, and a sink that counts what it gets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP target and the sink on 127.0.0.1, printing `http ADDR` and `sink ADDR`.
+    Targets,
+    /// Prints N free loopback ports, one per line.
+    Ports {
+        /// How many.
+        n: usize,
+    },
+    /// Short connections: connect, handshake, one small request, close.
+    Cps {
+        /// `socks5://HOST:PORT`, `http://HOST:PORT` (CONNECT) or `direct`.
+        #[arg(long)]
+        via: String,
+        /// The HTTP target.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections in flight at once.
+        #[arg(long)]
+        concurrency: usize,
+        /// Seconds to run (a float).
+        #[arg(long)]
+        seconds: f64,
+    },
+    /// Bulk: STREAMS connections each send BYTES to the sink.
+    Bulk {
+        /// As for `cps`.
+        #[arg(long)]
+        via: String,
+        /// The sink.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Bytes per stream.
+        #[arg(long)]
+        bytes: u64,
+        /// Parallel streams.
+        #[arg(long, default_value = "1")]
+        streams: usize,
+    },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A tunnel to `target` through `via`.
+async fn open(via: &str, target: SocketAddr) -> anyhow::Result<Box<dyn Io>> {
+    if via == "direct" {
+        let s = TcpStream::connect(target).await?;
+        s.set_nodelay(true)?;
+        return Ok(Box::new(s));
+    }
+    if let Some(proxy) = via.strip_prefix("socks5://") {
+        let s = tokio_socks::tcp::Socks5Stream::connect(proxy, target).await?;
+        return Ok(Box::new(s));
+    }
+    if let Some(proxy) = via.strip_prefix("http://") {
+        let mut s = TcpStream::connect(proxy).await?;
+        s.set_nodelay(true)?;
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await? == 0 {
+                bail!("the proxy closed during CONNECT");
+            }
+            head.push(byte[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+            bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
+        }
+        return Ok(Box::new(s));
+    }
+    bail!("--via: socks5://HOST:PORT, http://HOST:PORT or direct")
+}
+
+async fn targets() -> anyhow::Result<()> {
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let sink = TcpListener::bind("127.0.0.1:0").await?;
+    println!("http {}", http.local_addr()?);
+    println!("sink {}", sink.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = http.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; 1024];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    while let Ok((mut s, _)) = sink.accept().await {
+        // The length comes first, so that no half-close is needed (microsocks,
+        // for one, closes both ways when the client shuts its side).
+        tokio::spawn(async move {
+            let mut len = [0u8; 8];
+            if s.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let want = u64::from_be_bytes(len);
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0u64;
+            while n < want {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k as u64,
+                }
+            }
+            let _ = s.write_all(&n.to_be_bytes()).await;
+        });
+    }
+    Ok(())
+}
+
+async fn one_request(via: &str, target: SocketAddr) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut s = open(via, target).await?;
+    let setup = started.elapsed();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        bail!("not a 200");
+    }
+    Ok(setup)
+}
+
+async fn cps(
+    via: String,
+    target: SocketAddr,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let via = Arc::new(via);
+    let failed = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (via, failed) = (via.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut setups = Vec::new();
+                while Instant::now() < end {
+                    match tokio::time::timeout(Duration::from_secs(10), one_request(&via, target))
+                        .await
+                    {
+                        Ok(Ok(d)) => setups.push(d),
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                setups
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let p = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "ok": all.len(),
+            "failed": failed.load(Ordering::Relaxed),
+            "cps": all.len() as f64 / secs,
+            "p50_us": p(0.5),
+            "p99_us": p(0.99),
+        })
+    );
+    Ok(())
+}
+
+async fn bulk(via: String, target: SocketAddr, bytes: u64, streams: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let via = via.clone();
+            tokio::spawn(async move {
+                let mut s = open(&via, target).await?;
+                let buf = vec![7u8; 256 * 1024];
+                s.write_all(&bytes.to_be_bytes()).await?;
+                let mut sent = 0u64;
+                while sent < bytes {
+                    let n = (bytes - sent).min(buf.len() as u64) as usize;
+                    s.write_all(&buf[..n]).await?;
+                    sent += n as u64;
+                }
+                let mut count = [0u8; 8];
+                s.read_exact(&mut count).await?;
+                anyhow::ensure!(
+                    u64::from_be_bytes(count) == bytes,
+                    "the sink got every byte"
+                );
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await?.context("a bulk stream")?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let gbit = (bytes * streams as u64) as f64 * 8.0 / secs / 1e9;
+    println!("{}", serde_json::json!({ "seconds": secs, "gbit_s": gbit }));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Targets => targets().await,
+        Command::Ports { n } => {
+            let held: Vec<std::net::TcpListener> = (0..n)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+                .collect::<Result<_, _>>()?;
+            for l in &held {
+                println!("{}", l.local_addr()?.port());
+            }
+            Ok(())
+        }
+        Command::Cps {
+            via,
+            target,
+            concurrency,
+            seconds,
+        } => cps(via, target, concurrency, seconds).await,
+        Command::Bulk {
+            via,
+            target,
+            bytes,
+            streams,
+        } => bulk(via, target, bytes, streams).await,
+    }
+}
