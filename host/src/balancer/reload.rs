@@ -232,42 +232,23 @@ impl Balancer {
             plans.push((name, spec.clone(), plan));
         }
         // Nothing can fail from here on.
+        let report = diff(&old, &config);
+        if report.is_unchanged() {
+            self.reloads.record(true, true, report.to_string());
+            tracing::info!(target: "proxypool::config", "reload: no change");
+            return Ok(report);
+        }
         let mut pools = std::collections::HashMap::new();
         let mut drained = Vec::new();
-        let mut changes = Vec::new();
         for (name, spec, plan) in plans {
             let entry = match plan {
-                Plan::Keep(e) => {
-                    changes.push(RouteChange::Kept {
-                        route: name.clone(),
-                    });
-                    e
-                }
-                Plan::Unpark(e) => {
-                    changes.push(RouteChange::SwitchedOn {
-                        route: name.clone(),
-                    });
-                    e
-                }
-                Plan::Build(parts, None) => {
-                    let pool = Pool::new(&name, &spec);
-                    changes.push(RouteChange::Added {
-                        route: name.clone(),
-                        members: labels(&pool, 0..pool.members().len() as u32),
-                    });
-                    Arc::new(parts.assemble(pool, None))
-                }
+                Plan::Keep(e) | Plan::Unpark(e) => e,
+                Plan::Build(parts, None) => Arc::new(parts.assemble(Pool::new(&name, &spec), None)),
                 Plan::Build(parts, Some(previous)) => {
                     let (pool, succession) = previous.pool.succeed(&spec);
                     if !succession.removed.is_empty() {
-                        drained.push((previous.pool.clone(), succession.removed.clone()));
+                        drained.push((previous.pool.clone(), succession.removed));
                     }
-                    changes.push(RouteChange::Changed {
-                        route: name.clone(),
-                        kept: labels(&pool, succession.kept.iter().map(|(_, new)| *new)),
-                        added: labels(&pool, succession.added.iter().copied()),
-                        removed: labels(&previous.pool, succession.removed.iter().copied()),
-                    });
                     Arc::new(parts.assemble(pool, Some(&previous)))
                 }
             };
@@ -276,43 +257,17 @@ impl Balancer {
         let mut parked = std::collections::HashMap::new();
         for (name, _) in config.switched_off_pools() {
             if let Some(e) = old.pools.get(&name) {
-                changes.push(RouteChange::SwitchedOff {
-                    route: name.clone(),
-                });
                 drained.push((e.pool.clone(), all_ids(&e.pool)));
                 parked.insert(name, e.clone());
             } else if let Some(e) = old.parked.get(&name) {
-                changes.push(RouteChange::Kept {
-                    route: name.clone(),
-                });
                 parked.insert(name, e.clone());
             }
         }
         for (name, e) in old.pools.iter().chain(old.parked.iter()) {
             if !pools.contains_key(name) && !parked.contains_key(name) {
-                changes.push(RouteChange::Removed {
-                    route: name.clone(),
-                });
                 drained.push((e.pool.clone(), all_ids(&e.pool)));
             }
         }
-        changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
-        let pools_same = changes
-            .iter()
-            .all(|c| matches!(c, RouteChange::Kept { .. }));
-        let mut report = ReloadReport {
-            generation: old.generation,
-            pools: changes,
-            // Pools alike but files not: what changed is elsewhere.
-            other_settings: *old.config != config
-                && (pools_same || other_than_pools(&old.config, &config)),
-        };
-        if report.is_unchanged() {
-            self.reloads.record(true, true, report.to_string());
-            tracing::info!(target: "proxypool::config", "reload: no change");
-            return Ok(report);
-        }
-        report.generation = old.generation + 1;
         // A parked pool neither probes nor keeps a breaker timer.
         for e in parked.values() {
             e.checker.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -338,67 +293,7 @@ impl Balancer {
     /// does not load strategies, so a strategy that would fail admission is not
     /// caught here.
     pub fn plan(&self, config: &Config) -> ReloadReport {
-        let old = self.routes.load_full();
-        let mut changes = Vec::new();
-        for (name, spec) in config.pools() {
-            let parked = old.parked.get(&name);
-            let change = match old.pools.get(&name).or(parked) {
-                Some(e) if *e.pool.spec() == spec.bounded() && parked.is_some() => {
-                    RouteChange::SwitchedOn { route: name }
-                }
-                Some(e) if *e.pool.spec() == spec.bounded() => RouteChange::Kept { route: name },
-                Some(e) => {
-                    let old_urls: Vec<_> = e.pool.members().iter().map(|m| m.url()).collect();
-                    let new_urls: Vec<_> = spec.members.iter().map(|m| &m.url).collect();
-                    let (_, s) = crate::pool::match_members(&old_urls, &new_urls);
-                    let shown = |urls: &[&crate::config::ProxyUrl], ids: &[u32]| {
-                        ids.iter().map(|&i| urls[i as usize].to_string()).collect()
-                    };
-                    let kept: Vec<u32> = s.kept.iter().map(|(_, new)| *new).collect();
-                    RouteChange::Changed {
-                        route: name,
-                        kept: shown(&new_urls, &kept),
-                        added: shown(&new_urls, &s.added),
-                        removed: shown(&old_urls, &s.removed),
-                    }
-                }
-                None => RouteChange::Added {
-                    route: name,
-                    members: spec.members.iter().map(|m| m.url.to_string()).collect(),
-                },
-            };
-            changes.push(change);
-        }
-        let mut off = Vec::new();
-        for (name, _) in config.switched_off_pools() {
-            if old.pools.contains_key(&name) {
-                changes.push(RouteChange::SwitchedOff {
-                    route: name.clone(),
-                });
-            } else if old.parked.contains_key(&name) {
-                changes.push(RouteChange::Kept {
-                    route: name.clone(),
-                });
-            }
-            off.push(name);
-        }
-        for name in old.pools.keys().chain(old.parked.keys()) {
-            if !off.contains(name) && !config.pools().any(|(n, _)| n == *name) {
-                changes.push(RouteChange::Removed {
-                    route: name.clone(),
-                });
-            }
-        }
-        changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
-        let pools_same = changes
-            .iter()
-            .all(|c| matches!(c, RouteChange::Kept { .. }));
-        ReloadReport {
-            generation: old.generation + u64::from(*old.config != *config),
-            pools: changes,
-            other_settings: *old.config != *config
-                && (pools_same || other_than_pools(&old.config, config)),
-        }
+        diff(&self.routes.load(), config)
     }
 
     /// Counts a reload that failed before it reached [`Balancer::reload`] (a file
@@ -421,6 +316,76 @@ impl Balancer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// What replacing `old` with `config` changes, per route: the report of a reload
+/// and of a plan alike. Members are named by their labels, old and new.
+fn diff(old: &Routes, config: &Config) -> ReloadReport {
+    let mut changes = Vec::new();
+    for (name, spec) in config.pools() {
+        let parked = old.parked.get(&name);
+        let new_labels = || crate::pool::member_labels(spec.members.iter().map(|m| &m.url));
+        let change = match old.pools.get(&name).or(parked) {
+            Some(e) if *e.pool.spec() == spec.bounded() && parked.is_some() => {
+                RouteChange::SwitchedOn { route: name }
+            }
+            Some(e) if *e.pool.spec() == spec.bounded() => RouteChange::Kept { route: name },
+            Some(e) => {
+                let old_urls: Vec<_> = e.pool.members().iter().map(|m| m.url()).collect();
+                let new_urls: Vec<_> = spec.members.iter().map(|m| &m.url).collect();
+                let (_, s) = crate::pool::match_members(&old_urls, &new_urls);
+                let new_labels = new_labels();
+                let pick = |ids: &[u32]| -> Vec<String> {
+                    ids.iter()
+                        .map(|&i| new_labels[i as usize].clone())
+                        .collect()
+                };
+                let kept: Vec<u32> = s.kept.iter().map(|(_, new)| *new).collect();
+                RouteChange::Changed {
+                    route: name,
+                    kept: pick(&kept),
+                    added: pick(&s.added),
+                    removed: labels(&e.pool, s.removed.iter().copied()),
+                }
+            }
+            None => RouteChange::Added {
+                route: name,
+                members: new_labels(),
+            },
+        };
+        changes.push(change);
+    }
+    let mut off = Vec::new();
+    for (name, _) in config.switched_off_pools() {
+        if old.pools.contains_key(&name) {
+            changes.push(RouteChange::SwitchedOff {
+                route: name.clone(),
+            });
+        } else if old.parked.contains_key(&name) {
+            changes.push(RouteChange::Kept {
+                route: name.clone(),
+            });
+        }
+        off.push(name);
+    }
+    for name in old.pools.keys().chain(old.parked.keys()) {
+        if !off.contains(name) && !config.pools().any(|(n, _)| n == *name) {
+            changes.push(RouteChange::Removed {
+                route: name.clone(),
+            });
+        }
+    }
+    changes.sort_by(|a, b| route_of(a).cmp(route_of(b)));
+    let pools_same = changes
+        .iter()
+        .all(|c| matches!(c, RouteChange::Kept { .. }));
+    ReloadReport {
+        generation: old.generation + u64::from(*old.config != *config),
+        pools: changes,
+        // Pools alike but files not: what changed is elsewhere.
+        other_settings: *old.config != *config
+            && (pools_same || other_than_pools(&old.config, config)),
     }
 }
 

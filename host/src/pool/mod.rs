@@ -664,7 +664,7 @@ where
 }
 
 /// Each URL's redacted form, numbered from the second one that reads the same.
-fn member_labels<'a>(urls: impl Iterator<Item = &'a ProxyUrl>) -> Vec<String> {
+pub(crate) fn member_labels<'a>(urls: impl Iterator<Item = &'a ProxyUrl>) -> Vec<String> {
     let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     urls.map(|u| {
         let shown = u.to_string();
