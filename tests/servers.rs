@@ -132,6 +132,19 @@ async fn start(
     panic!("{name} would not start after 5 attempts");
 }
 
+/// A configuration with one default http pool of `proxies` (SOCKS5), probes off,
+/// and `extra` settings inside the pool (`, strategy: least_connections`).
+pub fn pool_yaml(proxies: &[&RealProxy], extra: &str) -> String {
+    let urls: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("'socks5://{}'", p.addr))
+        .collect();
+    format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: [{}], health_check: {{enabled: false}}{extra}}}}}}}",
+        urls.join(", ")
+    )
+}
+
 /// microsocks (SOCKS5), optionally with user/password auth.
 pub async fn microsocks(auth: Option<(&str, &str)>) -> Option<RealProxy> {
     let egress = next_egress_ip();

@@ -679,12 +679,7 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
     let http = TargetServer::start_http().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxypool.yaml");
-    let pool_of = |p: &proxypool_tests::servers::RealProxy| {
-        format!(
-            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}\n",
-            p.addr
-        )
-    };
+    let pool_of = |p| proxypool_tests::servers::pool_yaml(&[p], "");
     // Written beside it and renamed over it, as editors and deploy tools do.
     let replace = |text: String| {
         let tmp = dir.path().join(".proxypool.yaml.tmp");
@@ -1038,14 +1033,7 @@ async fn status_prints_every_upstream_of_a_running_gateway() {
     let echo = TargetServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("status.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], health_check: {{enabled: false}}}}}}}}\n",
-            a.addr, b.addr
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, proxypool_tests::servers::pool_yaml(&[&a, &b], "")).unwrap();
     let served = Served::start(
         &file,
         &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],

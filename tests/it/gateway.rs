@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use proxypool::gateway::{self, Listener, Settings};
-use proxypool_tests::servers::{RealProxy, microsocks};
+use proxypool_tests::servers::{RealProxy, microsocks, pool_yaml};
 use proxypool_tests::target::TargetServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -96,7 +96,8 @@ async fn curl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn two_pools(binance: &RealProxy, default: &RealProxy) -> String {
+/// A default http pool of `default` and an http pool of `binance` for binance, probes off.
+pub(crate) fn two_pools(binance: &RealProxy, default: &RealProxy) -> String {
     format!(
         "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}, \
          exchanges: {{binance: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}}}",
@@ -775,12 +776,7 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
         return;
     };
     let target = TargetServer::start_http().await;
-    let gw = Gateway::start(&format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
-         health_check: {{enabled: false}}}}}}}}",
-        a.addr, b.addr
-    ))
-    .await;
+    let gw = Gateway::start(&pool_yaml(&[&a, &b], "")).await;
     let admin = gw.admin(None).await;
     let url = format!("http://{}/", target.addr());
     let proxy = format!("http://binance:x@{}", gw.addr);
@@ -856,12 +852,7 @@ async fn a_ban_reported_by_session_key_moves_the_session() {
         return;
     };
     let target = TargetServer::start_http().await;
-    let gw = Gateway::start(&format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
-         health_check: {{enabled: false}}}}}}}}",
-        a.addr, b.addr
-    ))
-    .await;
+    let gw = Gateway::start(&pool_yaml(&[&a, &b], "")).await;
     let admin = gw.admin(None).await;
     let url = format!("http://{}/", target.addr());
     let sticky = format!("socks5h://binance+session=acct-7:x@{}", gw.addr);
@@ -909,12 +900,7 @@ async fn the_admin_token_guards_write_routes() {
     let Some(a) = microsocks(None).await else {
         return;
     };
-    let gw = Gateway::start(&format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], \
-         health_check: {{enabled: false}}}}}}}}",
-        a.addr
-    ))
-    .await;
+    let gw = Gateway::start(&pool_yaml(&[&a], "")).await;
     let token = "s3cret-admin-token-0123";
     let admin = gw.admin(Some(token)).await;
     let body = r#"{"upstream": "default.http/0", "exchange": "binance", "outcome": "banned"}"#;
@@ -973,12 +959,7 @@ async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
     };
     let mut proxies = [a, b, c];
     let target = TargetServer::start_http().await;
-    let gw = Gateway::start(&format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}', 'socks5://{}'], \
-         health_check: {{enabled: false}}}}}}}}",
-        proxies[0].addr, proxies[1].addr, proxies[2].addr
-    ))
-    .await;
+    let gw = Gateway::start(&pool_yaml(&[&proxies[0], &proxies[1], &proxies[2]], "")).await;
     let url = format!("http://{}/", target.addr());
     let sticky = format!("socks5h://binance+session=book-1:x@{}", gw.addr);
     let plain = format!("socks5h://binance:x@{}", gw.addr);

@@ -7,7 +7,7 @@ use proxypool::Balancer;
 use proxypool::balancer::RouteChange;
 use proxypool::config::{Config, ConfigBuilder};
 use proxypool::pool::{BreakerState, Outcome};
-use proxypool_tests::servers::{RealProxy, microsocks};
+use proxypool_tests::servers::{microsocks, pool_yaml};
 use proxypool_tests::target::TargetServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -15,18 +15,6 @@ use crate::failover::{balancer, connect};
 
 fn config(yaml: &str) -> Config {
     ConfigBuilder::new().yaml_str(yaml).build().unwrap()
-}
-
-/// A default http pool of `proxies`, no probes, with `extra` settings in the pool.
-fn pool_yaml(proxies: &[&RealProxy], extra: &str) -> String {
-    let urls: Vec<String> = proxies
-        .iter()
-        .map(|p| format!("'socks5://{}'", p.addr))
-        .collect();
-    format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: [{}], health_check: {{enabled: false}}{extra}}}}}}}",
-        urls.join(", ")
-    )
 }
 
 /// `yaml` (as `pool_yaml` gives it) with `exchanges: {EXCHANGES}` inside `proxy:`.
@@ -397,11 +385,7 @@ async fn an_exchange_pool_all_down_falls_back_to_the_default_route() {
         return;
     };
     let target = TargetServer::start().await;
-    let yaml = format!(
-        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}, \
-         exchanges: {{binance: {{http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}}}",
-        d.addr, a.addr
-    );
+    let yaml = crate::gateway::two_pools(&a, &d);
     let c = config(&yaml);
     let policy = |c: &Config, exchange| match c.route(exchange, Transport::Http).upstream {
         Some(Upstream::Pool(p)) => p.when_all_down,
