@@ -51,7 +51,8 @@ fn url(p: &RealProxy) -> String {
     format!("socks5://{}", p.addr)
 }
 
-async fn three_microsocks() -> Option<[RealProxy; 3]> {
+/// Three microsocks, or `None` after a skip notice.
+pub(crate) async fn three_microsocks() -> Option<[RealProxy; 3]> {
     Some([
         microsocks(None).await?,
         microsocks(None).await?,

@@ -950,14 +950,9 @@ async fn the_admin_token_guards_write_routes() {
 /// (once, and then sticks again) when that upstream is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_key_sticks_to_one_upstream_and_moves_when_it_dies() {
-    let (Some(a), Some(b), Some(c)) = (
-        microsocks(None).await,
-        microsocks(None).await,
-        microsocks(None).await,
-    ) else {
+    let Some(mut proxies) = crate::failover::three_microsocks().await else {
         return;
     };
-    let mut proxies = [a, b, c];
     let target = TargetServer::start_http().await;
     let gw = Gateway::start(&pool_yaml(&[&proxies[0], &proxies[1], &proxies[2]], "")).await;
     let url = format!("http://{}/", target.addr());

@@ -107,11 +107,7 @@ async fn an_added_proxy_gets_picks_and_a_removed_one_drains_its_live_tunnel() {
 /// identity, even after they move).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_ban_and_health_survive_edits() {
-    let (Some(a), Some(b), Some(c)) = (
-        microsocks(None).await,
-        microsocks(None).await,
-        microsocks(None).await,
-    ) else {
+    let Some([a, b, c]) = crate::failover::three_microsocks().await else {
         return;
     };
     let bal = balancer(&pool_yaml(&[&a, &b, &c], ""));
@@ -165,11 +161,7 @@ async fn breaker_ban_and_health_survive_edits() {
 /// swap go by the true lease counts, tunnels opened before the reload included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strategy_swap_by_reload_picks_by_the_live_counts() {
-    let (Some(a), Some(b), Some(c)) = (
-        microsocks(None).await,
-        microsocks(None).await,
-        microsocks(None).await,
-    ) else {
+    let Some([a, b, c]) = crate::failover::three_microsocks().await else {
         return;
     };
     let target = TargetServer::start().await;
@@ -244,11 +236,7 @@ async fn a_bad_strategy_rejects_the_whole_reload_and_the_same_file_is_no_change(
 /// afterwards the tasks, descriptors and metrics series are what they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_in_a_loop_under_load_fails_no_connect_and_leaks_nothing() {
-    let (Some(a), Some(b), Some(c)) = (
-        microsocks(None).await,
-        microsocks(None).await,
-        microsocks(None).await,
-    ) else {
+    let Some([a, b, c]) = crate::failover::three_microsocks().await else {
         return;
     };
     let target = std::sync::Arc::new(TargetServer::start().await);
