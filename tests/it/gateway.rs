@@ -1075,6 +1075,9 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
         "proxypool_gateway_rejected",
         "proxypool_gateway_tunnels",
         "proxypool_gateway_active_tunnels",
+        "proxypool_runtime_alive_tasks",
+        "process_open_fds",
+        "process_resident_memory_bytes",
     ] {
         assert!(
             families.get(family).is_some(),
@@ -1097,4 +1100,18 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
             && text.contains("protocol=\"http\"} 1"),
         "{text}"
     );
+    // The process gauges are the process's own: a live runtime, sockets, memory.
+    for gauge in [
+        "proxypool_runtime_alive_tasks",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(gauge)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{gauge} in {text}"))
+            .parse()
+            .unwrap();
+        assert!(value >= 1.0, "{gauge} = {value}");
+    }
 }

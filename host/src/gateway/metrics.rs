@@ -114,3 +114,49 @@ impl Collect for ListenerMetrics {
         }
     }
 }
+
+/// The serving process itself: the runtime's live tasks, and on Linux its open file
+/// descriptors and resident memory (the names Prometheus's process collectors use),
+/// so that a soak can watch them stay flat.
+#[derive(Debug)]
+pub(crate) struct ProcessMetrics {
+    runtime: tokio::runtime::Handle,
+}
+
+impl ProcessMetrics {
+    /// Samples the runtime `runtime` and this process.
+    pub(crate) fn new(runtime: tokio::runtime::Handle) -> ProcessMetrics {
+        ProcessMetrics { runtime }
+    }
+}
+
+impl Collect for ProcessMetrics {
+    fn collect(&self, out: &mut Vec<Sample>) {
+        out.push(Sample::gauge(
+            "proxypool_runtime_alive_tasks",
+            "Tasks alive in the gateway's runtime (connections, probes, watchers).",
+            Vec::new(),
+            self.runtime.metrics().num_alive_tasks() as f64,
+        ));
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            out.push(Sample::gauge(
+                "process_open_fds",
+                "Open file descriptors.",
+                Vec::new(),
+                fds.count() as f64,
+            ));
+        }
+        // statm's second field is resident pages; 4 KiB pages on every Linux we run on.
+        let resident = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+        if let Some(pages) = resident {
+            out.push(Sample::gauge(
+                "process_resident_memory_bytes",
+                "Resident memory.",
+                Vec::new(),
+                (pages * 4096) as f64,
+            ));
+        }
+    }
+}

@@ -162,6 +162,10 @@ async fn serve(
         sessions,
         shutdown: shutdown.clone(),
     };
+    let process: Arc<dyn crate::metrics::Collect> = Arc::new(super::metrics::ProcessMetrics::new(
+        tokio::runtime::Handle::current(),
+    ));
+    shared.balancer.metrics().register(process.clone());
     let mut slots: Vec<Slot> = listeners
         .into_iter()
         .map(|(spec, l)| shared.spawn(spec.map(|s| s.addr), l))
@@ -202,6 +206,7 @@ async fn serve(
         let open: usize = tunnels.iter().map(JoinSet::len).sum();
         tracing::info!(target: "proxypool::gateway", open, "drain time over: closing the tunnels left");
     }
+    shared.balancer.metrics().unregister(&process);
     // Dropping the sets aborts what is left: those tunnels close.
 }
 
