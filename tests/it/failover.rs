@@ -294,6 +294,27 @@ async fn fallback_default_policy_uses_the_default_route() {
     assert_eq!(target.peer_ips(), [fallback.egress], "never direct");
 }
 
+/// A big pool's "every proxy is out" names a few members and counts the rest, so that
+/// one failing connect is one readable log line, not a page.
+#[tokio::test]
+async fn a_big_pool_all_down_names_eight_members_and_counts_the_rest() {
+    let members: Vec<String> = (1..=20)
+        .map(|i| format!("'socks5://127.0.0.{i}:9'"))
+        .collect();
+    let bal = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: [{}], when_all_down: fail, \
+         health_check: {{enabled: false}}}}}}}}",
+        members.join(", ")
+    ));
+    mark_all_down(&bal, "default.http").await;
+    let err = connect(&bal, None, &"127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(text.matches("unhealthy").count(), 8, "{text}");
+    assert!(text.ends_with("; and 12 more"), "{text}");
+}
+
 #[tokio::test]
 async fn fail_policy_names_the_pool_and_why_each_proxy_is_out() {
     let Some(a) = microsocks(None).await else {

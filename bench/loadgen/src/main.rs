@@ -44,6 +44,46 @@ enum Command {
         #[arg(long)]
         seconds: f64,
     },
+    /// A steady load for failover and soak runs: like `cps`, at most RATE connections
+    /// a second, each request held PATH's time by the target; failures are told
+    /// apart by when they happen (opening the tunnel, or inside it) and each is
+    /// printed to stderr with its time.
+    Steady {
+        /// As for `cps`.
+        #[arg(long)]
+        via: String,
+        /// The HTTP target.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections in flight at once.
+        #[arg(long)]
+        concurrency: usize,
+        /// Seconds to run (a float).
+        #[arg(long)]
+        seconds: f64,
+        /// Connections a second, all workers together (0: as fast as they go).
+        #[arg(long, default_value = "0")]
+        rate: f64,
+        /// The path asked for: `/wait` is answered after 20 ms.
+        #[arg(long, default_value = "/wait")]
+        path: String,
+        /// A request not done after this many seconds fails.
+        #[arg(long, default_value = "10")]
+        timeout: f64,
+    },
+    /// Opens N tunnels to the sink and holds them, idle, until stdin closes; prints
+    /// `open N` once they are all up.
+    Idle {
+        /// As for `cps`.
+        #[arg(long)]
+        via: String,
+        /// The sink.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Tunnels to hold.
+        #[arg(long)]
+        n: usize,
+    },
     /// Bulk: STREAMS connections each send BYTES to the sink.
     Bulk {
         /// As for `cps`.
@@ -112,6 +152,9 @@ async fn targets() -> anyhow::Result<()> {
                         Ok(0) | Err(_) => return,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
+                }
+                if head.starts_with(b"GET /wait ") {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let _ = s
                     .write_all(
@@ -210,6 +253,164 @@ async fn cps(
     Ok(())
 }
 
+/// How one steady request ended.
+enum Outcome {
+    /// Done; the tunnel took this long to open.
+    Ok(Duration),
+    /// The tunnel did not open (refused, reset, timed out in the handshake).
+    NewFailed(String),
+    /// The tunnel opened and the request failed inside it.
+    InFlightFailed(String),
+}
+
+async fn steady_request(via: &str, target: SocketAddr, path: &str, timeout: Duration) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let opened = match tokio::time::timeout_at(deadline.into(), open(via, target)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Outcome::NewFailed(format!("{e:#}")),
+        Err(_) => return Outcome::NewFailed("timed out opening the tunnel".into()),
+    };
+    let setup = started.elapsed();
+    let mut s = opened;
+    let exchange = async {
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await?;
+        anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "not a 200");
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout_at(deadline.into(), exchange).await {
+        Ok(Ok(())) => Outcome::Ok(setup),
+        Ok(Err(e)) => Outcome::InFlightFailed(format!("{e:#}")),
+        Err(_) => Outcome::InFlightFailed("timed out in the tunnel".into()),
+    }
+}
+
+/// A request whose tunnel took longer than this was stuck on a bad upstream
+/// (a healthy one opens in well under a millisecond here).
+const STUCK: Duration = Duration::from_millis(50);
+
+#[allow(clippy::too_many_arguments)]
+async fn steady(
+    via: String,
+    target: SocketAddr,
+    concurrency: usize,
+    seconds: f64,
+    rate: f64,
+    path: String,
+    timeout: f64,
+) -> anyhow::Result<()> {
+    #[derive(Default)]
+    struct Tally {
+        setups: Vec<Duration>,
+        new_failed: u64,
+        inflight_failed: u64,
+        stuck: Duration,
+    }
+    let shared = Arc::new((via, path));
+    let timeout = Duration::from_secs_f64(timeout);
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(seconds);
+    // Each worker keeps its share of the rate.
+    let gap = (rate > 0.0).then(|| Duration::from_secs_f64(concurrency as f64 / rate));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let (via, path) = &*shared;
+                let mut tally = Tally::default();
+                let mut next = Instant::now()
+                    + gap.map_or(Duration::ZERO, |g| g.mul_f64(w as f64 / concurrency as f64));
+                while Instant::now() < end {
+                    if let Some(g) = gap {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += g;
+                    }
+                    let at = Instant::now();
+                    let outcome = steady_request(via, target, path, timeout).await;
+                    let took = at.elapsed();
+                    let t = at.duration_since(started).as_secs_f64();
+                    match outcome {
+                        Outcome::Ok(setup) => {
+                            if setup > STUCK {
+                                tally.stuck += setup;
+                            }
+                            tally.setups.push(setup);
+                        }
+                        Outcome::NewFailed(why) => {
+                            eprintln!("{t:.3}s new-connection failure after {took:.1?}: {why}");
+                            tally.new_failed += 1;
+                            tally.stuck += took;
+                        }
+                        Outcome::InFlightFailed(why) => {
+                            eprintln!("{t:.3}s in-flight failure after {took:.1?}: {why}");
+                            tally.inflight_failed += 1;
+                            tally.stuck += took;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await?;
+        all.setups.extend(t.setups);
+        all.new_failed += t.new_failed;
+        all.inflight_failed += t.inflight_failed;
+        all.stuck += t.stuck;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.setups.sort();
+    let p = |q: f64| {
+        all.setups
+            .get(((all.setups.len() as f64 * q) as usize).min(all.setups.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "ok": all.setups.len(),
+            "new_failed": all.new_failed,
+            "inflight_failed": all.inflight_failed,
+            "stuck_share": (all.stuck.as_secs_f64() / (secs * concurrency as f64)).min(1.0),
+            "cps": all.setups.len() as f64 / secs,
+            "p50_us": p(0.5),
+            "p99_us": p(0.99),
+        })
+    );
+    Ok(())
+}
+
+async fn idle(via: String, target: SocketAddr, n: usize) -> anyhow::Result<()> {
+    // Opened a few hundred at a time: a burst of 10,000 SYNs overflows accept queues.
+    let via = Arc::new(via);
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (via, gate) = (via.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await?;
+                open(&via, target).await
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(n);
+    for t in tasks {
+        held.push(t.await?.context("an idle tunnel")?);
+    }
+    println!("open {}", held.len());
+    let mut rest = Vec::new();
+    tokio::io::stdin().read_to_end(&mut rest).await?;
+    drop(held);
+    Ok(())
+}
+
 async fn bulk(via: String, target: SocketAddr, bytes: u64, streams: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..streams)
@@ -263,6 +464,16 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
         } => cps(via, target, concurrency, seconds).await,
+        Command::Steady {
+            via,
+            target,
+            concurrency,
+            seconds,
+            rate,
+            path,
+            timeout,
+        } => steady(via, target, concurrency, seconds, rate, path, timeout).await,
+        Command::Idle { via, target, n } => idle(via, target, n).await,
         Command::Bulk {
             via,
             target,

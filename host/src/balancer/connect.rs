@@ -602,12 +602,13 @@ impl Balancer {
         }
     }
 
-    /// "proxy: reason" for every member, redacted.
+    /// "proxy: reason" for the first [`WHY_OUT_SHOWN`] members, redacted, and how
+    /// many more: a pool of a thousand would make each such log line a page.
     fn why_out(&self, entry: &PoolEntry, banned: &[ProxyId]) -> String {
-        entry
-            .pool
-            .status()
+        let status = entry.pool.status();
+        let mut shown = status
             .iter()
+            .take(WHY_OUT_SHOWN)
             .map(|m| {
                 let why = if !m.enabled {
                     "disabled".to_owned()
@@ -625,9 +626,16 @@ impl Balancer {
                 format!("{}: {why}", m.label)
             })
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        if status.len() > WHY_OUT_SHOWN {
+            shown.push_str(&format!("; and {} more", status.len() - WHY_OUT_SHOWN));
+        }
+        shown
     }
 }
+
+/// Members named one by one in a "no eligible proxy" message.
+const WHY_OUT_SHOWN: usize = 8;
 
 /// Lets a dial that lost to a later one run a little longer in the background, so
 /// that a dead proxy is told from a slow one; its tunnel, if any, is closed.

@@ -177,7 +177,8 @@ impl ProxyUrl {
                 None => return Err(UrlError::MissingHost),
             }
         } else {
-            match hostport.rsplit_once(':') {
+            // As urlsplit: the first ':' ends the host, so `h:1:2` has a bad port.
+            match hostport.split_once(':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (hostport, None),
             }
@@ -388,6 +389,18 @@ mod tests {
         let c = u.credentials().unwrap();
         assert_eq!((c.username(), c.password()), ("us@er", "p:ss"));
         assert_eq!(u.to_string(), "socks5://***@[::1]:1080");
+    }
+
+    #[test]
+    fn a_second_colon_makes_the_port_bad_not_the_host_longer() {
+        assert_eq!(
+            ProxyUrl::parse("socks5://127.0.0.1:127.1.0.1:1080"),
+            Err(UrlError::PortOutOfRange)
+        );
+        assert_eq!(
+            ProxyUrl::parse("socks5://::1:1080"),
+            Err(UrlError::MissingHost)
+        );
     }
 
     #[test]
