@@ -42,7 +42,10 @@ fn ctx(tried: &[u32]) -> PickContext<'_> {
 /// Installs `bytes` without admission (as if it had slipped through) and picks:
 /// every pick must succeed, be eligible and untried, and the fault must be counted.
 fn survives(bytes: &[u8], tried: &[u32], expect: impl Fn(&Fault) -> bool) {
-    let e = engine();
+    survives_on(&engine(), bytes, tried, expect);
+}
+
+fn survives_on(e: &StrategyEngine, bytes: &[u8], tried: &[u32], expect: impl Fn(&Fault) -> bool) {
     let p = proxypool_tests::pool_of(3);
     let s = Selector::new(
         e.clone(),
@@ -71,6 +74,18 @@ fn trapping_strategy_falls_back() {
 #[test]
 fn infinite_loop_hits_the_deadline_and_falls_back() {
     survives(SPIN, &[], |f| *f == Fault::Deadline);
+}
+
+/// The deadline clock's thread parks while no guest runs (an idle gateway does not
+/// wake a thousand times a second), and a call wakes it: a spinning guest that starts
+/// after an idle spell still hits its deadline. Then the clock parks again.
+#[test]
+fn the_deadline_clock_parks_when_idle_and_still_stops_a_spinning_guest() {
+    let e = engine();
+    let parked = std::time::Duration::from_secs(20);
+    proxypool_tests::wait::blocking("the clock to park", parked, || e.clock_parked());
+    survives_on(&e, SPIN, &[], |f| *f == Fault::Deadline);
+    proxypool_tests::wait::blocking("the clock to park again", parked, || e.clock_parked());
 }
 
 #[test]

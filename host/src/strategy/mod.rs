@@ -61,6 +61,9 @@ pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
 pub const MAX_CALL_DEADLINE: Duration = Duration::from_millis(100);
 /// Epoch granularity: deadlines are enforced to within one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Ticks with no guest call started after which the clock's thread parks: twice the
+/// longest deadline, so that every call begun before has passed its own.
+const PARK_AFTER_TICKS: u32 = 2 * (MAX_CALL_DEADLINE.as_millis() as u32);
 /// The only interfaces a strategy may import: ours. No WASI, no capabilities.
 pub const ALLOWED_IMPORTS: [&str; 2] = [
     "proxypool:strategy/host@0.1.0",
@@ -231,10 +234,80 @@ pub struct StrategyEngine {
 
 struct EngineInner {
     engine: wasmtime::Engine,
+    clock: Arc<EpochClock>,
     linker: Linker<HostState>,
     limits: Limits,
     cache: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
     threshold: std::sync::OnceLock<Arc<CompiledVerdict>>,
+}
+
+/// The deadline clock shared by the thread that ticks an engine's epoch and every
+/// store of that engine. The thread parks once no guest call has started for
+/// [`PARK_AFTER_TICKS`], and the next call wakes it: an idle gateway does not wake
+/// 1,000 times a second, and a busy one pays a load per call.
+#[derive(Default)]
+struct EpochClock {
+    /// [`ACTIVE`], [`SLEEPY`] (no call since the thread last looked) or [`PARKED`].
+    state: std::sync::atomic::AtomicU8,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+const ACTIVE: u8 = 0;
+const SLEEPY: u8 = 1;
+const PARKED: u8 = 2;
+
+impl EpochClock {
+    /// Before each guest call: the clock must be ticking while it runs.
+    fn enter(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // The swap, and the cross-core traffic it costs, only after an idle spell.
+        if self.state.load(SeqCst) != ACTIVE
+            && self.state.swap(ACTIVE, SeqCst) == PARKED
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+
+    fn parked(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::SeqCst) == PARKED
+    }
+
+    /// The ticking thread's body, until the engine is dropped.
+    #[allow(clippy::disallowed_methods)]
+    fn run(&self, weak: &wasmtime::EngineWeak) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Every LOOK ticks: a call since the last look resets `quiet`.
+        const LOOK: u32 = 10;
+        let (mut ticks, mut quiet) = (0, 0);
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+            ticks += 1;
+            if ticks < LOOK {
+                continue;
+            }
+            ticks = 0;
+            if self.state.swap(SLEEPY, SeqCst) == ACTIVE {
+                quiet = 0;
+                continue;
+            }
+            quiet += LOOK;
+            if quiet >= PARK_AFTER_TICKS
+                && self
+                    .state
+                    .compare_exchange(SLEEPY, PARKED, SeqCst, SeqCst)
+                    .is_ok()
+            {
+                // Bounded, so that a dropped engine still ends the thread.
+                while self.parked() && weak.upgrade().is_some() {
+                    std::thread::park_timeout(Duration::from_secs(1));
+                }
+                quiet = 0;
+            }
+        }
+    }
 }
 
 impl fmt::Debug for StrategyEngine {
@@ -246,6 +319,12 @@ impl fmt::Debug for StrategyEngine {
 }
 
 impl StrategyEngine {
+    /// Whether the deadline clock's thread is parked: no guest call has started for
+    /// a while. The next call wakes it before it runs.
+    pub fn clock_parked(&self) -> bool {
+        self.inner.clock.parked()
+    }
+
     /// An engine with these limits, and the thread that ticks its deadline clock.
     pub fn try_new(limits: Limits) -> Result<Self, StrategyError> {
         let mut config = wasmtime::Config::new();
@@ -256,21 +335,18 @@ impl StrategyEngine {
         Plugins::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| StrategyError::Engine(e.to_string()))?;
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let clock = Arc::new(EpochClock::default());
+        let ticking = clock.clone();
+        let thread = std::thread::Builder::new()
             .name("proxypool-epoch".into())
-            .spawn(move || {
-                // A plain thread, not a task: it must tick even if the runtime is starved.
-                #[allow(clippy::disallowed_methods)]
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+            // A plain thread, not a task: it must tick even if the runtime is starved.
+            .spawn(move || ticking.run(&weak))
             .map_err(|e| StrategyError::Engine(e.to_string()))?;
+        let _ = clock.thread.set(thread.thread().clone());
         Ok(StrategyEngine {
             inner: Arc::new(EngineInner {
                 engine,
+                clock,
                 linker,
                 limits: limits.bounded(),
                 cache: Mutex::default(),
@@ -420,12 +496,14 @@ impl StrategyEngine {
                 .build(),
             rng: seed,
             pool: None,
+            clock: self.inner.clock.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limits);
         let ticks = deadline_ticks(limits.deadline);
         let update_ticks = deadline_ticks(limits.update_deadline);
-        store.set_epoch_deadline(update_ticks);
+        // Instantiation runs guest code too.
+        arm(&mut store, update_ticks);
         (store, ticks, update_ticks)
     }
 
@@ -566,6 +644,13 @@ struct HostState {
     rng: u64,
     /// The pool a selection instance serves, for `handshake-latency-us`.
     pool: Option<crate::pool::Pool>,
+    clock: Arc<EpochClock>,
+}
+
+/// Before a guest call: the deadline, `ticks` from now, and a ticking clock.
+fn arm(store: &mut Store<HostState>, ticks: u64) {
+    store.data().clock.enter();
+    store.set_epoch_deadline(ticks);
 }
 
 impl bindings::proxypool::strategy::types::Host for HostState {}
@@ -637,7 +722,7 @@ impl Instance {
         weights: &[u32],
         active: &[u32],
     ) -> Result<(), Fault> {
-        self.store.set_epoch_deadline(self.update_ticks);
+        arm(&mut self.store, self.update_ticks);
         self.bindings
             .call_set_candidates(&mut self.store, ids, weights, active)
             .map_err(|e| Fault::from_wasmtime(&e))
@@ -650,7 +735,7 @@ impl Instance {
         ctx: PickContext<'_>,
         leases: &[LeaseCount],
     ) -> Result<Option<ProxyId>, Fault> {
-        self.store.set_epoch_deadline(self.ticks);
+        arm(&mut self.store, self.ticks);
         self.leases.clear();
         self.leases.extend(leases.iter().map(|l| WitLeaseCount {
             id: l.id,
@@ -674,7 +759,7 @@ impl Instance {
 
     /// Up to `max` upcoming picks; empty for load-dependent strategies.
     pub fn pick_batch(&mut self, max: u32) -> Result<Vec<ProxyId>, Fault> {
-        self.store.set_epoch_deadline(self.ticks);
+        arm(&mut self.store, self.ticks);
         let batch = self
             .bindings
             .call_pick_batch(&mut self.store, max)

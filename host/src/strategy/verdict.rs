@@ -161,7 +161,7 @@ fn observe(
     success: bool,
     latency: Duration,
 ) -> Result<Health, Fault> {
-    live.store.set_epoch_deadline(live.ticks);
+    super::arm(&mut live.store, live.ticks);
     let probe = ProbeResult {
         id,
         success,
