@@ -30,37 +30,14 @@ enum Command {
         n: usize,
     },
     /// Short connections: connect, handshake, one small request, close.
-    Cps {
-        /// `socks5://HOST:PORT`, `http://HOST:PORT` (CONNECT) or `direct`.
-        #[arg(long)]
-        via: String,
-        /// The HTTP target.
-        #[arg(long)]
-        target: SocketAddr,
-        /// Connections in flight at once.
-        #[arg(long)]
-        concurrency: usize,
-        /// Seconds to run (a float).
-        #[arg(long)]
-        seconds: f64,
-    },
+    Cps(#[command(flatten)] Load),
     /// A steady load for failover and soak runs: like `cps`, at most RATE connections
     /// a second, each request held PATH's time by the target; failures are told
     /// apart by when they happen (opening the tunnel, or inside it) and each is
     /// printed to stderr with its time.
     Steady {
-        /// As for `cps`.
-        #[arg(long)]
-        via: String,
-        /// The HTTP target.
-        #[arg(long)]
-        target: SocketAddr,
-        /// Connections in flight at once.
-        #[arg(long)]
-        concurrency: usize,
-        /// Seconds to run (a float).
-        #[arg(long)]
-        seconds: f64,
+        #[command(flatten)]
+        load: Load,
         /// Connections a second, all workers together (0: as fast as they go).
         #[arg(long, default_value = "0")]
         rate: f64,
@@ -99,6 +76,23 @@ enum Command {
         #[arg(long, default_value = "1")]
         streams: usize,
     },
+}
+
+/// What a load runs against, and for how long.
+#[derive(clap::Args)]
+struct Load {
+    /// `socks5://HOST:PORT`, `http://HOST:PORT` (CONNECT) or `direct`.
+    #[arg(long)]
+    via: String,
+    /// The HTTP target.
+    #[arg(long)]
+    target: SocketAddr,
+    /// Connections in flight at once.
+    #[arg(long)]
+    concurrency: usize,
+    /// Seconds to run (a float).
+    #[arg(long)]
+    seconds: f64,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -458,21 +452,24 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cps {
-            via,
-            target,
-            concurrency,
-            seconds,
-        } => cps(via, target, concurrency, seconds).await,
+        Command::Cps(l) => cps(l.via, l.target, l.concurrency, l.seconds).await,
         Command::Steady {
-            via,
-            target,
-            concurrency,
-            seconds,
+            load: l,
             rate,
             path,
             timeout,
-        } => steady(via, target, concurrency, seconds, rate, path, timeout).await,
+        } => {
+            steady(
+                l.via,
+                l.target,
+                l.concurrency,
+                l.seconds,
+                rate,
+                path,
+                timeout,
+            )
+            .await
+        }
         Command::Idle { via, target, n } => idle(via, target, n).await,
         Command::Bulk {
             via,
