@@ -766,7 +766,7 @@ async fn serve_reloads_on_sighup_file_change_and_post_and_rejects_a_broken_file(
         s["last_reload"]["summary"]
             .as_str()
             .unwrap()
-            .contains("default.http.pool[0].url: Unsupported proxy scheme"),
+            .contains("rejected: 1 problem"),
         "{s}"
     );
     assert!(!s.to_string().contains("hunter2secret"), "{s}");

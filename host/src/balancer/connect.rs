@@ -4,13 +4,20 @@
 //! after one hedge delay of silence otherwise, so that a blackholed proxy never holds
 //! a connect up for longer than that. The first tunnel wins; the other dials are
 //! dropped (and their breaker trials given back) or, if they went silent before the
-//! winner started, judged in the background. A proxy or config fault moves on to the
-//! next proxy; a destination fault returns at once, since every proxy would meet it.
-//! Every outcome reaches the pool: successes close breakers, proxy faults open them,
-//! a 407 marks the proxy misconfigured. A dial that lost is given a short grace in
-//! the background to tell slow from dead: if it still has no tunnel then, it counts
-//! as a proxy fault (that is how a blackholed proxy's breaker opens); if it finishes,
-//! it was only slow and its tunnel is closed.
+//! winner started, judged in the background.
+//!
+//! Who is charged:
+//! - a proxy fault (refused, reset, garbage, its own timeout) opens the proxy's
+//!   breaker, and the connect moves on; a 407 marks the proxy misconfigured;
+//! - a target-tied failure (the proxy answered that this destination failed) is
+//!   held: a second proxy failing the same target makes it the destination's, and
+//!   the client gets a destination error with nobody charged; a second proxy that
+//!   reaches it gives the first a strike, and strikes on two different targets in a
+//!   row count as one proxy fault. One client's bad name costs no member anything;
+//! - a local shortage (EMFILE, ENOBUFS…) and our own deadline charge nobody;
+//! - a dial that lost is no fault: it finishes in the background, and only its own
+//!   outcome counts, or silence past a short grace while the proxy opened no other
+//!   tunnel (that is how a blackholed or hung proxy's breaker opens fast).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -222,6 +229,8 @@ impl Balancer {
             .banned_for(&exchange, started, &mut excluded);
         let mut inflight: Vec<Attempt> = Vec::with_capacity(max_attempts);
         let mut last: Option<DialError> = None;
+        // The first target-tied failure, held until another proxy confirms or refutes it.
+        let mut suspect: Option<(ProxyId, DialError)> = None;
         let mut step = schedule.begin(started);
         loop {
             let hedge_at = match step {
@@ -251,13 +260,11 @@ impl Balancer {
                 Step::Wait { hedge_at } => hedge_at,
                 Step::Exhausted => break,
                 Step::Deadline => {
-                    let now = Instant::now();
-                    let silent_for = schedule.hedge_delay().unwrap_or(Duration::ZERO);
+                    // Our own deadline is no verdict on a proxy: the dials still
+                    // pending finish in the background and are judged on their own.
+                    let grace = loser_grace(schedule.hedge_delay());
                     for a in inflight.drain(..) {
-                        // A dial started just before the deadline had no fair chance.
-                        if now.duration_since(a.started) >= silent_for {
-                            pool.record_failure(a.lease.id(), now, "connect deadline passed");
-                        }
+                        judge_loser(pool.clone(), a, grace);
                     }
                     entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                     return Err(DialError::Deadline {
@@ -286,6 +293,10 @@ impl Balancer {
                 Event::Done(i, Ok(stream)) => {
                     schedule.on_won();
                     let won = inflight.swap_remove(i);
+                    if let Some((id, e)) = suspect.take() {
+                        let key = crate::pool::target_key(target.host(), target.port());
+                        pool.record_target_fault(id, key, now, &e.to_string());
+                    }
                     let grace = loser_grace(schedule.hedge_delay());
                     return Ok(self.won(entry, won, inflight, stream, exchange, started, grace));
                 }
@@ -295,19 +306,33 @@ impl Balancer {
                     match e.class() {
                         FaultClass::Proxy => pool.record_failure(id, now, &e.to_string()),
                         FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
-                        FaultClass::Destination => {
-                            // The proxy did its part; every other proxy would meet the
-                            // same destination. Pending siblings are dropped with
-                            // their trials given back.
-                            pool.record_success(id);
+                        FaultClass::Local => {
+                            // Nobody to blame and nobody who would do better.
                             entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                             return Err(e);
+                        }
+                        FaultClass::Destination if suspect.is_some() => {
+                            // A second proxy failed the same target: it is the
+                            // destination's fault, and no proxy is charged.
+                            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        FaultClass::Destination => {
+                            // One proxy's word on one target: ask one more before
+                            // blaming either side.
+                            suspect = Some((id, e));
+                            step = schedule.on_failed(now);
+                            continue;
                         }
                     }
                     last = Some(e);
                     schedule.on_failed(now)
                 }
             };
+        }
+        if let Some((_, e)) = suspect {
+            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
         }
         if schedule.started() == 0 {
             return self
@@ -562,7 +587,9 @@ impl Balancer {
                             exchange: exchange.clone(),
                         });
                     }
-                    Err(e) if e.class() == FaultClass::Destination => return Err(e),
+                    Err(e) if matches!(e.class(), FaultClass::Destination | FaultClass::Local) => {
+                        return Err(e);
+                    }
                     Err(e) => last = Some(e),
                 }
             }
@@ -573,7 +600,9 @@ impl Balancer {
         // Panic mode still keeps the connect's deadline.
         match tokio::time::timeout_at(deadline, tries).await {
             Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) if e.class() == FaultClass::Destination => return Err(e),
+            Ok(Err(e)) if matches!(e.class(), FaultClass::Destination | FaultClass::Local) => {
+                return Err(e);
+            }
             Ok(Err(_)) => {}
             Err(_) => {
                 entry.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -637,23 +666,35 @@ impl Balancer {
 /// Members named one by one in a "no eligible proxy" message.
 const WHY_OUT_SHOWN: usize = 8;
 
-/// Lets a dial that lost to a later one run a little longer in the background, so
-/// that a dead proxy is told from a slow one; its tunnel, if any, is closed.
+/// Lets a dial that lost (to a later one, or to our deadline) finish in the
+/// background, so that a dead proxy is told from a slow one; its tunnel, if any, is
+/// closed. Losing is no fault: only the dial's own outcome, or silence past `grace`
+/// while the proxy opened no other tunnel (a blackhole, a hung proxy), counts. A
+/// proxy that served others meanwhile was slow, not dead (a loaded machine).
 fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
     tokio::spawn(async move {
         let id = loser.lease.id();
-        match tokio::time::timeout(grace, loser.dial).await {
-            Ok(Ok(_tunnel)) => pool.record_success(id),
-            Ok(Err(e)) => match e.class() {
+        let successes = pool.successes(id);
+        let mut dial = loser.dial;
+        let outcome = match tokio::time::timeout(grace, &mut dial).await {
+            Ok(outcome) => outcome,
+            Err(_) if pool.successes(id) == successes => {
+                pool.record_failure(
+                    id,
+                    Instant::now(),
+                    &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
+                );
+                dial.await
+            }
+            Err(_) => dial.await,
+        };
+        match outcome {
+            Ok(_tunnel) => pool.record_success(id),
+            Err(e) => match e.class() {
                 FaultClass::Proxy => pool.record_failure(id, Instant::now(), &e.to_string()),
                 FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
-                FaultClass::Destination => pool.record_success(id),
+                FaultClass::Destination | FaultClass::Local => {}
             },
-            Err(_) => pool.record_failure(
-                id,
-                Instant::now(),
-                &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
-            ),
         }
         drop((loser.lease, loser._trial));
     });

@@ -577,6 +577,17 @@ impl Balancer {
         }
     }
 
+    /// Limits where direct routes may connect (a gateway's own addresses, private
+    /// ranges), checked on every resolved address; `None` lifts the limit.
+    pub fn set_destination_guard(&self, guard: Option<crate::dial::DestinationGuard>) {
+        self.dialer.set_guard(guard);
+    }
+
+    /// The limit [`Balancer::set_destination_guard`] set, if any.
+    pub fn destination_guard(&self) -> Option<Arc<crate::dial::DestinationGuard>> {
+        self.dialer.guard()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.routes.load().config.clone()

@@ -223,7 +223,7 @@ impl Balancer {
                     match Self::load_parts(&self.engine, &name, spec, seed) {
                         Ok(parts) => Plan::Build(parts, previous.cloned()),
                         Err(e) => {
-                            self.reload_rejected(&e);
+                            self.reload_rejected(&e, 1);
                             return Err(e);
                         }
                     }
@@ -299,9 +299,17 @@ impl Balancer {
     /// Counts a reload that failed before it reached [`Balancer::reload`] (a file
     /// that does not parse or validate), logs it once, and keeps it as the last
     /// result. `why` must already be redacted (config errors are).
-    pub fn reload_rejected(&self, why: &dyn fmt::Display) {
+    /// Status and metrics, which scrapers read, get only the count of `problems`;
+    /// the log gets `why` (redacted).
+    pub fn reload_rejected(&self, why: &dyn fmt::Display, problems: usize) {
         tracing::warn!(target: "proxypool::config", "reload rejected: {why}; the running configuration keeps serving");
-        self.reloads.record(false, false, why.to_string());
+        let problems = problems.max(1);
+        let plural = if problems == 1 { "" } else { "s" };
+        self.reloads.record(
+            false,
+            false,
+            format!("rejected: {problems} problem{plural} (the log has them); the running configuration keeps serving"),
+        );
     }
 
     /// The configuration generation in force: 1 at start, one more per applied reload.

@@ -27,6 +27,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(35);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long live tunnels may run on after a shutdown signal.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Connections from one client address in handshake at once: a feed handler that
+/// opens all its streams at start stays far below it, and one address cannot take
+/// every permit of `max_connections` with handshakes it never finishes.
+pub const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 256;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +44,8 @@ pub(crate) struct RawGateway {
     pub idle_timeout_seconds: Option<Scalar>,
     pub drain_seconds: Option<Scalar>,
     pub allow_open: Option<Scalar>,
+    pub allow_private_destinations: Option<Scalar>,
+    pub max_handshakes_per_client: Option<Scalar>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,15 +166,32 @@ pub struct Listen {
 pub struct HostPattern(String);
 
 impl HostPattern {
+    /// A host name (`api.binance.com`) or a `*.domain` pattern, any case, of ASCII
+    /// letters, digits, dots and hyphens; `None` for anything else.
+    pub fn parse(text: &str) -> Option<HostPattern> {
+        let text = text.trim().to_ascii_lowercase();
+        let host = text.strip_prefix("*.").unwrap_or(&text);
+        let ok = !host.is_empty()
+            && super::host_problem(host).is_none()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        ok.then_some(HostPattern(text))
+    }
+
     /// Whether `host` (any case) matches.
+    /// Works on bytes: `host` is a client's, and may hold any UTF-8, where a byte
+    /// index need not be a character boundary.
     pub fn matches(&self, host: &str) -> bool {
+        let host = host.as_bytes();
         match self.0.strip_prefix("*.") {
             Some(suffix) => {
+                let suffix = suffix.as_bytes();
                 host.len() > suffix.len() + 1
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len() - 1] == b'.'
             }
-            None => host.eq_ignore_ascii_case(&self.0),
+            None => host.eq_ignore_ascii_case(self.0.as_bytes()),
         }
     }
 }
@@ -200,6 +223,12 @@ pub struct Gateway {
     pub drain: Duration,
     /// Whether a listener may bind a non-loopback address with no client auth.
     pub allow_open: bool,
+    /// Whether clients of a gateway with a non-loopback listener may reach
+    /// loopback, link-local and private addresses (a loopback-only gateway always
+    /// may). The gateway's own addresses are refused whatever this says.
+    pub allow_private_destinations: bool,
+    /// Connections from one client address in handshake at once.
+    pub max_handshakes_per_client: usize,
 }
 
 impl Default for Gateway {
@@ -218,6 +247,8 @@ impl Default for Gateway {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain: DEFAULT_DRAIN,
             allow_open: false,
+            allow_private_destinations: false,
+            max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
         }
     }
 }
@@ -327,6 +358,20 @@ impl Checker<'_> {
             3_600,
             d.drain.as_secs(),
         );
+        let allow_private_destinations = match &raw.allow_private_destinations {
+            Some(v) => self
+                .bool("gateway.allow_private_destinations", v)
+                .unwrap_or(false),
+            None => false,
+        };
+        let max_handshakes_per_client = whole(
+            self,
+            "max_handshakes_per_client",
+            &raw.max_handshakes_per_client,
+            1,
+            1_000_000,
+            d.max_handshakes_per_client as u64,
+        ) as usize;
         Gateway {
             listen,
             admin,
@@ -337,6 +382,8 @@ impl Checker<'_> {
             idle_timeout: Duration::from_secs(idle),
             drain: Duration::from_secs(drain),
             allow_open,
+            allow_private_destinations,
+            max_handshakes_per_client,
         }
     }
 
@@ -410,21 +457,18 @@ impl Checker<'_> {
     }
 
     fn host_pattern(&mut self, path: &str, s: &Scalar) -> Option<HostPattern> {
-        let text = self.string(path, s)?.trim().to_ascii_lowercase();
-        let host = text.strip_prefix("*.").unwrap_or(&text);
-        let ok = !host.is_empty()
-            && super::host_problem(host).is_none()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-        if !ok {
+        let text = self.string(path, s)?;
+        let pattern = HostPattern::parse(&text);
+        if pattern.is_none() {
             self.fail(
                 path,
-                format!("{text:?} is not a host name or a *.domain pattern"),
+                format!(
+                    "{:?} is not a host name or a *.domain pattern",
+                    text.trim().to_ascii_lowercase()
+                ),
             );
-            return None;
         }
-        Some(HostPattern(text))
+        pattern
     }
 }
 
@@ -440,5 +484,19 @@ mod tests {
         assert!(!exact.matches("fapi.binance.com"));
         assert!(wild.matches("stream.binance.com") && wild.matches("a.b.binance.com"));
         assert!(!wild.matches("binance.com") && !wild.matches("evilbinance.com"));
+    }
+
+    #[test]
+    fn patterns_take_any_utf8_host_without_panicking() {
+        let wild = HostPattern::parse("*.binance.com").unwrap();
+        // 'é' is two bytes: the byte before the suffix is inside it.
+        assert!(!wild.matches("aéinance.com"));
+        assert!(!wild.matches("éé.binance.coé"));
+        assert!(wild.matches("é.binance.com"));
+        let exact = HostPattern::parse("api.binance.com").unwrap();
+        assert!(!exact.matches("api.binance.cöm"));
+        for host in ["", "é", "ééééééééééééééé", ".binance.com", "x.BINANCE.COM"] {
+            let _ = (wild.matches(host), exact.matches(host));
+        }
     }
 }

@@ -401,6 +401,10 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
         snippets: serde_saphyr::SnippetMode::Off,
     });
     let mut message = redact_text(&plain);
+    // The parser may quote a scalar it choked on: no secret key's value survives.
+    for secret in text.lines().filter_map(secret_value) {
+        message = message.replace(secret, REDACTED);
+    }
     let Some(loc) = e.location() else {
         return message;
     };
@@ -414,9 +418,57 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
     message
 }
 
+/// Keys whose values are secrets wherever they stand (`gateway.listen[].auth.password`,
+/// `gateway.admin_token`, and any look-alike a typo makes).
+const SECRET_KEYS: [&str; 4] = ["password", "token", "secret", "passwd"];
+
+/// The byte after the `:` of a secret key on `line` (`password: x`, `"admin_token": x`,
+/// `{password: x}`), if it holds one.
+fn secret_value_start(line: &str) -> Option<usize> {
+    let lower = line.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(key) {
+            let end = from + found + key.len();
+            from = end;
+            // Only the end of a key counts: `admin_token`, `"password"`, not `tokens`.
+            let mut i = end;
+            while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] == b':' {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// A secret key's value on `line`, quotes and flow punctuation trimmed, if it is
+/// long enough to be told from ordinary text.
+fn secret_value(line: &str) -> Option<&str> {
+    let at = secret_value_start(line)?;
+    let value = line[at..]
+        .trim()
+        .trim_end_matches([',', '}', ']'])
+        .trim()
+        .trim_matches(['"', '\'']);
+    (value.chars().count() >= 4).then_some(value)
+}
+
 /// A redacted crop of `line` of at most [`SNIPPET_CHARS`] characters around the
 /// character `column`, and the padding that puts a caret under it.
 fn snippet(line: &str, column: usize) -> (String, String) {
+    // A secret key's value goes whole, whatever it looks like.
+    let masked;
+    let line = match secret_value_start(line) {
+        Some(at) => {
+            masked = format!("{} {REDACTED}", &line[..at]);
+            masked.as_str()
+        }
+        None => line,
+    };
     // Redact first, then find the column in the redacted text.
     let ranges = url::userinfo_ranges_in(line, true);
     let col_byte = line

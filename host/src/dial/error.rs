@@ -11,12 +11,17 @@ use crate::config::ProxyUrl;
 pub enum FaultClass {
     /// The proxy is down, slow, or spoke garbage: try another proxy.
     Proxy,
-    /// The destination failed behind a working proxy: the same everywhere, so
-    /// retrying elsewhere does not help and the proxy is not to blame.
+    /// The proxy spoke its protocol and answered that this destination failed
+    /// (unreachable, refused, unresolvable, denied by its rules, or a SOCKS general
+    /// failure). Tied to the target: it is the proxy's fault only if another proxy
+    /// reaches the same target, so it is never charged on its own.
     Destination,
-    /// The proxy works but refuses us (bad credentials, unsupported request):
-    /// a configuration error, not a health failure.
+    /// The proxy works but refuses us (bad credentials, a method it does not
+    /// serve): a configuration error, not a health failure.
     Config,
+    /// Our own side ran short (EMFILE, ENFILE, ENOBUFS, ENOMEM, no free local
+    /// port): no proxy is to blame and no other proxy would do better.
+    Local,
 }
 
 impl fmt::Display for FaultClass {
@@ -25,6 +30,7 @@ impl fmt::Display for FaultClass {
             FaultClass::Proxy => "proxy fault",
             FaultClass::Destination => "destination fault",
             FaultClass::Config => "config fault",
+            FaultClass::Local => "local resource fault",
         })
     }
 }
@@ -91,6 +97,15 @@ pub enum DialError {
         /// Why.
         source: io::Error,
     },
+    /// The destination is one a gateway's clients may not reach (see
+    /// [`crate::dial::DestinationGuard`]).
+    #[error("destination {target} refused: {why}")]
+    Forbidden {
+        /// The destination.
+        target: String,
+        /// Why.
+        why: super::Forbidden,
+    },
     /// The route names a pool with no enabled member.
     #[error("{route}: the pool has no enabled proxy")]
     NoProxy {
@@ -123,6 +138,10 @@ impl DialError {
     /// Whose fault it was.
     pub fn class(&self) -> FaultClass {
         match self {
+            DialError::ProxyUnreachable { source, .. } if is_local_shortage(source) => {
+                FaultClass::Local
+            }
+            DialError::Direct { source, .. } if is_local_shortage(source) => FaultClass::Local,
             DialError::ProxyUnreachable { .. }
             | DialError::Timeout { .. }
             | DialError::ProxyProtocol { .. }
@@ -130,7 +149,8 @@ impl DialError {
             | DialError::Deadline { .. } => FaultClass::Proxy,
             DialError::Destination { .. }
             | DialError::Resolve { .. }
-            | DialError::Direct { .. } => FaultClass::Destination,
+            | DialError::Direct { .. }
+            | DialError::Forbidden { .. } => FaultClass::Destination,
             DialError::Rejected { .. } | DialError::NoProxy { .. } => FaultClass::Config,
         }
     }
@@ -151,6 +171,26 @@ impl DialError {
             _ => None,
         }
     }
+}
+
+/// Whether an I/O error says that this process or host ran out of something, not
+/// that the other side failed.
+pub(crate) fn is_local_shortage(e: &io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable
+    ) {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use nix::errno::Errno;
+        if let Some(code) = e.raw_os_error() {
+            return [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+                .contains(&Errno::from_raw(code));
+        }
+    }
+    false
 }
 
 /// A handshake failure before the proxy is attached for context.
@@ -191,18 +231,24 @@ pub(crate) fn classify_socks(e: tokio_socks::Error, socks4: bool) -> Fault {
         E::GeneralSocksServerFailure if socks4 => {
             Fault::Destination("request rejected or failed (SOCKS4 0x5B)".into())
         }
-        E::NetworkUnreachable | E::HostUnreachable | E::ConnectionRefused | E::TtlExpired => {
-            Fault::Destination(detail)
+        // microsocks answers 0x01 when the name does not resolve: a well-formed reply
+        // about this target, so it is judged as one.
+        E::GeneralSocksServerFailure => {
+            Fault::Destination("general failure (SOCKS5 0x01)".into())
         }
+        E::NetworkUnreachable
+        | E::HostUnreachable
+        | E::ConnectionRefused
+        | E::TtlExpired
+        | E::ConnectionNotAllowedByRuleset
+        | E::AddressTypeNotSupported => Fault::Destination(detail),
         E::NoAcceptableAuthMethods
         | E::PasswordAuthFailure(_)
         | E::AuthorizationRequired
         | E::InvalidAuthValues(_)
         | E::IdentdAuthFailure
         | E::InvalidUserIdAuthFailure
-        | E::ConnectionNotAllowedByRuleset
-        | E::CommandNotSupported
-        | E::AddressTypeNotSupported => Fault::Config(detail),
+        | E::CommandNotSupported => Fault::Config(detail),
         E::InvalidTargetAddress(_) => Fault::Destination(detail),
         E::Io(io) => Fault::from(io),
         _ => Fault::Proxy(detail),

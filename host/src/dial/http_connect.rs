@@ -63,7 +63,11 @@ where
         500 if reason.eq_ignore_ascii_case("Unable to connect") => Err(Fault::Destination(
             "CONNECT answered 500 Unable to connect".into(),
         )),
-        400..=499 | 501 => Err(Fault::Config(format!("CONNECT answered {status}"))),
+        // The method itself is refused: no target would fare better.
+        405 | 501 => Err(Fault::Config(format!("CONNECT answered {status}"))),
+        // A refusal of this target (a port or host the proxy's rules deny): judged
+        // like any target-tied failure, never as the proxy's misconfiguration.
+        400..=499 => Err(Fault::Destination(format!("CONNECT answered {status}"))),
         _ => Err(Fault::Proxy(format!("CONNECT answered {status}"))),
     }
 }

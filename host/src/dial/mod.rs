@@ -6,6 +6,7 @@
 //! failure carries a [`FaultClass`].
 
 mod error;
+mod guard;
 mod http_connect;
 mod probe;
 mod stream;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 
 pub use error::{DialError, FaultClass};
+pub use guard::{DestinationGuard, Forbidden, is_private};
 pub use http_connect::{ConnectReply, parse_connect_reply};
 pub use probe::DialProbe;
 pub use stream::{ProxyStream, Replay};
@@ -143,6 +145,8 @@ pub struct DialContext<'a> {
 #[derive(Clone)]
 pub struct Dialer {
     tls: TlsConnector,
+    /// Where direct dials may go; shared by every clone, set by a gateway.
+    guard: Arc<arc_swap::ArcSwapOption<DestinationGuard>>,
 }
 
 impl fmt::Debug for Dialer {
@@ -175,7 +179,19 @@ impl Dialer {
             .with_no_client_auth();
         Dialer {
             tls: TlsConnector::from(Arc::new(config)),
+            guard: Arc::default(),
         }
+    }
+
+    /// Limits where direct dials (of this dialer and every clone) may go, checked
+    /// on each resolved address; `None` lifts the limit.
+    pub fn set_guard(&self, guard: Option<DestinationGuard>) {
+        self.guard.store(guard.map(Arc::new));
+    }
+
+    /// The guard direct dials are checked against, if any.
+    pub fn guard(&self) -> Option<Arc<DestinationGuard>> {
+        self.guard.load_full()
     }
 
     /// Opens a tunnel to `target` through `proxy`, bounded by `timeout`, and logs
@@ -292,26 +308,64 @@ impl Dialer {
         target: &Target,
         timeout: Duration,
     ) -> Result<ProxyStream, DialError> {
-        let connect = TcpStream::connect((target.host(), target.port()));
+        let failed = |source: std::io::Error| DialError::Direct {
+            target: target.to_string(),
+            source,
+        };
+        let connect = async {
+            let Some(guard) = self.guard.load_full() else {
+                return TcpStream::connect((target.host(), target.port())).await;
+            };
+            // Resolved here, so that each address is checked before it is used.
+            let mut last = None;
+            for addr in tokio::net::lookup_host((target.host(), target.port())).await? {
+                if let Err(why) = guard.check(addr) {
+                    last.get_or_insert(Err(why));
+                    continue;
+                }
+                match TcpStream::connect(addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(Ok(e)),
+                }
+            }
+            match last {
+                Some(Ok(e)) => Err(e),
+                Some(Err(why)) => Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    ForbiddenError(why),
+                )),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            }
+        };
         let tcp = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(DialError::Direct {
-                    target: target.to_string(),
-                    source,
-                });
+            Ok(Err(e)) => {
+                if let Some(why) = e.get_ref().and_then(|r| r.downcast_ref::<ForbiddenError>()) {
+                    return Err(DialError::Forbidden {
+                        target: target.to_string(),
+                        why: why.0,
+                    });
+                }
+                return Err(failed(e));
             }
-            Err(_) => {
-                return Err(DialError::Direct {
-                    target: target.to_string(),
-                    source: std::io::ErrorKind::TimedOut.into(),
-                });
-            }
+            Err(_) => return Err(failed(std::io::ErrorKind::TimedOut.into())),
         };
         let _ = tcp.set_nodelay(true);
         Ok(ProxyStream::tcp(tcp, Vec::new()))
     }
 }
+
+/// A refusal carried through an `io::Error` out of the connect future.
+#[derive(Debug)]
+struct ForbiddenError(Forbidden);
+
+impl fmt::Display for ForbiddenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ForbiddenError {}
 
 /// What the SOCKS request names: the host itself where the proxy resolves, else an
 /// address resolved here (IPv4 for SOCKS4).

@@ -25,6 +25,9 @@ const MAX_BODY: usize = 4 * 1024;
 const MAX_PLAN: usize = 1024 * 1024;
 /// A client that has not sent its request in this time is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections served at once; more wait in the kernel's backlog. Scrapers
+/// and operators need a handful.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// What the admin endpoint serves from.
 #[derive(Debug)]
@@ -44,7 +47,15 @@ pub struct Admin {
 /// Serves the admin endpoint on `listener` until `stop` turns true (the caller keeps
 /// it running through the drain, so that `/readyz` can say so).
 pub async fn run(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
@@ -58,6 +69,7 @@ pub async fn run(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Rece
         let admin = admin.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(READ_TIMEOUT, serve(client, &admin)).await;
+            drop(permit);
         });
     }
 }
@@ -212,6 +224,13 @@ fn report(admin: &Admin, body: &[u8]) -> Result<(), (u16, String)> {
     let exchange = v["exchange"]
         .as_str()
         .ok_or_else(|| bad("exchange: missing"))?;
+    // Bans are kept per exchange: only names the gateway knows, so that reports
+    // cannot grow the ban list with names of their own.
+    if !super::route::known_exchange(&admin.balancer, &exchange.to_ascii_lowercase()) {
+        return Err(bad(
+            "exchange: not one the configuration, gateway.routes or cryptofeed's hosts name",
+        ));
+    }
     let retry_after = match &v["retry_after_seconds"] {
         serde_json::Value::Null => None,
         n => Some(Duration::from_secs(

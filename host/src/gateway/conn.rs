@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::exchange_hosts::EXCHANGE_HOSTS;
 use super::parse::{Destination, Parse};
+use super::route::{self, route};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};
-use crate::config::{ClientAuth, ListenTransport, Transport};
-use crate::dial::{DialError, FaultClass, Replay, Target};
+use crate::config::{ClientAuth, ListenTransport};
+use crate::dial::{DialError, FaultClass, Forbidden, Replay, Target};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
 #[derive(Debug)]
@@ -28,10 +28,14 @@ pub(crate) enum Refusal {
     AuthRequired,
     /// The destination is not a host a proxy can reach.
     BadDestination,
+    /// The destination is the gateway itself, or private behind an open listener.
+    Forbidden(Forbidden),
     /// No tunnel: what the balancer said.
     Dial(Box<DialError>),
     /// A forwarded request's origin failed it after the tunnel opened.
     Origin(&'static str),
+    /// The handshake timeout passed while the tunnel was being opened.
+    TimedOut,
 }
 
 impl Refusal {
@@ -42,12 +46,15 @@ impl Refusal {
             Refusal::Unsupported(_) => Reply::CommandNotSupported,
             Refusal::UnknownExchange | Refusal::AuthRequired => Reply::NotAllowed,
             Refusal::BadDestination => Reply::AddressNotSupported,
+            Refusal::Forbidden(_) => Reply::NotAllowed,
             Refusal::Origin(_) => Reply::GeneralFailure,
+            Refusal::TimedOut => Reply::TtlExpired,
             Refusal::Dial(e) => match (e.class(), &**e) {
                 (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
+                (_, DialError::Forbidden { .. }) => Reply::NotAllowed,
                 (FaultClass::Destination, _) => Reply::HostUnreachable,
                 (FaultClass::Config, _) => Reply::NotAllowed,
-                (FaultClass::Proxy, _) => Reply::GeneralFailure,
+                (FaultClass::Proxy | FaultClass::Local, _) => Reply::GeneralFailure,
             },
         }
     }
@@ -59,16 +66,45 @@ impl Refusal {
             Refusal::UnknownExchange => (403, "unknown exchange in the user name".to_owned()),
             Refusal::AuthRequired => (407, "this listener needs the password".to_owned()),
             Refusal::BadDestination => (400, "bad destination host".to_owned()),
+            Refusal::Forbidden(why) => (403, why.as_str().to_owned()),
             Refusal::Origin(why) => (502, (*why).to_owned()),
+            Refusal::TimedOut => (
+                504,
+                "no tunnel within the handshake timeout (gateway.handshake_timeout_ms)".to_owned(),
+            ),
             Refusal::Dial(e) => {
                 let status = match (e.class(), &**e) {
                     (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => 504,
+                    (_, DialError::Forbidden { .. }) => 403,
                     (FaultClass::Destination, _) => 502,
                     _ => 503,
                 };
-                (status, e.to_string())
+                (status, client_text(e))
             }
         }
+    }
+}
+
+/// What a client is told of a failed connect: the cause, never an upstream's
+/// address (the log has those).
+fn client_text(e: &DialError) -> String {
+    match e {
+        DialError::Destination { target, detail, .. } => {
+            format!("destination {target} failed: {detail}")
+        }
+        DialError::Timeout { after, .. } => {
+            format!("no tunnel within {}s", after.as_secs_f64())
+        }
+        DialError::ProxyUnreachable { .. } if e.class() == FaultClass::Local => {
+            "the gateway is out of local resources (file descriptors, buffers)".to_owned()
+        }
+        DialError::ProxyUnreachable { .. } => "the upstream proxy cannot be reached".to_owned(),
+        DialError::ProxyProtocol { .. } => "the upstream proxy failed the handshake".to_owned(),
+        DialError::Rejected { .. } => "the upstream proxy refused the request".to_owned(),
+        DialError::AllDown { route, policy, .. } => {
+            format!("{route}: every proxy is out ({policy})")
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -87,15 +123,30 @@ pub(crate) struct ConnLimits {
     pub sessions: std::sync::Arc<super::session::Sessions>,
     /// The listener's counters.
     pub metrics: std::sync::Arc<super::metrics::ListenerMetrics>,
+    /// When the connect of the request being served must be done by, so that the
+    /// client hears why rather than a bare close.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The listener's settings now (a reload may have changed them since accept).
+    pub listener: std::sync::Arc<arc_swap::ArcSwap<super::server::ListenerConf>>,
 }
 
+/// After the handshake timeout, the time a refusal has to reach the client.
+const REPLY_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one client to the end of its tunnel.
-pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: ConnLimits) {
+pub(crate) async fn serve(
+    mut client: TcpStream,
+    balancer: &Balancer,
+    limits: ConnLimits,
+    ticket: super::server::InHandshake,
+) {
     let _ = client.set_nodelay(true);
+    let mut limits = limits;
+    limits.deadline = Some(tokio::time::Instant::now() + limits.handshake);
     // On the heap, so that the task a tunnel keeps for its life is the small relay,
     // not the largest state the handshake and its connect ever needed.
     let opened = tokio::time::timeout(
-        limits.handshake,
+        limits.handshake + REPLY_GRACE,
         Box::pin(handshake(&mut client, balancer, limits.clone())),
     );
     let (protocol, outcome) = match opened.await {
@@ -105,6 +156,7 @@ pub(crate) async fn serve(mut client: TcpStream, balancer: &Balancer, limits: Co
             (None, Err(Refusal::Malformed("handshake timed out")))
         }
     };
+    drop(ticket);
     limits.metrics.accepted(protocol);
     let (protocol, mut upstream, early) = match (protocol, outcome) {
         (Some(p), Ok(Opened::Tunnel(c, early))) => (p, c, early),
@@ -226,7 +278,16 @@ async fn socks5_handshake(
     balancer: &Balancer,
     limits: ConnLimits,
 ) -> Result<(Connected, Vec<u8>), Refusal> {
-    let greeting = read_message(client, buf, socks5::parse_greeting).await?;
+    // Every malformed message still gets the answer its step allows.
+    let greeting = match read_message(client, buf, socks5::parse_greeting).await {
+        Ok(g) => g,
+        Err(r) => {
+            let _ = client
+                .write_all(&socks5::method_reply(socks5::NO_ACCEPTABLE))
+                .await;
+            return Err(r);
+        }
+    };
     // User/password when offered: the user name names the exchange. A listener
     // with auth takes nothing else.
     let method = if greeting.user_pass {
@@ -242,7 +303,13 @@ async fn socks5_handshake(
     }
     let mut user = None;
     if method == socks5::USER_PASS {
-        let up = read_message(client, buf, socks5::parse_user_pass).await?;
+        let up = match read_message(client, buf, socks5::parse_user_pass).await {
+            Ok(up) => up,
+            Err(r) => {
+                let _ = client.write_all(&socks5::user_pass_reply(false)).await;
+                return Err(r);
+            }
+        };
         // Without client auth the password is ignored, but it must be accepted:
         // python-socks sends no user name without one.
         let ok = limits.auth.as_ref().is_none_or(|a| a.accepts(&up.pass));
@@ -252,7 +319,13 @@ async fn socks5_handshake(
         }
         user = Some(up.user);
     }
-    let request = read_message(client, buf, socks5::parse_request).await?;
+    let request = match read_message(client, buf, socks5::parse_request).await {
+        Ok(r) => r,
+        Err(r) => {
+            let _ = client.write_all(&socks5::reply(r.socks5())).await;
+            return Err(r);
+        }
+    };
     let result = if request.command != socks5::CMD_CONNECT {
         Err(Refusal::Unsupported("only CONNECT is served"))
     } else {
@@ -363,8 +436,15 @@ pub(crate) async fn open(
         }
         None => (None, None),
     };
-    let (exchange, transport) = route(balancer, user, destination, limits.transport)?;
-    let target = match destination {
+    if session.is_some_and(|k| k.len() > super::session::MAX_SESSION_KEY) {
+        return Err(Refusal::Malformed(
+            "session key longer than 64 bytes (after +session=)",
+        ));
+    }
+    let destination = route::normalize(destination.clone());
+    route::check(balancer.destination_guard().as_deref(), &destination)?;
+    let (exchange, transport) = route(balancer, user, &destination, limits.transport)?;
+    let target = match &destination {
         Destination::Ip(addr) => Target::from(*addr),
         Destination::Name(host, port) => {
             Target::try_new(host.as_str(), *port).map_err(|_| Refusal::BadDestination)?
@@ -372,10 +452,15 @@ pub(crate) async fn open(
     };
     let session_exchange = exchange.as_deref().unwrap_or("default");
     let prefer = session.and_then(|key| limits.sessions.get(session_exchange, transport, key));
-    let connected = balancer
-        .connect_preferring(exchange.as_deref(), transport, &target, prefer.as_deref())
-        .await
-        .map_err(|e| Refusal::Dial(Box::new(e)))?;
+    let connect =
+        balancer.connect_preferring(exchange.as_deref(), transport, &target, prefer.as_deref());
+    let connected = match limits.deadline {
+        Some(at) => tokio::time::timeout_at(at, connect)
+            .await
+            .map_err(|_| Refusal::TimedOut)?,
+        None => connect.await,
+    }
+    .map_err(|e| Refusal::Dial(Box::new(e)))?;
     if let (Some(key), Some(upstream)) = (session, connected.upstream()) {
         if prefer.as_deref() != Some(upstream.as_str()) {
             tracing::debug!(target: "proxypool::gateway", upstream = %upstream, "session moved");
@@ -387,94 +472,9 @@ pub(crate) async fn open(
     Ok(connected)
 }
 
-/// The exchange and transport of a request. The exchange: the user name (lowercase;
-/// `default` for the default route), else the destination host by `gateway.routes`,
-/// else by the built-in table of cryptofeed's hosts, else none (the default route).
-/// The transport: the listener's, or with `auto` the table's for that host, else
-/// http.
-pub(crate) fn route(
-    balancer: &Balancer,
-    user: Option<&str>,
-    destination: &Destination,
-    listen: ListenTransport,
-) -> Result<(Option<String>, Transport), Refusal> {
-    let config = balancer.config();
-    let gateway = config.gateway();
-    let host = match destination {
-        Destination::Name(host, _) => Some(host.as_str()),
-        Destination::Ip(_) => None,
-    };
-    let known = host.and_then(builtin_host);
-    let exchange = match user {
-        Some(u) if !u.is_empty() => {
-            let lower = u.to_ascii_lowercase();
-            if lower == "default" {
-                None
-            } else if known_exchange(balancer, &lower) {
-                Some(lower)
-            } else {
-                return Err(Refusal::UnknownExchange);
-            }
-        }
-        _ => host
-            .and_then(|h| gateway.route_for(h))
-            .or(known.map(|(e, _)| e))
-            .map(str::to_owned),
-    };
-    let transport = match listen {
-        ListenTransport::Http => Transport::Http,
-        ListenTransport::Websocket => Transport::Websocket,
-        ListenTransport::Auto => known.map_or(Transport::Http, |(_, t)| t),
-    };
-    Ok((exchange, transport))
-}
-
-/// The exchange and transport cryptofeed uses `host` for, if any.
-fn builtin_host(host: &str) -> Option<(&'static str, Transport)> {
-    let lower = host.to_ascii_lowercase();
-    EXCHANGE_HOSTS
-        .binary_search_by(|(h, _, _)| (*h).cmp(lower.as_str()))
-        .ok()
-        .map(|i| (EXCHANGE_HOSTS[i].1, EXCHANGE_HOSTS[i].2))
-}
-
-/// An exchange the configuration, the gateway's routes or cryptofeed names.
-fn known_exchange(balancer: &Balancer, name: &str) -> bool {
-    let config = balancer.config();
-    config.exchanges().contains_key(name)
-        || config.gateway().routes.iter().any(|(e, _)| e == name)
-        || EXCHANGE_HOSTS.iter().any(|(_, e, _)| *e == name)
-}
-
 async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
     client
         .write_all(bytes)
         .await
         .map_err(|_| Refusal::Malformed("write failed"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_builtin_table_knows_cryptofeeds_hosts_in_any_case() {
-        assert_eq!(
-            builtin_host("Stream.Binance.com"),
-            Some(("binance", Transport::Websocket))
-        );
-        assert_eq!(
-            builtin_host("api.binance.com"),
-            Some(("binance", Transport::Http))
-        );
-        assert_eq!(
-            builtin_host("fstream.binance.com"),
-            Some(("binance_futures", Transport::Websocket))
-        );
-        assert_eq!(builtin_host("example.com"), None);
-        assert!(
-            EXCHANGE_HOSTS.windows(2).all(|w| w[0].0 < w[1].0),
-            "sorted, for the binary search"
-        );
-    }
 }

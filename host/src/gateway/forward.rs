@@ -9,7 +9,8 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http_body_util::{Either, Empty};
@@ -47,28 +48,121 @@ struct Forwarder<'a> {
     limits: ConnLimits,
     /// Taken while a request uses it, put back once its response head is in.
     origin: Mutex<Option<Origin>>,
+    /// Shared with the client side's watch: origin bytes count as activity too.
+    activity: Arc<Activity>,
 }
 
 /// Serves a client connection whose first request (replayed by `client`) asks to
 /// forward, until the client closes it or it idles for the listener's idle time.
 pub(crate) async fn serve(client: Replay<TcpStream>, balancer: &Balancer, limits: ConnLimits) {
-    let idle = limits.idle;
+    let (idle, heads) = (limits.idle, limits.handshake);
+    let activity = Arc::new(Activity::new());
     let forwarder = Forwarder {
         balancer,
         limits,
         origin: Mutex::new(None),
+        activity: activity.clone(),
     };
     let fwd = &forwarder;
     let service = hyper::service::service_fn(move |req| fwd.handle(req));
-    // The header timeout also runs while the connection waits for its next
-    // request: it is the keep-alive idle bound.
+    let client = Watched {
+        inner: client,
+        activity: activity.clone(),
+    };
+    // Every head, the first and each later one, within the handshake timeout (it
+    // also bounds the wait for the next request of a kept-alive connection).
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .serve_connection(TokioIo::new(client), service)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(target: "proxypool::gateway", "forwarding connection ended: {e}");
+        .header_read_timeout(heads)
+        .serve_connection(TokioIo::new(client), service);
+    // A body or response no side moves (a client that never reads) ends at the
+    // idle time, as a tunnel does: nothing holds a permit for ever.
+    tokio::select! {
+        served = served => {
+            if let Err(e) = served {
+                tracing::debug!(target: "proxypool::gateway", "forwarding connection ended: {e}");
+            }
+        }
+        _ = activity.idle_for(idle) => {
+            tracing::debug!(target: "proxypool::gateway", "forwarding connection idle for {idle:?}: closed");
+        }
+    }
+}
+
+/// When bytes last moved on a forwarding connection, either side.
+#[derive(Debug)]
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let last = self.start
+                + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if tokio::time::Instant::now() >= last + idle {
+                return;
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    }
+}
+
+/// A stream that notes each read and write that moved bytes.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -92,7 +186,9 @@ impl Forwarder<'_> {
             ),
             None => None,
         };
-        if let Some(need) = &self.limits.auth
+        // The listener's password now, not at accept: a reload that rotates it
+        // ends the old one's use on kept-alive connections too.
+        if let Some(need) = &self.limits.listener.load().auth
             && !auth.as_ref().is_some_and(|a| need.accepts(&a.pass))
         {
             return Err(Refusal::AuthRequired);
@@ -153,18 +249,15 @@ impl Forwarder<'_> {
 
     async fn connect(&self, key: OriginKey) -> Result<Origin, Refusal> {
         let destination = Destination::Name(key.1.clone(), key.2);
-        let connected = open(
-            self.balancer,
-            key.0.as_deref(),
-            &destination,
-            self.limits.clone(),
-        )
-        .await?;
+        let mut limits = self.limits.clone();
+        limits.deadline = Some(tokio::time::Instant::now() + limits.handshake);
+        let connected = open(self.balancer, key.0.as_deref(), &destination, limits).await?;
         let upstream = connected
             .upstream()
             .and_then(|u| HeaderValue::from_str(&u).ok());
         let Connected { stream, lease, .. } = connected;
         let io = Counted {
+            activity: self.activity.clone(),
             inner: stream,
             lease,
             up: 0,
@@ -222,6 +315,7 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
 /// The tunnel to an origin, counting its bytes for the upstream's metrics (added
 /// when it closes) and holding its lease and its active-tunnel count meanwhile.
 struct Counted {
+    activity: Arc<Activity>,
     inner: ProxyStream,
     lease: Option<Lease>,
     up: u64,
@@ -245,7 +339,11 @@ impl AsyncRead for Counted {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.down += (buf.filled().len() - before) as u64;
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.down += n;
+            self.activity.touch();
+        }
         r
     }
 }
@@ -259,6 +357,7 @@ impl AsyncWrite for Counted {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.up += n as u64;
+            self.activity.touch();
         }
         r
     }

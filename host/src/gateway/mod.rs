@@ -22,6 +22,7 @@ pub mod metrics;
 mod parse;
 pub mod relay;
 pub mod reload;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod sniff;

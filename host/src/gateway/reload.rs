@@ -55,7 +55,7 @@ impl Reloader {
         let config = match Config::load(self.path.as_deref()) {
             Ok(c) => c,
             Err(e) => {
-                self.balancer.reload_rejected(&e);
+                self.balancer.reload_rejected(&e, e.problems().len());
                 return Err(e.to_string());
             }
         };

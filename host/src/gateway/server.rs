@@ -31,6 +31,12 @@ pub struct Listener {
 /// Settings of a running gateway.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
+    /// The admin endpoint's address, refused as a destination like the listeners'.
+    pub admin: Option<std::net::SocketAddr>,
+    /// Whether private destinations are allowed behind a non-loopback listener.
+    pub allow_private: bool,
+    /// Connections from one client address in handshake at once.
+    pub max_handshakes_per_client: usize,
     /// Client connections at once.
     pub max_connections: usize,
     /// From accept to an open tunnel.
@@ -50,6 +56,9 @@ impl Default for Settings {
 impl From<&Gateway> for Settings {
     fn from(g: &Gateway) -> Self {
         Settings {
+            admin: Some(g.admin),
+            allow_private: g.allow_private_destinations,
+            max_handshakes_per_client: g.max_handshakes_per_client,
             max_connections: g.max_connections,
             handshake_timeout: g.handshake_timeout,
             drain: g.drain,
@@ -99,13 +108,17 @@ pub async fn run_following(
 
 /// What a listener applies to the connections it accepts; swapped by a reload.
 #[derive(Debug)]
-struct ListenerConf {
-    transport: ListenTransport,
-    auth: Option<Arc<ClientAuth>>,
+pub(crate) struct ListenerConf {
+    pub(crate) transport: ListenTransport,
+    /// Checked again by every request of a kept-alive connection, so that a
+    /// rotated password ends the old one's use at once.
+    pub(crate) auth: Option<Arc<ClientAuth>>,
 }
 
 /// One serving listener.
 struct Slot {
+    /// The address it is bound to.
+    bound: Option<std::net::SocketAddr>,
     /// The `gateway.listen` address it was bound for (port 0 stays 0 here).
     spec_addr: Option<std::net::SocketAddr>,
     conf: Arc<ArcSwap<ListenerConf>>,
@@ -116,6 +129,7 @@ struct Slot {
 struct Shared {
     balancer: Arc<Balancer>,
     permits: Arc<Semaphore>,
+    gate: Arc<HandshakeGate>,
     settings: Settings,
     sessions: Arc<super::session::Sessions>,
     shutdown: watch::Receiver<bool>,
@@ -128,6 +142,7 @@ impl Shared {
             auth: l.auth.map(Arc::new),
         }));
         let (stop, stopped) = watch::channel(false);
+        let bound = l.socket.local_addr().ok();
         let task = tokio::spawn(accept_loop(
             l.socket,
             conf.clone(),
@@ -135,10 +150,12 @@ impl Shared {
             self.permits.clone(),
             self.settings,
             self.sessions.clone(),
+            self.gate.clone(),
             self.shutdown.clone(),
             stopped,
         ));
         Slot {
+            bound,
             spec_addr,
             conf,
             stop,
@@ -158,6 +175,7 @@ async fn serve(
     let shared = Shared {
         balancer,
         permits: Arc::new(Semaphore::new(settings.max_connections)),
+        gate: Arc::new(HandshakeGate::new(settings.max_handshakes_per_client)),
         settings,
         sessions,
         shutdown: shutdown.clone(),
@@ -170,6 +188,7 @@ async fn serve(
         .into_iter()
         .map(|(spec, l)| shared.spawn(spec.map(|s| s.addr), l))
         .collect();
+    guard_destinations(&shared, &slots);
     // Listeners a reload removed: no longer accepting, their tunnels still running.
     let mut retired = Vec::new();
     loop {
@@ -187,6 +206,7 @@ async fn serve(
                 }
                 let wanted = shared.balancer.config().gateway().listen.clone();
                 retired.extend(follow(&shared, &mut slots, wanted).await);
+                guard_destinations(&shared, &slots);
             }
         }
     }
@@ -208,6 +228,111 @@ async fn serve(
     }
     shared.balancer.metrics().unregister(&process);
     // Dropping the sets aborts what is left: those tunnels close.
+}
+
+/// Refuses the gateway's own addresses as destinations, and private ones too when
+/// a listener is open to the network (unless the settings allow them).
+fn guard_destinations(shared: &Shared, slots: &[Slot]) {
+    let own: Vec<std::net::SocketAddr> = slots
+        .iter()
+        .filter_map(|s| s.bound)
+        .chain(shared.settings.admin)
+        .collect();
+    let all_loopback = slots
+        .iter()
+        .filter_map(|s| s.bound)
+        .all(|a| a.ip().is_loopback());
+    let allow_private = shared.settings.allow_private || all_loopback;
+    shared
+        .balancer
+        .set_destination_guard(Some(crate::dial::DestinationGuard::new(own, allow_private)));
+}
+
+/// Counts each client address's connections in handshake, in a fixed table of
+/// atomics (addresses that share a slot share its count): no lock on accept.
+#[derive(Debug)]
+pub(crate) struct HandshakeGate {
+    cap: u32,
+    slots: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+/// A connection's place in the gate; it leaves on drop.
+#[derive(Debug)]
+pub(crate) struct InHandshake {
+    gate: Arc<HandshakeGate>,
+    slot: usize,
+}
+
+impl HandshakeGate {
+    const SLOTS: usize = 4096;
+
+    fn new(cap: usize) -> HandshakeGate {
+        HandshakeGate {
+            cap: cap.min(u32::MAX as usize) as u32,
+            slots: (0..Self::SLOTS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+        }
+    }
+
+    /// A place for a connection from `ip`, or `None` if that address has its cap.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<InHandshake> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let slot = BuildHasherDefault::<DefaultHasher>::default().hash_one(ip) as usize
+            % Self::SLOTS;
+        let cell = &self.slots[slot];
+        let mut now = cell.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            if now >= self.cap {
+                return None;
+            }
+            match cell.compare_exchange_weak(
+                now,
+                now + 1,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(InHandshake {
+                        gate: self.clone(),
+                        slot,
+                    });
+                }
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for InHandshake {
+    fn drop(&mut self) {
+        self.gate.slots[self.slot].fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A warning said at most once a second; the ones held back are counted and said
+/// with the next.
+#[derive(Debug, Default)]
+struct Limited {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+fn warn_limited(state: &mut Limited, say: impl FnOnce()) {
+    let now = std::time::Instant::now();
+    if state
+        .last
+        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+    {
+        state.held += 1;
+        return;
+    }
+    if state.held > 0 {
+        tracing::warn!(target: "proxypool::gateway", "{} more such warnings in the last second", state.held);
+    }
+    state.last = Some(now);
+    state.held = 0;
+    say();
 }
 
 /// Brings the listeners to `wanted`; returns the tasks of the ones it stopped.
@@ -272,6 +397,7 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     settings: Settings,
     sessions: Arc<super::session::Sessions>,
+    gate: Arc<HandshakeGate>,
     mut shutdown: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
@@ -289,9 +415,12 @@ async fn accept_loop(
         auth: first.auth.clone(),
         sessions,
         metrics,
+        deadline: None,
+        listener: conf.clone(),
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
+    let (mut accept_warned, mut over_cap_warned) = (Limited::default(), Limited::default());
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -307,8 +436,16 @@ async fn accept_loop(
             _ = stop.wait_for(|s| *s) => break,
         };
         match accepted {
-            Ok((client, _peer)) => {
+            Ok((client, peer)) => {
                 backoff = ACCEPT_BACKOFF;
+                let Some(ticket) = gate.enter(peer.ip()) else {
+                    limits.metrics.refused(None);
+                    drop(client);
+                    warn_limited(&mut over_cap_warned, || {
+                        tracing::warn!(target: "proxypool::gateway", client = %peer.ip(), "too many handshakes from one address (gateway.max_handshakes_per_client): connection closed");
+                    });
+                    continue;
+                };
                 let now = conf.load();
                 limits.transport = now.transport;
                 limits.auth = now.auth.clone();
@@ -316,13 +453,16 @@ async fn accept_loop(
                 // Reap finished ones as we go: the set holds live tunnels only.
                 while tasks.try_join_next().is_some() {}
                 tasks.spawn(async move {
-                    conn::serve(client, &balancer, limits).await;
+                    conn::serve(client, &balancer, limits, ticket).await;
                     drop(permit);
                 });
             }
             Err(e) => {
-                // Out of file descriptors and the like: wait, never stop serving.
-                tracing::warn!(target: "proxypool::gateway", "accept failed, retrying in {backoff:?}: {e}");
+                // Out of file descriptors and the like: wait, never stop serving,
+                // and say so once a second at most, with how many were not said.
+                warn_limited(&mut accept_warned, || {
+                    tracing::warn!(target: "proxypool::gateway", "accept failed, retrying in {backoff:?}: {e}");
+                });
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -11,8 +11,11 @@ use crate::config::Transport;
 
 /// A session unused for this long is forgotten.
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
-/// Sessions kept at most; past it the least recently used ones go.
+/// Sessions kept at most; past it the least recently used tenth goes. With keys of
+/// at most [`MAX_SESSION_KEY`] bytes the table stays under about 30 MiB.
 pub const MAX_SESSIONS: usize = 100_000;
+/// The longest session key: room for a UUID and a label, not for a payload.
+pub const MAX_SESSION_KEY: usize = 64;
 
 /// The user name split: the exchange part, and the session key if any.
 pub fn split_user(user: &str) -> (&str, Option<&str>) {
@@ -69,13 +72,12 @@ impl Sessions {
         if map.len() >= MAX_SESSIONS && !map.contains_key(&id) {
             let now = Instant::now();
             map.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);
-            if map.len() >= MAX_SESSIONS
-                && let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (_, u))| *u)
-                    .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
+            if map.len() >= MAX_SESSIONS {
+                // A tenth at a time: one scan per many inserts, not one per insert.
+                let mut used: Vec<Instant> = map.values().map(|(_, u)| *u).collect();
+                let (_, cut, _) = used.select_nth_unstable(MAX_SESSIONS / 10);
+                let cut = *cut;
+                map.retain(|_, (_, u)| *u > cut);
             }
         }
         map.insert(id, (upstream, Instant::now()));
@@ -85,6 +87,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_makes_room_by_the_tenth_and_keeps_the_newest() {
+        let sessions = Sessions::default();
+        for i in 0..MAX_SESSIONS + 1 {
+            sessions.put("binance", Transport::Http, &format!("k{i}"), "u".into());
+        }
+        let len = sessions.map.lock().unwrap().len();
+        assert!(len <= MAX_SESSIONS, "{len}");
+        assert!(len >= MAX_SESSIONS * 8 / 10, "{len}");
+        let last = format!("k{MAX_SESSIONS}");
+        assert!(sessions.get("binance", Transport::Http, &last).is_some());
+    }
 
     #[test]
     fn the_user_name_carries_exchange_and_session() {

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::{PoolSpec, ProxyUrl};
 use breaker::Breaker;
 pub use breaker::BreakerState;
-pub use state::{Ban, BanReason, MemberStatus, Outcome, PoolCounters, Trial};
+pub use state::{Ban, BanReason, MAX_BANS, MemberStatus, Outcome, PoolCounters, Trial};
 
 /// A small, fast, seedable generator (splitmix64): jitter here, and the strategies'
 /// randomness, reproducible in tests.
@@ -37,6 +37,17 @@ pub fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A destination's key for [`Pool::record_target_fault`]: FNV-1a of the host (ASCII
+/// case folded) and port, never 0 (0 means "none").
+pub fn target_key(host: &str, port: u16) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.bytes().chain(port.to_be_bytes()) {
+        h ^= b.to_ascii_lowercase() as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
 }
 
 /// A proxy's id within its pool: its index in the configured member list.
@@ -83,6 +94,12 @@ struct Cells {
     bytes_down: AtomicU64,
     /// Wakes the member's health task when passive detection saw trouble.
     attention: tokio::sync::Notify,
+    /// Connects through it that succeeded: a loser silent past its grace is only
+    /// slow if this moved meanwhile.
+    successes: AtomicU64,
+    /// The key of the last target it failed alone (another proxy reached it), or 0.
+    /// A second, different target opens the breaker: one target proves nothing.
+    target_strike: AtomicU64,
 }
 
 impl Member {
@@ -387,6 +404,8 @@ impl Pool {
                         bytes_up: AtomicU64::new(0),
                         bytes_down: AtomicU64::new(0),
                         attention: tokio::sync::Notify::new(),
+                        successes: AtomicU64::new(0),
+                        target_strike: AtomicU64::new(0),
                     }),
                 };
                 Member {

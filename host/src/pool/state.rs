@@ -9,6 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::breaker::Admission;
+
+/// Bans a pool keeps at most: far above members × exchanges of any real pool.
+pub const MAX_BANS: usize = 4096;
 use super::{BreakerState, Pool, ProxyId, lock};
 use crate::metrics::{Collect, Sample};
 
@@ -200,6 +203,10 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
+        m.cells.successes.fetch_add(1, Ordering::Relaxed);
+        if m.cells.target_strike.load(Ordering::Relaxed) != 0 {
+            m.cells.target_strike.store(0, Ordering::Relaxed);
+        }
         let changed = lock(&m.cells.breaker).success();
         if let Some(state) = changed {
             self.count_breaker(state);
@@ -224,6 +231,35 @@ impl Pool {
             // Probe now rather than at the next (possibly 30 s) interval.
             m.cells.attention.notify_one();
             self.republish();
+        }
+    }
+
+    /// `id` failed a target (`target_key`, from [`target_key`]) that another proxy
+    /// then reached. One such target proves nothing against the proxy (its view of
+    /// the network may differ); failures on two different targets in a row, with no
+    /// success between, count as one proxy fault.
+    pub fn record_target_fault(&self, id: ProxyId, target_key: u64, now: Instant, reason: &str) {
+        let Some(m) = self.inner.members.get(id as usize) else {
+            return;
+        };
+        let before = m.cells.target_strike.swap(target_key, Ordering::Relaxed);
+        if before != 0 && before != target_key {
+            self.record_failure(id, now, &format!("{reason} (a second target others reached)"));
+        }
+    }
+
+    /// Connects through `id` that succeeded so far.
+    pub fn successes(&self, id: ProxyId) -> u64 {
+        self.inner
+            .members
+            .get(id as usize)
+            .map_or(0, |m| m.cells.successes.load(Ordering::Relaxed))
+    }
+
+    /// Wakes `id`'s health task for a probe now, without charging it anything.
+    pub fn ask_probe(&self, id: ProxyId) {
+        if let Some(m) = self.inner.members.get(id as usize) {
+            m.cells.attention.notify_one();
         }
     }
 
@@ -332,7 +368,8 @@ impl Pool {
         }
     }
 
-    /// Keeps `id` away from `exchange` for the outcome's time (see the pool's `bans`
+    /// Keeps `id` away from `exchange` for the outcome's time (at most [`MAX_BANS`]
+    /// bans a pool: past it the one that ends first goes; see the pool's `bans`
     /// settings); other exchanges keep using it.
     pub fn report(&self, id: ProxyId, exchange: &str, outcome: Outcome, now: Instant) {
         let Some(m) = self.inner.members.get(id as usize) else {
@@ -349,12 +386,20 @@ impl Pool {
             Outcome::Banned { retry_after } => {
                 (BanReason::Banned, until(retry_after.unwrap_or(cfg.banned)))
             }
-            Outcome::GeoBlocked => (BanReason::GeoBlocked, None),
+            // A region's block outlives any rate ban, but not forever: after a week
+            // one request finds out whether it still holds.
+            Outcome::GeoBlocked => (BanReason::GeoBlocked, until(crate::config::MAX_BAN)),
         };
         let exchange = exchange.to_ascii_lowercase();
         {
             let mut bans = lock(&self.inner.bans);
             bans.retain(|b| !(b.id == id && b.exchange == exchange));
+            // Bounded whatever reports arrive: the ban that ends first makes room.
+            if bans.len() >= MAX_BANS
+                && let Some(first) = (0..bans.len()).min_by_key(|&i| bans[i].until)
+            {
+                bans.swap_remove(first);
+            }
             bans.push(Ban {
                 id,
                 exchange: exchange.clone(),
@@ -768,10 +813,32 @@ mod tests {
         assert_eq!(
             p.snapshot().bans().len(),
             1,
-            "pruned; geo-blocked stays until reload"
+            "pruned; geo-blocked stays for its week"
         );
         tokio::time::advance(Duration::from_secs(86_400)).await;
         assert_eq!(banned("kraken"), [1]);
+        tokio::time::advance(crate::config::MAX_BAN).await;
+        assert!(banned("kraken").is_empty(), "a geo block expires too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bans_are_bounded_whatever_is_reported() {
+        let p = pool();
+        let t0 = Instant::now();
+        for i in 0..(MAX_BANS as u64 + 500) {
+            let outcome = Outcome::Banned {
+                retry_after: Some(Duration::from_secs(60 + i)),
+            };
+            p.report((i % 3) as ProxyId, &format!("exchange{i}"), outcome, t0);
+        }
+        let bans = p.snapshot().bans().len();
+        assert_eq!(bans, MAX_BANS);
+        let mut v = Vec::new();
+        p.snapshot().banned_for("exchange0", t0, &mut v);
+        assert!(v.is_empty(), "the ban that ends first made room");
+        p.snapshot()
+            .banned_for(&format!("exchange{}", MAX_BANS + 499), t0, &mut v);
+        assert_eq!(v, [((MAX_BANS + 499) % 3) as ProxyId]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,214 @@
+//! Where a request goes: its destination normalised (so that `127.2`,
+//! `0x7f.0.0.2` and `api.binance.com.` are seen as what a resolver makes of them),
+//! checked against the gateway's [`DestinationGuard`], and mapped to an exchange and
+//! a transport.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::conn::Refusal;
+use super::exchange_hosts::EXCHANGE_HOSTS;
+use super::parse::Destination;
+use crate::balancer::Balancer;
+use crate::config::{ListenTransport, Transport};
+use crate::dial::DestinationGuard;
+
+/// The destination as a resolver would take it: a name loses one trailing dot; a
+/// name that is an IPv4 address in any spelling `inet_aton` takes (`127.2`,
+/// `0x7f.0.0.2`, `017700000002`) or an IPv6 literal becomes that address; an
+/// IPv4-mapped IPv6 address becomes IPv4.
+pub fn normalize(destination: Destination) -> Destination {
+    match destination {
+        Destination::Ip(addr) => Destination::Ip(SocketAddr::new(canonical(addr.ip()), addr.port())),
+        Destination::Name(host, port) => {
+            let trimmed = host.strip_suffix('.').unwrap_or(&host);
+            if let Some(ip) = parse_inet_aton(trimmed) {
+                return Destination::Ip(SocketAddr::new(ip.into(), port));
+            }
+            let bare = trimmed
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(trimmed);
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                return Destination::Ip(SocketAddr::new(canonical(ip), port));
+            }
+            if trimmed.len() == host.len() {
+                Destination::Name(host, port)
+            } else {
+                Destination::Name(trimmed.to_owned(), port)
+            }
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// An IPv4 address in the forms `inet_aton(3)` accepts: one to four parts, each
+/// decimal, octal (leading `0`) or hex (`0x`), the last filling the bytes left.
+pub fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X') {
+        return None;
+    }
+    let mut parts = [0u64; 4];
+    let mut n = 0;
+    for part in s.split('.') {
+        if n == 4 || part.is_empty() {
+            return None;
+        }
+        let value = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            if hex.is_empty() {
+                0
+            } else {
+                u64::from_str_radix(hex, 16).ok()?
+            }
+        } else if part.len() > 1 && part.starts_with('0') {
+            u64::from_str_radix(&part[1..], 8).ok()?
+        } else {
+            part.parse::<u64>().ok()?
+        };
+        parts[n] = value;
+        n += 1;
+    }
+    let (head, last) = (&parts[..n - 1], parts[n - 1]);
+    if head.iter().any(|&p| p > 0xff) || last >= 1u64 << (8 * (5 - n)) {
+        return None;
+    }
+    let mut v: u64 = last;
+    for (i, &p) in head.iter().enumerate() {
+        v |= p << (8 * (3 - i));
+    }
+    Some(Ipv4Addr::from(v as u32))
+}
+
+/// Refuses a destination the guard forbids: its address if it is one, or a name
+/// that is loopback by definition. Names a proxy resolves are checked there, and
+/// names on direct routes after resolution, by the dialer.
+pub(crate) fn check(guard: Option<&DestinationGuard>, destination: &Destination) -> Result<(), Refusal> {
+    let Some(guard) = guard else {
+        return Ok(());
+    };
+    let checked = match destination {
+        Destination::Ip(addr) => guard.check(*addr),
+        Destination::Name(host, port) => guard.check_name(host, *port),
+    };
+    checked.map_err(Refusal::Forbidden)
+}
+
+/// The exchange and transport of a request. The exchange: the user name (lowercase;
+/// `default` for the default route), else the destination host by `gateway.routes`,
+/// else by the built-in table of cryptofeed's hosts, else none (the default route).
+/// The transport: the listener's, or with `auto` the table's for that host, else
+/// http.
+pub(crate) fn route(
+    balancer: &Balancer,
+    user: Option<&str>,
+    destination: &Destination,
+    listen: ListenTransport,
+) -> Result<(Option<String>, Transport), Refusal> {
+    let config = balancer.config();
+    let gateway = config.gateway();
+    let host = match destination {
+        Destination::Name(host, _) => Some(host.as_str()),
+        Destination::Ip(_) => None,
+    };
+    let known = host.and_then(builtin_host);
+    let exchange = match user {
+        Some(u) if !u.is_empty() => {
+            let lower = u.to_ascii_lowercase();
+            if lower == "default" {
+                None
+            } else if known_exchange(balancer, &lower) {
+                Some(lower)
+            } else {
+                return Err(Refusal::UnknownExchange);
+            }
+        }
+        _ => host
+            .and_then(|h| gateway.route_for(h))
+            .or(known.map(|(e, _)| e))
+            .map(str::to_owned),
+    };
+    let transport = match listen {
+        ListenTransport::Http => Transport::Http,
+        ListenTransport::Websocket => Transport::Websocket,
+        ListenTransport::Auto => known.map_or(Transport::Http, |(_, t)| t),
+    };
+    Ok((exchange, transport))
+}
+
+/// The exchange and transport cryptofeed uses `host` for, if any.
+fn builtin_host(host: &str) -> Option<(&'static str, Transport)> {
+    let lower = host.to_ascii_lowercase();
+    EXCHANGE_HOSTS
+        .binary_search_by(|(h, _, _)| (*h).cmp(lower.as_str()))
+        .ok()
+        .map(|i| (EXCHANGE_HOSTS[i].1, EXCHANGE_HOSTS[i].2))
+}
+
+/// An exchange the configuration, the gateway's routes or cryptofeed names.
+pub(crate) fn known_exchange(balancer: &Balancer, name: &str) -> bool {
+    let config = balancer.config();
+    config.exchanges().contains_key(name)
+        || config.gateway().routes.iter().any(|(e, _)| e == name)
+        || EXCHANGE_HOSTS.iter().any(|(_, e, _)| *e == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(d: Destination) -> Option<SocketAddr> {
+        match d {
+            Destination::Ip(a) => Some(a),
+            Destination::Name(..) => None,
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_is_that_address() {
+        let v4 = |s: &str| ip(normalize(Destination::Name(s.into(), 80)));
+        let want = Some("127.0.0.2:80".parse().unwrap());
+        for spelling in ["127.2", "0x7f.0.0.2", "0177.0.0.2", "2130706434", "0x7f000002", "127.0.0.2.", "127.0.2"] {
+            assert_eq!(v4(spelling), want, "{spelling}");
+        }
+        assert_eq!(v4("[::ffff:127.0.0.2]"), want);
+        assert_eq!(v4("::1"), Some("[::1]:80".parse().unwrap()));
+        for name in ["api.binance.com", "1e100.net", "256.1.1.1", "1.2.3.4.5", "08.1.1.1", ""] {
+            assert_eq!(v4(name), None, "{name}");
+        }
+        assert_eq!(
+            normalize(Destination::Name("Api.Binance.com.".into(), 443)),
+            Destination::Name("Api.Binance.com".into(), 443),
+            "one trailing dot goes"
+        );
+        assert_eq!(
+            normalize(Destination::Ip("[::ffff:10.0.0.1]:1".parse().unwrap())),
+            Destination::Ip("10.0.0.1:1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_builtin_table_knows_cryptofeeds_hosts_in_any_case() {
+        assert_eq!(
+            builtin_host("Stream.Binance.com"),
+            Some(("binance", Transport::Websocket))
+        );
+        assert_eq!(
+            builtin_host("api.binance.com"),
+            Some(("binance", Transport::Http))
+        );
+        assert_eq!(
+            builtin_host("fstream.binance.com"),
+            Some(("binance_futures", Transport::Websocket))
+        );
+        assert_eq!(builtin_host("example.com"), None);
+        assert!(
+            EXCHANGE_HOSTS.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, for the binary search"
+        );
+    }
+}
