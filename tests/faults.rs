@@ -29,6 +29,9 @@ pub enum Fault {
     HttpStatus(u16),
     /// A working no-auth SOCKS5 proxy that waits this long before its first answer.
     Slow(std::time::Duration),
+    /// As `Slow` for its first connection only; later ones are answered at once
+    /// (a healthy proxy one handshake of which a loaded machine delayed).
+    SlowFirst(std::time::Duration),
 }
 
 /// A running fault proxy; stopped on drop.
@@ -59,11 +62,16 @@ impl FaultProxy {
                 let Ok((s, _)) = listener.accept().await else {
                     return;
                 };
-                count.fetch_add(1, Ordering::SeqCst);
+                let n = count.fetch_add(1, Ordering::SeqCst);
                 if let Fault::Blackhole = fault {
                     held.push(s);
                     continue;
                 }
+                let fault = match fault {
+                    Fault::SlowFirst(d) if n == 0 => Fault::Slow(d),
+                    Fault::SlowFirst(_) => Fault::Slow(std::time::Duration::ZERO),
+                    f => f,
+                };
                 tokio::spawn(serve(s, fault));
             }
         });
@@ -158,7 +166,7 @@ async fn serve(mut s: TcpStream, fault: Fault) {
             }
             let _ = s.write_all(&[0, code, 0, 0, 0, 0, 0, 0]).await;
         }
-        Fault::Slow(delay) => {
+        Fault::Slow(delay) | Fault::SlowFirst(delay) => {
             if socks5_greeting_after(&mut s, 0, delay).await.is_none() {
                 return;
             }

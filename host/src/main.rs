@@ -380,6 +380,7 @@ fn serve(
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let mut settings = Settings::from(&g);
+    settings.admin = Some(admin);
     if let Some(d) = drain {
         settings.drain = d;
     }
@@ -419,7 +420,12 @@ fn serve(
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (_admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
         let sessions = std::sync::Arc::new(gateway::session::Sessions::default());
-        let reloader = std::sync::Arc::new(gateway::reload::Reloader::new(path, balancer.clone()));
+        let reloader = gateway::reload::Reloader::new(path, balancer.clone());
+        let reloader = std::sync::Arc::new(if follow_file {
+            reloader.binding_listeners()
+        } else {
+            reloader
+        });
         let _watch = reloader
             .watch()
             .context("cannot watch the configuration file")?;
@@ -466,6 +472,7 @@ fn serve(
             settings,
             stopped,
             generations,
+            reloader.prebound(),
         )
         .await;
         anyhow::Ok(ExitCode::SUCCESS)

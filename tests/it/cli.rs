@@ -1332,3 +1332,54 @@ async fn the_wheel_installs_in_a_fresh_venv_and_its_binary_runs() {
         "{table}"
     );
 }
+
+/// A reload that moves the listener to an address already in use is rejected as a
+/// whole: the old listener keeps serving and status says the reload failed.
+#[tokio::test]
+async fn a_reload_to_a_listen_address_in_use_is_rejected_and_the_old_listener_stays() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxypool.yaml");
+    let write = |listen: &str| {
+        let text = format!(
+            "proxy: {{enabled: false}}\ngateway: {{listen: [{{addr: '{listen}'}}], admin: '127.0.0.1:0'}}\n"
+        );
+        let tmp = dir.path().join(".tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write("127.0.0.1:0");
+    let served = Served::start(&file, &[]).await;
+    let (old, admin) = (served.addr(), served.admin);
+    let taken = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    write(&taken.local_addr().unwrap().to_string());
+    let request = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let method = if path == "/reload" { "POST" } else { "GET" };
+        s.write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let answer = request("/reload").await;
+    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    assert!(
+        answer.contains("gateway.listen[0].addr: cannot listen on"),
+        "{answer}"
+    );
+    let status = request("/status").await;
+    assert!(status.contains("\"ok\":false"), "{status}");
+    assert!(status.contains("\"generation\":1"), "{status}");
+    let mut still = tokio::net::TcpStream::connect(old)
+        .await
+        .expect("the old listener serves");
+    still.write_all(&[5, 1, 0]).await.unwrap();
+    let mut reply = [0u8; 2];
+    still.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply, [5, 0], "and answers");
+    drop(taken);
+}

@@ -83,14 +83,14 @@ async fn garbage_reply_is_a_proxy_fault() {
 #[tokio::test]
 async fn each_socks5_reply_code_has_its_class() {
     let cases = [
-        (0x01, FaultClass::Proxy),       // general failure
-        (0x02, FaultClass::Config),      // not allowed by ruleset
+        (0x01, FaultClass::Destination), // general failure (microsocks: no such name)
+        (0x02, FaultClass::Destination), // not allowed by ruleset (for this target)
         (0x03, FaultClass::Destination), // network unreachable
         (0x04, FaultClass::Destination), // host unreachable
         (0x05, FaultClass::Destination), // connection refused
         (0x06, FaultClass::Destination), // TTL expired
         (0x07, FaultClass::Config),      // command not supported
-        (0x08, FaultClass::Config),      // address type not supported
+        (0x08, FaultClass::Destination), // address type not supported (this target's)
         (0x42, FaultClass::Proxy),       // not a reply code at all
     ];
     for (code, want) in cases {
@@ -144,7 +144,7 @@ async fn socks4_reject_is_a_destination_fault_and_identd_failures_are_config() {
 async fn connect_status_codes_have_their_class() {
     let cases = [
         (407, FaultClass::Config),
-        (403, FaultClass::Config),
+        (403, FaultClass::Destination), // a port or host the proxy's rules deny
         (405, FaultClass::Config),
         (502, FaultClass::Destination),
         (503, FaultClass::Destination),

@@ -11,23 +11,37 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A gateway over `yaml`'s routes on 127.0.0.1:0; stops when dropped.
-struct Gateway {
-    addr: SocketAddr,
-    balancer: Arc<proxypool::Balancer>,
+pub(crate) struct Gateway {
+    pub(crate) addr: SocketAddr,
+    pub(crate) balancer: Arc<proxypool::Balancer>,
     sessions: Arc<gateway::session::Sessions>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
-    async fn start(yaml: &str) -> Gateway {
+    pub(crate) async fn start(yaml: &str) -> Gateway {
         Self::start_with_auth(yaml, None).await
     }
 
     async fn start_with_auth(yaml: &str, auth: Option<proxypool::config::ClientAuth>) -> Gateway {
+        Self::start_with(yaml, auth, "127.0.0.1:0", Settings::default()).await
+    }
+
+    /// On `bind` (its port 0 resolved in `addr`, and the address clients use made
+    /// loopback), with `settings`.
+    pub(crate) async fn start_with(
+        yaml: &str,
+        auth: Option<proxypool::config::ClientAuth>,
+        bind: &str,
+        settings: Settings,
+    ) -> Gateway {
         let balancer = Arc::new(crate::failover::balancer(yaml));
-        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
+        let socket = TcpListener::bind(bind).await.unwrap();
+        let mut addr = socket.local_addr().unwrap();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let (stop, rx) = watch::channel(false);
         let listeners = vec![Listener {
             socket,
@@ -39,7 +53,7 @@ impl Gateway {
             listeners,
             balancer.clone(),
             sessions.clone(),
-            Settings::default(),
+            settings,
             rx,
         ));
         Gateway {
@@ -53,7 +67,7 @@ impl Gateway {
 
     /// Serves the admin endpoint of this gateway on 127.0.0.1:0, until the gateway
     /// drops, with `token` on its write routes.
-    async fn admin(&self, token: Option<&str>) -> SocketAddr {
+    pub(crate) async fn admin(&self, token: Option<&str>) -> SocketAddr {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let state = gateway::admin::Admin {
@@ -79,7 +93,7 @@ impl Drop for Gateway {
     }
 }
 
-async fn curl(args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn curl(args: &[&str]) -> (bool, String, String) {
     let Some(curl) = proxypool_tests::require_binary("curl") else {
         return (false, String::new(), "no curl".into());
     };

@@ -175,8 +175,8 @@ async fn a_destination_fault_returns_and_the_pending_sibling_gives_its_trial_bac
     assert!(pool.snapshot().is_eligible(0));
     assert_eq!(
         pool.members()[1].breaker(),
-        BreakerState::Closed,
-        "the proxy did its part"
+        BreakerState::HalfOpen { trial: false },
+        "a target-tied answer neither charges the proxy nor clears it: its trial is given back"
     );
 }
 

@@ -9,6 +9,7 @@ mod examples;
 mod failover;
 mod gateway;
 mod hardening;
+mod hostile;
 mod hot_swap;
 mod pool_shapes;
 mod probes;

@@ -348,3 +348,40 @@ async fn dial_errors_and_their_logs_never_show_a_credential() {
     .await
     .unwrap();
 }
+
+/// The `gateway:` section's secrets, the admin token and a listener's password,
+/// with an error at any column of either line: neither shows in the error, nor in
+/// what a rejected reload leaves in status.
+#[test]
+fn gateway_secrets_never_show_after_any_rejected_reload() {
+    let case = (
+        secret(),
+        0usize..200,
+        prop::sample::select(BREAKERS),
+        any::<bool>(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _inside = rt.enter();
+    let balancer = crate::failover::balancer("proxy: {enabled: false}");
+    run("gateway yaml", case, |(secret, column, with, on_token)| {
+        let token = secret.pass.replace('\'', "''");
+        let password = secret.user.replace('\'', "''");
+        let token_line = format!("  admin_token: '{token}x{token}'");
+        let listen_line =
+            format!("  listen: [{{addr: '127.0.0.1:1080', auth: {{password: '{password}'}}}}]");
+        let (token_line, listen_line) = if on_token {
+            (corrupt(&token_line, column, with), listen_line)
+        } else {
+            (token_line, corrupt(&listen_line, column, with))
+        };
+        let yaml = format!("proxy:\n  enabled: false\ngateway:\n{token_line}\n{listen_line}\n");
+        if let Err(e) = ConfigBuilder::new().yaml_str(&yaml).build() {
+            secret.check("ConfigError Display", &e.to_string())?;
+            secret.check("ConfigError Debug", &format!("{e:?}"))?;
+            balancer.reload_rejected(&e, e.problems().len());
+            let status = proxypool::gateway::admin::status_json(&balancer, false);
+            secret.check("status after a rejected reload", &status)?;
+        }
+        Ok(())
+    });
+}

@@ -253,6 +253,7 @@ impl Balancer {
                             inflight.push(self.start_dial(pool, lease, trial, ctx, target, now));
                             schedule.on_started(now)
                         }
+                        None if suspect.is_some() => break,
                         None => schedule.on_no_candidate(now),
                     };
                     continue;
@@ -318,10 +319,15 @@ impl Balancer {
                             return Err(e);
                         }
                         FaultClass::Destination => {
-                            // One proxy's word on one target: ask one more before
-                            // blaming either side.
-                            suspect = Some((id, e));
+                            // One proxy's word on one target: one more dial, started
+                            // now, confirms or refutes it. Without one the client
+                            // hears it at once, and nobody is charged.
                             step = schedule.on_failed(now);
+                            if !matches!(step, Step::Start { .. }) {
+                                entry.counters.failed.fetch_add(1, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            suspect = Some((id, e));
                             continue;
                         }
                     }
@@ -666,35 +672,29 @@ impl Balancer {
 /// Members named one by one in a "no eligible proxy" message.
 const WHY_OUT_SHOWN: usize = 8;
 
-/// Lets a dial that lost (to a later one, or to our deadline) finish in the
-/// background, so that a dead proxy is told from a slow one; its tunnel, if any, is
-/// closed. Losing is no fault: only the dial's own outcome, or silence past `grace`
-/// while the proxy opened no other tunnel (a blackhole, a hung proxy), counts. A
-/// proxy that served others meanwhile was slow, not dead (a loaded machine).
+/// Lets a dial that lost (to a later one, or to our deadline) run a little longer
+/// in the background, so that a dead proxy is told from a slow one; its tunnel, if
+/// any, is closed. Losing is no fault: only the dial's own outcome within `grace`
+/// counts, or silence past it while the proxy opened no other tunnel (a blackhole,
+/// a hung proxy). A proxy that served others meanwhile was slow, not dead (a loaded
+/// machine), and is not judged at all.
 fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
     tokio::spawn(async move {
         let id = loser.lease.id();
         let successes = pool.successes(id);
-        let mut dial = loser.dial;
-        let outcome = match tokio::time::timeout(grace, &mut dial).await {
-            Ok(outcome) => outcome,
-            Err(_) if pool.successes(id) == successes => {
-                pool.record_failure(
-                    id,
-                    Instant::now(),
-                    &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
-                );
-                dial.await
-            }
-            Err(_) => dial.await,
-        };
-        match outcome {
-            Ok(_tunnel) => pool.record_success(id),
-            Err(e) => match e.class() {
+        match tokio::time::timeout(grace, loser.dial).await {
+            Ok(Ok(_tunnel)) => pool.record_success(id),
+            Ok(Err(e)) => match e.class() {
                 FaultClass::Proxy => pool.record_failure(id, Instant::now(), &e.to_string()),
                 FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
                 FaultClass::Destination | FaultClass::Local => {}
             },
+            Err(_) if pool.successes(id) == successes => pool.record_failure(
+                id,
+                Instant::now(),
+                &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
+            ),
+            Err(_) => {}
         }
         drop((loser.lease, loser._trial));
     });

@@ -413,9 +413,85 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
         return message;
     };
     let column = (loc.column() as usize).saturating_sub(1);
+    let masked;
+    let line = if in_gateway_section(text, line_no - 1) {
+        // The parser quotes what it did not expect (`unknown field \`…\``): in a
+        // broken line that may be a piece of a password.
+        message = mask_quoted(&message);
+        masked = mask_values(line);
+        masked.as_str()
+    } else {
+        line
+    };
     let (shown, caret) = snippet(line, column);
     message.push_str(&format!("\n  {line_no:>4} | {shown}\n       | {caret}^"));
     message
+}
+
+/// Whether line `index` (from 0) of `text` may hold a `gateway:` value: from the
+/// `gateway:` key on, up to a top-level `proxy:` (a line break in a broken file can
+/// make any piece of a password look like a top-level key of its own).
+fn in_gateway_section(text: &str, index: usize) -> bool {
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("gateway:") || line.starts_with("\"gateway\":") {
+            inside = true;
+        } else if line.starts_with("proxy:") || line.starts_with("\"proxy\":") {
+            inside = false;
+        }
+        if i == index {
+            return inside;
+        }
+    }
+    false
+}
+
+/// `text` with whatever stands between backticks or double quotes masked.
+fn mask_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push_str(REDACTED);
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// A `gateway:` line as a snippet shows it: its key, and `***` for everything else,
+/// so that no value (a password broken over lines, a key a typo made unknown)
+/// can show.
+fn mask_values(line: &str) -> String {
+    let indent = line.len() - line.trim_start().len();
+    let rest = &line[indent..];
+    let rest = rest.strip_prefix("- ").unwrap_or(rest);
+    let key_len = rest
+        .find(':')
+        .filter(|&i| {
+            rest[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .map_or(0, |i| i + 1);
+    let kept = line.len() - rest.len() + key_len;
+    if kept == line.len() {
+        return line.to_owned();
+    }
+    format!("{} {REDACTED}", &line[..kept])
 }
 
 /// Keys whose values are secrets wherever they stand (`gateway.listen[].auth.password`,

@@ -233,9 +233,7 @@ pub(crate) fn classify_socks(e: tokio_socks::Error, socks4: bool) -> Fault {
         }
         // microsocks answers 0x01 when the name does not resolve: a well-formed reply
         // about this target, so it is judged as one.
-        E::GeneralSocksServerFailure => {
-            Fault::Destination("general failure (SOCKS5 0x01)".into())
-        }
+        E::GeneralSocksServerFailure => Fault::Destination("general failure (SOCKS5 0x01)".into()),
         E::NetworkUnreachable
         | E::HostUnreachable
         | E::ConnectionRefused
@@ -252,5 +250,33 @@ pub(crate) fn classify_socks(e: tokio_socks::Error, socks4: bool) -> Fault {
         E::InvalidTargetAddress(_) => Fault::Destination(detail),
         E::Io(io) => Fault::from(io),
         _ => Fault::Proxy(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shortage_on_our_side_is_nobodys_fault() {
+        let proxy = ProxyUrl::parse("socks5://127.0.0.1:1080").unwrap();
+        let unreachable = |source| DialError::ProxyUnreachable {
+            proxy: proxy.clone(),
+            source,
+        };
+        #[cfg(target_os = "linux")]
+        for errno in [
+            nix::errno::Errno::EMFILE,
+            nix::errno::Errno::ENFILE,
+            nix::errno::Errno::ENOBUFS,
+        ] {
+            let e = unreachable(io::Error::from_raw_os_error(errno as i32));
+            assert_eq!(e.class(), FaultClass::Local, "{e}");
+            assert!(!e.is_retryable());
+        }
+        let e = unreachable(io::ErrorKind::AddrNotAvailable.into());
+        assert_eq!(e.class(), FaultClass::Local, "no free local port");
+        let e = unreachable(io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(e.class(), FaultClass::Proxy, "{e}");
     }
 }

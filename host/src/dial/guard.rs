@@ -84,9 +84,7 @@ impl DestinationGuard {
 /// IPv4-mapped IPv6 as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -134,13 +132,24 @@ mod tests {
     fn the_gateways_own_addresses_are_refused_in_every_spelling() {
         let g = DestinationGuard::new(vec![addr("127.0.0.1:1080"), addr("0.0.0.0:9090")], true);
         assert_eq!(g.check(addr("127.0.0.1:1080")), Err(Forbidden::OwnAddress));
-        assert_eq!(g.check(addr("[::ffff:127.0.0.1]:1080")), Err(Forbidden::OwnAddress));
+        assert_eq!(
+            g.check(addr("[::ffff:127.0.0.1]:1080")),
+            Err(Forbidden::OwnAddress)
+        );
         // An unspecified listener is every local address.
         assert_eq!(g.check(addr("127.0.0.7:9090")), Err(Forbidden::OwnAddress));
         assert_eq!(g.check(addr("0.0.0.0:9090")), Err(Forbidden::OwnAddress));
         assert_eq!(g.check_name("LocalHost", 9090), Err(Forbidden::OwnAddress));
-        assert_eq!(g.check(addr("127.0.0.1:1081")), Ok(()), "private allowed here");
-        assert_eq!(g.check(addr("192.0.2.1:9090")), Ok(()), "not a local address");
+        assert_eq!(
+            g.check(addr("127.0.0.1:1081")),
+            Ok(()),
+            "private allowed here"
+        );
+        assert_eq!(
+            g.check(addr("192.0.2.1:9090")),
+            Ok(()),
+            "not a local address"
+        );
     }
 
     #[test]

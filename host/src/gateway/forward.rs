@@ -113,8 +113,8 @@ impl Activity {
     /// Returns once no byte has moved for `idle`.
     async fn idle_for(&self, idle: std::time::Duration) {
         loop {
-            let last = self.start
-                + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let last =
+                self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             if tokio::time::Instant::now() >= last + idle {
                 return;
             }

@@ -28,6 +28,24 @@ pub struct Reloader {
     seen: Mutex<Option<[u8; 32]>>,
     /// The generation after each applied reload, for the listeners to follow.
     generations: tokio::sync::watch::Sender<u64>,
+    /// Set when the listeners follow the file: new addresses are bound before a
+    /// reload is applied, and handed to the listeners from here.
+    listeners: Option<Arc<Prebound>>,
+}
+
+/// Listeners a reload bound before it was applied, by their `gateway.listen` address.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    sockets: Mutex<Vec<(std::net::SocketAddr, std::net::TcpListener)>>,
+}
+
+impl Prebound {
+    /// The socket bound for `addr`, if a reload bound one.
+    pub fn take(&self, addr: std::net::SocketAddr) -> Option<std::net::TcpListener> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let i = sockets.iter().position(|(a, _)| *a == addr)?;
+        Some(sockets.swap_remove(i).1)
+    }
 }
 
 impl Reloader {
@@ -40,7 +58,43 @@ impl Reloader {
             balancer,
             seen: Mutex::new(seen),
             generations,
+            listeners: None,
         }
+    }
+
+    /// Binds each new `gateway.listen` address before a reload is applied (one that
+    /// cannot be bound rejects the reload, and the old listeners keep serving);
+    /// the listeners take the sockets from [`Reloader::prebound`].
+    pub fn binding_listeners(mut self) -> Reloader {
+        self.listeners = Some(Arc::default());
+        self
+    }
+
+    /// Where the listeners find what a reload bound, when it binds them.
+    pub fn prebound(&self) -> Option<Arc<Prebound>> {
+        self.listeners.clone()
+    }
+
+    /// Binds the addresses `config` listens on that the running one does not.
+    fn bind_new_listeners(&self, config: &Config) -> Result<(), String> {
+        let Some(prebound) = &self.listeners else {
+            return Ok(());
+        };
+        let running = self.balancer.config();
+        let mut bound = Vec::new();
+        for (i, l) in config.gateway().listen.iter().enumerate() {
+            if running.gateway().listen.iter().any(|r| r.addr == l.addr) {
+                continue;
+            }
+            let socket = std::net::TcpListener::bind(l.addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|e| {
+                    format!("gateway.listen[{i}].addr: cannot listen on {}: {e}", l.addr)
+                })?;
+            bound.push((l.addr, socket));
+        }
+        *prebound.sockets.lock().unwrap_or_else(|p| p.into_inner()) = bound;
+        Ok(())
     }
 
     /// Moves each time a reload is applied (to the new generation).
@@ -59,6 +113,11 @@ impl Reloader {
                 return Err(e.to_string());
             }
         };
+        // Bind first, then switch: a listener that cannot move keeps the old one.
+        if let Err(why) = self.bind_new_listeners(&config) {
+            self.balancer.reload_rejected(&why, 1);
+            return Err(why);
+        }
         let balancer = self.balancer.clone();
         let report = match tokio::task::spawn_blocking(move || balancer.reload(config)).await {
             Ok(r) => r.map_err(|e| e.to_string())?,

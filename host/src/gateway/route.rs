@@ -18,9 +18,11 @@ use crate::dial::DestinationGuard;
 /// IPv4-mapped IPv6 address becomes IPv4.
 pub fn normalize(destination: Destination) -> Destination {
     match destination {
-        Destination::Ip(addr) => Destination::Ip(SocketAddr::new(canonical(addr.ip()), addr.port())),
+        Destination::Ip(addr) => {
+            Destination::Ip(SocketAddr::new(canonical(addr.ip()), addr.port()))
+        }
         Destination::Name(host, port) => {
-            let trimmed = host.strip_suffix('.').unwrap_or(&host);
+            let trimmed = host.trim_end_matches('.');
             if let Some(ip) = parse_inet_aton(trimmed) {
                 return Destination::Ip(SocketAddr::new(ip.into(), port));
             }
@@ -50,7 +52,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// An IPv4 address in the forms `inet_aton(3)` accepts: one to four parts, each
 /// decimal, octal (leading `0`) or hex (`0x`), the last filling the bytes left.
 pub fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X') {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+    {
         return None;
     }
     let mut parts = [0u64; 4];
@@ -87,7 +93,10 @@ pub fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
 /// Refuses a destination the guard forbids: its address if it is one, or a name
 /// that is loopback by definition. Names a proxy resolves are checked there, and
 /// names on direct routes after resolution, by the dialer.
-pub(crate) fn check(guard: Option<&DestinationGuard>, destination: &Destination) -> Result<(), Refusal> {
+pub(crate) fn check(
+    guard: Option<&DestinationGuard>,
+    destination: &Destination,
+) -> Result<(), Refusal> {
     let Some(guard) = guard else {
         return Ok(());
     };
@@ -111,8 +120,14 @@ pub(crate) fn route(
 ) -> Result<(Option<String>, Transport), Refusal> {
     let config = balancer.config();
     let gateway = config.gateway();
+    // An address routes by its text too: `gateway.routes` may name one.
+    let ip_text;
     let host = match destination {
         Destination::Name(host, _) => Some(host.as_str()),
+        Destination::Ip(addr) if !gateway.routes.is_empty() => {
+            ip_text = addr.ip().to_string();
+            Some(ip_text.as_str())
+        }
         Destination::Ip(_) => None,
     };
     let known = host.and_then(builtin_host);
@@ -172,12 +187,27 @@ mod tests {
     fn every_spelling_of_an_address_is_that_address() {
         let v4 = |s: &str| ip(normalize(Destination::Name(s.into(), 80)));
         let want = Some("127.0.0.2:80".parse().unwrap());
-        for spelling in ["127.2", "0x7f.0.0.2", "0177.0.0.2", "2130706434", "0x7f000002", "127.0.0.2.", "127.0.2"] {
+        for spelling in [
+            "127.2",
+            "0x7f.0.0.2",
+            "0177.0.0.2",
+            "2130706434",
+            "0x7f000002",
+            "127.0.0.2.",
+            "127.0.2",
+        ] {
             assert_eq!(v4(spelling), want, "{spelling}");
         }
         assert_eq!(v4("[::ffff:127.0.0.2]"), want);
         assert_eq!(v4("::1"), Some("[::1]:80".parse().unwrap()));
-        for name in ["api.binance.com", "1e100.net", "256.1.1.1", "1.2.3.4.5", "08.1.1.1", ""] {
+        for name in [
+            "api.binance.com",
+            "1e100.net",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "08.1.1.1",
+            "",
+        ] {
             assert_eq!(v4(name), None, "{name}");
         }
         assert_eq!(

@@ -93,6 +93,7 @@ pub async fn run_following(
     settings: Settings,
     shutdown: watch::Receiver<bool>,
     generations: watch::Receiver<u64>,
+    prebound: Option<Arc<super::reload::Prebound>>,
 ) {
     let listeners = listeners.into_iter().map(|(s, l)| (Some(s), l)).collect();
     serve(
@@ -101,7 +102,7 @@ pub async fn run_following(
         sessions,
         settings,
         shutdown,
-        Some(generations),
+        Some((generations, prebound)),
     )
     .await;
 }
@@ -170,8 +171,12 @@ async fn serve(
     sessions: Arc<super::session::Sessions>,
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
-    mut generations: Option<watch::Receiver<u64>>,
+    following: Option<(watch::Receiver<u64>, Option<Arc<super::reload::Prebound>>)>,
 ) {
+    let (mut generations, prebound) = match following {
+        Some((g, p)) => (Some(g), p),
+        None => (None, None),
+    };
     let shared = Shared {
         balancer,
         permits: Arc::new(Semaphore::new(settings.max_connections)),
@@ -205,7 +210,7 @@ async fn serve(
                     continue;
                 }
                 let wanted = shared.balancer.config().gateway().listen.clone();
-                retired.extend(follow(&shared, &mut slots, wanted).await);
+                retired.extend(follow(&shared, &mut slots, wanted, prebound.as_deref()).await);
                 guard_destinations(&shared, &slots);
             }
         }
@@ -278,8 +283,8 @@ impl HandshakeGate {
     /// A place for a connection from `ip`, or `None` if that address has its cap.
     fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<InHandshake> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let slot = BuildHasherDefault::<DefaultHasher>::default().hash_one(ip) as usize
-            % Self::SLOTS;
+        let slot =
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(ip) as usize % Self::SLOTS;
         let cell = &self.slots[slot];
         let mut now = cell.load(std::sync::atomic::Ordering::Relaxed);
         loop {
@@ -340,6 +345,7 @@ async fn follow(
     shared: &Shared,
     slots: &mut Vec<Slot>,
     wanted: Vec<Listen>,
+    prebound: Option<&super::reload::Prebound>,
 ) -> Vec<tokio::task::JoinHandle<JoinSet<()>>> {
     let mut stopped = Vec::new();
     let mut kept = Vec::new();
@@ -367,7 +373,11 @@ async fn follow(
         if kept.iter().any(|s| s.spec_addr == Some(w.addr)) {
             continue;
         }
-        match TcpListener::bind(w.addr).await {
+        let bound = match prebound.and_then(|p| p.take(w.addr)) {
+            Some(socket) => TcpListener::from_std(socket),
+            None => TcpListener::bind(w.addr).await,
+        };
+        match bound {
             Ok(socket) => {
                 let shown = socket
                     .local_addr()

@@ -244,7 +244,11 @@ impl Pool {
         };
         let before = m.cells.target_strike.swap(target_key, Ordering::Relaxed);
         if before != 0 && before != target_key {
-            self.record_failure(id, now, &format!("{reason} (a second target others reached)"));
+            self.record_failure(
+                id,
+                now,
+                &format!("{reason} (a second target others reached)"),
+            );
         }
     }
 
