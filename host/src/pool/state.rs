@@ -234,7 +234,7 @@ impl Pool {
         }
     }
 
-    /// `id` failed a target (`target_key`, from [`target_key`]) that another proxy
+    /// `id` failed a target (`target_key`, from [`super::target_key`]) that another proxy
     /// then reached. One such target proves nothing against the proxy (its view of
     /// the network may differ); failures on two different targets in a row, with no
     /// success between, count as one proxy fault.
