@@ -580,3 +580,144 @@ async fn a_rotated_password_ends_the_old_ones_use_on_kept_alive_connections() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_get_keeps_its_chunked_body() {
+    // An origin that answers with the bytes of the body it was sent.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then a chunked body to its last chunk if the head says so.
+        let done = |got: &[u8]| {
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            !head.contains("transfer-encoding: chunked") || got.ends_with(b"0\r\n\r\n")
+        };
+        while !done(&got) {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", got.len());
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(&got).await;
+    });
+    let gw = Gateway::start("proxy: {enabled: false}").await;
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "GET http://{origin}/search HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    client.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(5).any(|w| w == b"hello") {
+        let n = tokio::time::timeout(Duration::from_secs(20), client.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One `serve` under `nofile=64` over a pool of two, tunnels opened one by one until
+/// the descriptors run out, after `prelude` idle clients (so that both parities of
+/// the last free descriptors are met): the SOCKS replies seen, and the breakers that
+/// opened.
+async fn exhaust_descriptors(prelude: usize) -> Option<(usize, u64)> {
+    use tokio::io::AsyncBufReadExt;
+    let (Some(a), Some(b)) = (microsocks(None).await, microsocks(None).await) else {
+        return None;
+    };
+    let prlimit = proxypool_tests::require_binary("prlimit")?;
+    let target = TargetServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pool.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\ngateway: {{listen: [{{addr: '127.0.0.1:0'}}], admin: '127.0.0.1:0'}}\n",
+            pool_yaml(&[&a, &b], "")
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(prlimit)
+        .args(["--nofile=64:64", "--"])
+        .arg(proxypool_tests::proxypool_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .env("PROXYPOOL_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = proxypool_tests::line_after(&mut lines, "listening on ").await;
+    let addr: std::net::SocketAddr = listening.split(' ').next().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = proxypool_tests::line_after(&mut lines, "admin on ")
+        .await
+        .parse()
+        .unwrap();
+    // The admin connection, opened now, while there are descriptors for it.
+    let mut scrape = TcpStream::connect(admin).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..prelude {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[5]).await.unwrap();
+        held.push(s);
+    }
+    let mut tunnels = Vec::new();
+    let mut refused = 0;
+    for _ in 0..64 {
+        let open = tokio_socks::tcp::Socks5Stream::connect(addr, target.addr());
+        match tokio::time::timeout(Duration::from_secs(3), open).await {
+            Ok(Ok(t)) => tunnels.push(t),
+            // Accepted, but no descriptor left for the upstream: a reply.
+            Ok(Err(tokio_socks::Error::GeneralSocksServerFailure)) => {
+                refused += 1;
+                break;
+            }
+            // Not even accepted, or closed: out of descriptors at accept.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    // A scrape needs no new descriptor on the gateway's side: it was accepted already.
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), scrape.read_to_string(&mut text)).await;
+    let opened = text
+        .lines()
+        .filter(|l| l.starts_with("proxypool_breaker_opened_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(text.contains("proxypool_breaker_opened_total"), "{text}");
+    drop((tunnels, held));
+    Some((refused, opened))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_opens_no_breaker() {
+    let mut refused = 0;
+    for prelude in [0, 1] {
+        let Some((r, opened)) = exhaust_descriptors(prelude).await else {
+            return;
+        };
+        assert_eq!(
+            opened, 0,
+            "a breaker opened on our own shortage (prelude {prelude})"
+        );
+        refused += r;
+    }
+    assert!(refused > 0, "no connect ever met the shortage at dial");
+}

@@ -417,7 +417,7 @@ fn yaml_message(e: &serde_saphyr::Error, text: &str) -> String {
     let line = if in_gateway_section(text, line_no - 1) {
         // The parser quotes what it did not expect (`unknown field \`…\``): in a
         // broken line that may be a piece of a password.
-        message = mask_quoted(&message);
+        message = mask_quoted(&message, text);
         masked = mask_values(line);
         masked.as_str()
     } else {
@@ -446,29 +446,35 @@ fn in_gateway_section(text: &str, index: usize) -> bool {
     false
 }
 
-/// `text` with whatever stands between backticks or double quotes masked.
-fn mask_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut open: Option<char> = None;
-    for c in text.chars() {
-        match open {
-            Some(q) if c == q => {
-                out.push_str(REDACTED);
-                out.push(c);
-                open = None;
-            }
-            Some(_) => {}
-            None => {
-                out.push(c);
-                if c == '`' || c == '"' {
-                    open = Some(c);
-                }
-            }
-        }
+/// `message` with whatever stands between backticks or double quotes masked, but
+/// for a key that begins a line of `text` (`bogus:` is a typo worth naming).
+fn mask_quoted(message: &str, text: &str) -> String {
+    let is_key = |span: &str| {
+        !span.is_empty()
+            && span.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && text.lines().any(|l| {
+                let l = l.trim_start();
+                let l = l.strip_prefix("- ").unwrap_or(l);
+                l.strip_prefix(span)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(['`', '"']) {
+        let quote = rest[at..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        let Some(end) = after.find(quote) else {
+            out.push_str(REDACTED);
+            return out;
+        };
+        let span = &after[..end];
+        out.push_str(if is_key(span) { span } else { REDACTED });
+        out.push(quote);
+        rest = &after[end + 1..];
     }
-    if open.is_some() {
-        out.push_str(REDACTED);
-    }
+    out.push_str(rest);
     out
 }
 

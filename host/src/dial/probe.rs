@@ -63,6 +63,9 @@ impl DialProbe {
                 let connect = TcpStream::connect((proxy.host(), proxy.port()));
                 match tokio::time::timeout(timeout, connect).await {
                     Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) if super::error::is_local_shortage(&e) => {
+                        Err(format!("{}{e}", crate::health::NO_OPINION))
+                    }
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("no connect within {timeout:?}")),
                 }
@@ -72,7 +75,7 @@ impl DialProbe {
                 .tunnel(proxy, timeout, target)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| opinion(&e)),
             Method::Http {
                 tls,
                 target,
@@ -84,7 +87,7 @@ impl DialProbe {
                         .dialer
                         .tunnel(proxy, timeout, target)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| opinion(&e))?;
                     let status = if *tls {
                         let name =
                             rustls::pki_types::ServerName::try_from(target.host().to_owned())
@@ -230,4 +233,13 @@ fn rand_seq() -> u16 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     (nanos >> 8) as u16
+}
+
+/// A dial error as a probe's reason: marked as no opinion when it was our shortage.
+fn opinion(e: &super::DialError) -> String {
+    if e.class() == super::FaultClass::Local {
+        format!("{}{e}", crate::health::NO_OPINION)
+    } else {
+        e.to_string()
+    }
 }

@@ -329,7 +329,7 @@ async fn socks5_handshake(
     let result = if request.command != socks5::CMD_CONNECT {
         Err(Refusal::Unsupported("only CONNECT is served"))
     } else {
-        open(balancer, user.as_deref(), &request.destination, limits).await
+        open(balancer, user.as_deref(), request.destination, limits).await
     };
     match result {
         Ok(c) => {
@@ -363,7 +363,7 @@ async fn socks4_handshake(
         Err(Refusal::Unsupported("only CONNECT is served"))
     } else {
         let user = (!request.user_id.is_empty()).then_some(request.user_id.as_str());
-        open(balancer, user, &request.destination, limits).await
+        open(balancer, user, request.destination, limits).await
     };
     match result {
         Ok(c) => {
@@ -407,7 +407,7 @@ async fn http_handshake(
     }
     let user = request.auth.as_ref().map(|a| a.user.as_str());
     let destination = Destination::Name(host.clone(), port);
-    match open(balancer, user, &destination, limits).await {
+    match open(balancer, user, destination, limits).await {
         Ok(c) => {
             let answer = http::connect_established(c.upstream().as_deref());
             write(client, &answer).await?;
@@ -426,7 +426,7 @@ async fn http_handshake(
 pub(crate) async fn open(
     balancer: &Balancer,
     user: Option<&str>,
-    destination: &Destination,
+    destination: Destination,
     limits: ConnLimits,
 ) -> Result<Connected, Refusal> {
     let (user, session) = match user {
@@ -441,7 +441,7 @@ pub(crate) async fn open(
             "session key longer than 64 bytes (after +session=)",
         ));
     }
-    let destination = route::normalize(destination.clone());
+    let destination = route::normalize(destination);
     route::check(balancer.destination_guard().as_deref(), &destination)?;
     let (exchange, transport) = route(balancer, user, &destination, limits.transport)?;
     let target = match &destination {

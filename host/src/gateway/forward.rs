@@ -221,7 +221,19 @@ impl Forwarder<'_> {
         *req.uri_mut() = path
             .parse()
             .map_err(|_| Refusal::Malformed("bad request target"))?;
+        // Transfer-Encoding is hop-by-hop and goes, but a body of unknown length
+        // must still be sent chunked: hyper assumes a GET without it has none.
+        let chunked = {
+            use hyper::body::Body as _;
+            !req.body().is_end_stream() && req.body().size_hint().exact().is_none()
+        };
         strip_hop_by_hop_and_keep_host(&mut req, &authority);
+        if chunked {
+            req.headers_mut().insert(
+                hyper::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         let mut origin = match self.reuse(&key).await {
             Some(o) => o,
             None => self.connect(key).await?,
@@ -251,14 +263,16 @@ impl Forwarder<'_> {
         let destination = Destination::Name(key.1.clone(), key.2);
         let mut limits = self.limits.clone();
         limits.deadline = Some(tokio::time::Instant::now() + limits.handshake);
-        let connected = open(self.balancer, key.0.as_deref(), &destination, limits).await?;
+        let connected = open(self.balancer, key.0.as_deref(), destination, limits).await?;
         let upstream = connected
             .upstream()
             .and_then(|u| HeaderValue::from_str(&u).ok());
         let Connected { stream, lease, .. } = connected;
         let io = Counted {
-            activity: self.activity.clone(),
-            inner: stream,
+            inner: Watched {
+                inner: stream,
+                activity: self.activity.clone(),
+            },
             lease,
             up: 0,
             down: 0,
@@ -315,8 +329,7 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
 /// The tunnel to an origin, counting its bytes for the upstream's metrics (added
 /// when it closes) and holding its lease and its active-tunnel count meanwhile.
 struct Counted {
-    activity: Arc<Activity>,
-    inner: ProxyStream,
+    inner: Watched<ProxyStream>,
     lease: Option<Lease>,
     up: u64,
     down: u64,
@@ -339,11 +352,7 @@ impl AsyncRead for Counted {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.down += n;
-            self.activity.touch();
-        }
+        self.down += (buf.filled().len() - before) as u64;
         r
     }
 }
@@ -357,7 +366,6 @@ impl AsyncWrite for Counted {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.up += n as u64;
-            self.activity.touch();
         }
         r
     }

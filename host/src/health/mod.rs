@@ -43,13 +43,19 @@ pub trait Probe: Send + Sync + 'static {
     /// The method's name, for metrics (`tcp`, `handshake`, `http`, `ping`).
     fn method(&self) -> &'static str;
 
-    /// Tests `proxy` once within `timeout`: how long it took, or why it failed.
+    /// Tests `proxy` once within `timeout`: how long it took, or why it failed. A
+    /// reason that starts with [`NO_OPINION`] says the probe could not be made (our
+    /// side ran short): it neither counts nor moves the verdict.
     fn probe<'a>(
         &'a self,
         proxy: &'a ProxyUrl,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Duration, String>>;
 }
+
+/// The start of a probe error that is ours, not the proxy's (out of file
+/// descriptors, say): such a probe is skipped, not failed.
+pub const NO_OPINION: &str = "no opinion: ";
 
 /// What a verdict module says after one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,12 +230,22 @@ async fn check_member(
             let mut result = Err(String::new());
             for _ in 0..hc.retry_count.max(1) {
                 result = probe.probe(&url, hc.timeout).await;
-                if result.is_ok() {
+                if result.as_ref().is_ok()
+                    || result.as_ref().is_err_and(|e| e.starts_with(NO_OPINION))
+                {
                     break;
                 }
             }
             result
         };
+        if let Err(e) = &result
+            && e.starts_with(NO_OPINION)
+        {
+            // A shortage of ours says nothing of the proxy: try again soon.
+            tracing::debug!(target: "proxypool::health", pool = pool.name(), "probe skipped: {e}");
+            wait = hc.fast_interval.mul_f64(0.75 + 0.5 * unit(&mut rng));
+            continue;
+        }
         let (success, latency, reason) = match &result {
             Ok(d) => (true, *d, "probe succeeded".to_owned()),
             Err(e) => (
