@@ -15,9 +15,10 @@
 //!   reaches it gives the first a strike, and strikes on two different targets in a
 //!   row count as one proxy fault. One client's bad name costs no member anything;
 //! - a local shortage (EMFILE, ENOBUFS…) and our own deadline charge nobody;
-//! - a dial that lost is no fault: it finishes in the background, and only its own
-//!   outcome counts, or silence past a short grace while the proxy opened no other
-//!   tunnel (that is how a blackholed or hung proxy's breaker opens fast).
+//! - a dial that lost is no fault: it runs on in the background for a short grace,
+//!   and only its own outcome within it counts, or silence past it while the proxy
+//!   opened no other tunnel (that is how a blackholed or hung proxy's breaker opens
+//!   fast).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
