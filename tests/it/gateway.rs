@@ -110,6 +110,82 @@ pub(crate) async fn curl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A mistyped exchange in the user name is named, with the likely one, in what
+/// requests, aiohttp and httpx show their user; curl over SOCKS5 with a local
+/// resolve (`socks5://`) lands on the websocket pool when the user name says `.ws`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_exchange_is_named_and_the_user_name_can_carry_the_transport() {
+    let (Some(rest), Some(stream)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let Some(python) = python() else {
+        return;
+    };
+    let target = TargetServer::start_http().await;
+    let yaml = format!(
+        "proxy: {{enabled: true, exchanges: {{binance: {{\
+         http: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}, \
+         websocket: {{pool: ['socks5://{}'], health_check: {{enabled: false}}}}}}}}}}",
+        rest.addr, stream.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    for (user, egress) in [
+        ("binance.ws", stream.egress),
+        ("binance.http", rest.egress),
+        ("binance.ws+session=s1", stream.egress),
+    ] {
+        let before = target.peer_ips().len();
+        let proxy = format!("socks5://{user}:x@{}", gw.addr);
+        let (ok, _, err) = curl(&["-x", &proxy, &format!("http://{}/", target.addr())]).await;
+        assert!(ok, "{user}: {err}");
+        assert_eq!(target.peer_ips()[before..], [egress], "{user}");
+    }
+    let proxy = format!("http://binanse:x@{}", gw.addr);
+    let script = format!(
+        r#"
+import asyncio, aiohttp, httpx, requests
+proxy = "{proxy}"
+url = "https://exchange.invalid/api/v3/time"
+try:
+    requests.get(url, proxies={{"https": proxy}}, timeout=10)
+except Exception as e:
+    print("requests:", e)
+async def main():
+    async with aiohttp.ClientSession() as s:
+        try:
+            await s.get(url, proxy=proxy)
+        except Exception as e:
+            print("aiohttp:", e)
+asyncio.run(main())
+try:
+    httpx.get(url, proxy=proxy, timeout=10)
+except Exception as e:
+    print("httpx:", e)
+"#
+    );
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    for client in ["requests:", "aiohttp:", "httpx:"] {
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(client))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{client} raised nothing: {said}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        assert!(
+            line.contains("binanse") && line.contains("did you mean"),
+            "{line}"
+        );
+    }
+}
+
 /// A default http pool of `default` and an http pool of `binance` for binance, probes off.
 pub(crate) fn two_pools(binance: &RealProxy, default: &RealProxy) -> String {
     format!(
@@ -416,7 +492,7 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
 
 /// The Python environment `scripts/install-test-deps` makes, or `None` after a skip
 /// notice (a failure under CI).
-fn python() -> Option<std::path::PathBuf> {
+pub(crate) fn python() -> Option<std::path::PathBuf> {
     let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
     if py.is_file() {
         return Some(py);

@@ -22,8 +22,8 @@ pub(crate) enum Refusal {
     Malformed(&'static str),
     /// A command or method the gateway does not serve (SOCKS BIND, UDP).
     Unsupported(&'static str),
-    /// The user name names no exchange the gateway knows.
-    UnknownExchange,
+    /// The user name names no exchange the gateway knows: what to tell the client.
+    UnknownExchange(String),
     /// The listener wants a password and got none, or a wrong one.
     AuthRequired,
     /// The destination is not a host a proxy can reach.
@@ -44,7 +44,7 @@ impl Refusal {
         match self {
             Refusal::Malformed(_) => Reply::GeneralFailure,
             Refusal::Unsupported(_) => Reply::CommandNotSupported,
-            Refusal::UnknownExchange | Refusal::AuthRequired => Reply::NotAllowed,
+            Refusal::UnknownExchange(_) | Refusal::AuthRequired => Reply::NotAllowed,
             Refusal::BadDestination => Reply::AddressNotSupported,
             Refusal::Forbidden(_) => Reply::NotAllowed,
             Refusal::Origin(_) => Reply::GeneralFailure,
@@ -63,7 +63,7 @@ impl Refusal {
         match self {
             Refusal::Malformed(why) => (400, (*why).to_owned()),
             Refusal::Unsupported(why) => (405, (*why).to_owned()),
-            Refusal::UnknownExchange => (403, "unknown exchange in the user name".to_owned()),
+            Refusal::UnknownExchange(why) => (403, why.clone()),
             Refusal::AuthRequired => (407, "this listener needs the password".to_owned()),
             Refusal::BadDestination => (400, "bad destination host".to_owned()),
             Refusal::Forbidden(why) => (403, why.as_str().to_owned()),

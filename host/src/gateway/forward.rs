@@ -310,10 +310,23 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let (status, why) = refusal.http();
     let why: String = why
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .map(|c| {
+            if c.is_ascii() && !c.is_control() {
+                c
+            } else {
+                ' '
+            }
+        })
         .collect();
     let mut response = Response::new(Either::Right(Empty::new()));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.status_mut() = code;
+    // The reason phrase says why, as a CONNECT refusal's does: clients show it.
+    let phrase = format!("{}: {why}", code.canonical_reason().unwrap_or("Error"));
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
+        response.extensions_mut().insert(phrase);
+    }
     if let Ok(v) = HeaderValue::from_str(&why) {
         response.headers_mut().insert("proxypool-error", v);
     }

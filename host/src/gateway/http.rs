@@ -196,16 +196,30 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
         504 => "Gateway Timeout",
         _ => "Error",
     };
+    // Printable ASCII only: clients show the reason phrase (requests, aiohttp and
+    // httpx put it in their exception), and a header takes nothing else.
     let reason: String = reason
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .map(|c| {
+            if c.is_ascii() && !c.is_control() {
+                c
+            } else {
+                ' '
+            }
+        })
         .collect();
-    let mut out = format!("HTTP/1.1 {status} {phrase}\r\n");
+    let mut out = if reason.is_empty() {
+        format!("HTTP/1.1 {status} {phrase}\r\n")
+    } else {
+        format!("HTTP/1.1 {status} {phrase}: {reason}\r\n")
+    };
     if status == 407 {
         out.push_str("Proxy-Authenticate: Basic realm=\"proxypool\"\r\n");
     }
     out.push_str(&format!(
-        "Proxypool-Error: {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "Proxypool-Error: {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
     ));
     out.into_bytes()
 }
@@ -349,13 +363,21 @@ mod tests {
 
     #[test]
     fn error_responses_are_complete_http() {
-        let r = String::from_utf8(error_response(407, "auth required\r\nX: y")).unwrap();
-        assert!(r.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"));
+        let r = String::from_utf8(error_response(407, "auth required\r\nX: é")).unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 407 Proxy Authentication Required: auth required  X:  \r\n"),
+            "the reason phrase says why, in printable ASCII: {r}"
+        );
         assert!(r.contains("Proxy-Authenticate: Basic"));
         assert!(
-            r.contains("Proxypool-Error: auth required  X: y\r\n"),
+            r.contains("Proxypool-Error: auth required  X:  \r\n"),
             "{r}"
         );
-        assert!(r.ends_with("\r\n\r\n"));
+        assert!(
+            r.ends_with("\r\n\r\nauth required  X:  \n"),
+            "and the body: {r}"
+        );
+        let bare = String::from_utf8(error_response(502, "")).unwrap();
+        assert!(bare.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{bare}");
     }
 }

@@ -110,8 +110,8 @@ pub(crate) fn check(
 /// The exchange and transport of a request. The exchange: the user name (lowercase;
 /// `default` for the default route), else the destination host by `gateway.routes`,
 /// else by the built-in table of cryptofeed's hosts, else none (the default route).
-/// The transport: the listener's, or with `auto` the table's for that host, else
-/// http.
+/// The transport: a suffix of the user name (`binance.ws`, `binance.http`), else
+/// the listener's, or with `auto` the table's for that host, else http.
 pub(crate) fn route(
     balancer: &Balancer,
     user: Option<&str>,
@@ -131,6 +131,10 @@ pub(crate) fn route(
         Destination::Ip(_) => None,
     };
     let known = host.and_then(builtin_host);
+    let (user, named_transport) = match user {
+        Some(u) => split_transport(balancer, u),
+        None => (None, None),
+    };
     let exchange = match user {
         Some(u) if !u.is_empty() => {
             let lower = u.to_ascii_lowercase();
@@ -139,7 +143,9 @@ pub(crate) fn route(
             } else if known_exchange(balancer, &lower) {
                 Some(lower)
             } else {
-                return Err(Refusal::UnknownExchange);
+                let why = unknown_exchange(balancer, &lower);
+                warn_unknown(&why);
+                return Err(Refusal::UnknownExchange(why));
             }
         }
         _ => host
@@ -147,12 +153,100 @@ pub(crate) fn route(
             .or(known.map(|(e, _)| e))
             .map(str::to_owned),
     };
-    let transport = match listen {
-        ListenTransport::Http => Transport::Http,
-        ListenTransport::Websocket => Transport::Websocket,
-        ListenTransport::Auto => known.map_or(Transport::Http, |(_, t)| t),
+    let transport = match (named_transport, listen) {
+        (Some(t), _) => t,
+        (None, ListenTransport::Http) => Transport::Http,
+        (None, ListenTransport::Websocket) => Transport::Websocket,
+        (None, ListenTransport::Auto) => known.map_or(Transport::Http, |(_, t)| t),
     };
     Ok((exchange, transport))
+}
+
+/// The user name without a transport suffix, and that transport: `binance.ws` and
+/// `binance.websocket` name the stream route, `binance.http` and `binance.rest` the
+/// REST one. A client that resolves names itself (`socks5://`) sends only an
+/// address, so the host cannot tell the transport; the user name still can. A name
+/// that is an exchange as it stands keeps its dot.
+fn split_transport<'a>(balancer: &Balancer, user: &'a str) -> (Option<&'a str>, Option<Transport>) {
+    let Some((name, suffix)) = user.rsplit_once('.') else {
+        return (Some(user), None);
+    };
+    let transport = match suffix.to_ascii_lowercase().as_str() {
+        "ws" | "websocket" => Transport::Websocket,
+        "http" | "rest" => Transport::Http,
+        _ => return (Some(user), None),
+    };
+    if known_exchange(balancer, &user.to_ascii_lowercase()) {
+        return (Some(user), None);
+    }
+    (Some(name), Some(transport))
+}
+
+/// What a client is told of a user name that names no exchange: the name, the
+/// nearest known one if it looks like a typo, and the ones configured.
+fn unknown_exchange(balancer: &Balancer, name: &str) -> String {
+    let config = balancer.config();
+    let mut configured: Vec<&str> = config
+        .exchanges()
+        .keys()
+        .map(String::as_str)
+        .chain(config.gateway().routes.iter().map(|(e, _)| e.as_str()))
+        .collect();
+    configured.sort_unstable();
+    configured.dedup();
+    let nearest = configured
+        .iter()
+        .copied()
+        .chain(EXCHANGE_HOSTS.iter().map(|(_, e, _)| *e))
+        .map(|e| (edit_distance(name, e), e))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    let shown: String = name.chars().take(40).collect();
+    let mut text = format!("unknown exchange {shown:?} in the user name");
+    if let Some((_, e)) = nearest {
+        text.push_str(&format!(" (did you mean {e:?}?)"));
+    }
+    if !configured.is_empty() {
+        let list: Vec<&str> = configured.iter().copied().take(8).collect();
+        text.push_str(&format!("; configured: {}", list.join(", ")));
+        if configured.len() > 8 {
+            text.push_str(&format!(" and {} more", configured.len() - 8));
+        }
+    }
+    text.push_str("; `default` takes the default route");
+    text
+}
+
+/// Says a refused exchange name at warn, once a second at most: a mistyped name in a
+/// feed handler's settings repeats on every reconnect.
+fn warn_unknown(why: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(target: "proxypool::gateway", "refused: {why}");
+    }
+}
+
+/// Levenshtein distance over bytes, for short names only.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(x != y)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// The exchange and transport cryptofeed uses `host` for, if any.
@@ -181,6 +275,14 @@ mod tests {
             Destination::Ip(a) => Some(a),
             Destination::Name(..) => None,
         }
+    }
+
+    #[test]
+    fn typos_are_a_small_edit_distance_away() {
+        assert_eq!(edit_distance("binanse", "binance"), 1);
+        assert_eq!(edit_distance("kraken", "kraken"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert!(edit_distance("coinbase", "binance") > 2);
     }
 
     #[test]
