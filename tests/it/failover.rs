@@ -198,6 +198,29 @@ async fn a_blackholed_proxy_costs_one_hedge_delay_and_opens_its_breaker() {
     assert!(status.reason.contains("after a hedge won"), "{status}");
 }
 
+/// The demo's "hedges 10 (won 322)": a failover after a loud failure was counted as
+/// a won hedge.
+#[tokio::test]
+async fn a_failover_after_a_loud_failure_is_not_a_won_hedge() {
+    let Some(good) = microsocks(None).await else {
+        return;
+    };
+    let refuse = FaultProxy::start(Fault::Refuse).await;
+    let target = TargetServer::start().await;
+    let bal = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['{}', '{}'], health_check: {{enabled: false}}}}}}}}",
+        refuse.url("socks5"),
+        url(&good)
+    ));
+    for _ in 0..4 {
+        connect(&bal, None, &target.addr().into()).await.unwrap();
+    }
+    let c = bal.counters();
+    assert!(c.failovers >= 1, "{c:?}");
+    assert_eq!(c.hedges_won, 0, "{c:?}");
+    assert!(c.hedges_won <= c.hedges);
+}
+
 #[tokio::test]
 async fn a_refusing_destination_does_not_blame_the_proxy() {
     let proxy = FaultProxy::start(Fault::Socks5Reply(0x05)).await;

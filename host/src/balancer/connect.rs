@@ -198,6 +198,8 @@ struct Attempt {
     _trial: Trial,
     dial: Dial,
     started: Instant,
+    /// Started as a hedge, beside a silent dial (not after a failure).
+    hedge: bool,
 }
 
 enum Event {
@@ -251,7 +253,9 @@ impl Balancer {
                                 entry.counters.failovers.fetch_add(1, Ordering::Relaxed);
                             }
                             excluded.push(lease.id());
-                            inflight.push(self.start_dial(pool, lease, trial, ctx, target, now));
+                            let mut dial = self.start_dial(pool, lease, trial, ctx, target, now);
+                            dial.hedge = hedge;
+                            inflight.push(dial);
                             schedule.on_started(now)
                         }
                         None if suspect.is_some() => break,
@@ -375,6 +379,7 @@ impl Balancer {
                 dialer.dial(&url, timeout, &target, ctx).await
             }),
             started: now,
+            hedge: false,
         }
     }
 
@@ -398,7 +403,8 @@ impl Balancer {
         pool.record_success(id);
         pool.record_latency(id, took);
         self.note_handshake(entry, took);
-        if won.started > started {
+        // Only a hedge's win counts: a failover after a loud failure is no race.
+        if won.hedge {
             entry.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
         }
         for other in others {

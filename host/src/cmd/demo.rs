@@ -559,7 +559,7 @@ fn frame(
     }
     println!();
     println!(
-        "requests {}  failed {failed}  failovers {}  hedges {} (won {})",
+        "requests {}  failed {failed}  failovers {}  hedges raced {} (the hedge won {})",
         ok + failed,
         totals.failovers,
         totals.hedges,
