@@ -127,6 +127,30 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin: Option<std::net::SocketAddr>,
     },
+    /// Run CMD with every proxy variable its clients read pointed at a gateway,
+    /// as proxychains and torsocks are used.
+    ///
+    /// Sets http_proxy, https_proxy, wss_proxy, ws_proxy and ftp_proxy to
+    /// http://GATEWAY, and all_proxy and socks_proxy to socks5h://GATEWAY, each in
+    /// lower and upper case. Without --gateway it starts one over the configuration
+    /// on a free loopback port for CMD and stops it after. SIGTERM and SIGHUP go on to
+    /// CMD; exits with CMD's code (128 + the signal that ended it).
+    Run {
+        /// A running gateway to point CMD at, in place of starting one.
+        #[arg(long, value_name = "ADDR")]
+        gateway: Option<std::net::SocketAddr>,
+        /// YAML file with a `proxy:` block for the gateway started for CMD.
+        #[arg(long, value_name = "FILE", conflicts_with = "gateway")]
+        config: Option<PathBuf>,
+        /// The command and its arguments, after `--`.
+        #[arg(
+            value_name = "CMD",
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Pipe stdin and stdout to HOST:PORT through the resolved route, like nc.
     ///
     /// When stdin ends the upstream write side is closed; the command exits when the
@@ -185,9 +209,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo redraws a view in place: an INFO line per dial would tear it.
+    // The demo redraws a view in place, and `run`'s child owns the terminal: an INFO
+    // line per dial would tear the one and mix into the other.
     let default_filter = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Run { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -207,6 +232,11 @@ fn main() -> ExitCode {
         },
         Command::Status { admin, watch } => cmd::status::run(admin, watch),
         Command::Demo { duration } => cmd::demo::run(Duration::from_secs(duration.max(3))),
+        Command::Run {
+            gateway,
+            config,
+            command,
+        } => cmd::run::run(gateway, config, command),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

@@ -1383,3 +1383,48 @@ async fn a_reload_to_a_listen_address_in_use_is_rejected_and_the_old_listener_st
     assert_eq!(reply, [5, 0], "and answers");
     drop(taken);
 }
+
+/// `proxypool run -- CMD`: a Python client that reads the environment (requests)
+/// goes through the pool of a gateway started for it, with no setting of its own;
+/// CMD's exit code comes back.
+#[tokio::test]
+async fn run_points_a_commands_clients_at_a_gateway_and_returns_its_code() {
+    let Some(proxy) = microsocks(None).await else {
+        return;
+    };
+    let Some(python) = crate::gateway::python() else {
+        return;
+    };
+    let target = TargetServer::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pool.yaml");
+    std::fs::write(&file, proxypool_tests::servers::pool_yaml(&[&proxy], "")).unwrap();
+    let script = format!(
+        "import requests, sys; r = requests.get('http://{}/through'); print(r.text); sys.exit(3)",
+        target.addr()
+    );
+    let out = proxypool()
+        .arg("run")
+        .arg("--config")
+        .arg(&file)
+        .arg("--")
+        .arg(&python)
+        .args(["-c", &script])
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("GET /through"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "the command's own code");
+    assert_eq!(
+        target.peer_ips(),
+        [proxy.egress],
+        "through the pool's proxy"
+    );
+}

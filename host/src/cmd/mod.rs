@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod run;
 pub mod scaffold;
 pub mod status;
 
