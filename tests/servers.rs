@@ -54,6 +54,18 @@ impl RealProxy {
         let _ = self.child.kill().await;
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) it: stopped, the kernel still
+    /// accepts its connections, and nothing answers them.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again on the same port, with the same arguments, after [`kill`].
     ///
     /// [`kill`]: RealProxy::kill

@@ -75,7 +75,7 @@ fn seed_and_cryptofeed_pool_shapes_parse_to_the_same_model() {
 }
 
 #[test]
-fn pool_defaults_are_round_robin_weight_1_and_tcp_health_checks() {
+fn pool_defaults_are_round_robin_weight_1_and_greeting_health_checks() {
     let p = pool(
         &yaml("proxy: {enabled: true, default: {http: {pool: ['socks5://a:1', 'socks5://b:1']}}}"),
         None,
@@ -87,7 +87,7 @@ fn pool_defaults_are_round_robin_weight_1_and_tcp_health_checks() {
     );
     assert!(p.members.iter().all(|m| m.weight == 1.0 && m.enabled));
     let h = &p.health_check;
-    assert!(h.enabled && h.method == ProbeMethod::Tcp);
+    assert!(h.enabled && h.method == ProbeMethod::Greeting);
     assert_eq!(
         (h.interval.as_secs(), h.timeout.as_secs(), h.retry_count),
         (30, 5, 3)

@@ -39,6 +39,64 @@ async fn tcp_probe_detects_a_dead_proxy_and_its_return() {
     assert_eventually!(healthy(&b), "tcp probes to succeed again");
 }
 
+/// A stopped proxy still accepts TCP: a `tcp` probe calls it up; the default probe
+/// (greeting) waits for its answer, and finds it down, with no target named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_probe_finds_a_stopped_proxy_down_and_tcp_does_not() {
+    let Some(p) = microsocks(None).await else {
+        return;
+    };
+    let pool = |method: &str| {
+        format!(
+            "{{pool: ['socks5://{}'], health_check: {{{method}{FAST}}}}}",
+            p.addr
+        )
+    };
+    let b = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {}, websocket: {}}}}}",
+        pool(""),
+        pool("method: tcp, ")
+    ));
+    let up = |route: &str| {
+        let s = &b.pool(route).unwrap().0.status()[0];
+        s.healthy && s.probed
+    };
+    assert_eventually!(
+        up("default.http") && up("default.websocket"),
+        "the first checks"
+    );
+    p.pause(true);
+    assert_eventually!(down(&b), "the greeting to go unanswered");
+    assert!(up("default.websocket"), "a tcp probe still calls it up");
+    p.pause(false);
+    assert_eventually!(healthy(&b), "greetings answered again");
+}
+
+/// A connect that finds a proxy silent counts against its health at once, so a hung
+/// proxy is down after one failed probe less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_finds_a_proxy_silent_counts_against_its_health() {
+    let (Some(hung), Some(good)) = (microsocks(None).await, microsocks(None).await) else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    // fall 1, and probes that take 30 s to say anything: only the connect can tell.
+    let b = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}', 'socks5://{}'], \
+         failover: {{hedge_min_ms: 50, hedge_max_ms: 50}}, health_check: {{interval: 1, \
+         fast_interval_ms: 100, timeout_seconds: 30, retry_count: 1, rise: 1, fall: 1}}}}}}}}",
+        hung.addr, good.addr
+    ));
+    assert_eventually!(healthy(&b), "the first check");
+    hung.pause(true);
+    let to = target.addr().into();
+    crate::failover::connect(&b, None, &to)
+        .await
+        .expect("the hedge carries it");
+    assert_eventually!(down(&b), "the silence to count");
+    hung.pause(false);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_probe_detects_a_dead_proxy_and_its_return() {
     let Some(mut p) = microsocks(None).await else {

@@ -696,11 +696,15 @@ fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
                 FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
                 FaultClass::Destination | FaultClass::Local => {}
             },
-            Err(_) if pool.successes(id) == successes => pool.record_failure(
-                id,
-                Instant::now(),
-                &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
-            ),
+            Err(_) if pool.successes(id) == successes => {
+                pool.record_failure(
+                    id,
+                    Instant::now(),
+                    &format!("no tunnel {:?} after a hedge won", loser.started.elapsed()),
+                );
+                // Silence is what a hung proxy shows: its health hears of it too.
+                pool.suspect(id);
+            }
             Err(_) => {}
         }
         drop((loser.lease, loser._trial));

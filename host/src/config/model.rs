@@ -221,6 +221,11 @@ impl fmt::Display for StrategyRef {
 pub enum ProbeMethod {
     /// A TCP connect to the proxy (cryptofeed's default).
     Tcp,
+    /// A TCP connect and the proxy protocol's first exchange, which needs no target:
+    /// SOCKS5 method negotiation, an HTTP request (`OPTIONS *`) any CONNECT proxy
+    /// answers, after TLS for https; a connect alone for SOCKS4, which has none. It
+    /// catches a proxy that accepts and never answers (hung, stopped). The default.
+    Greeting,
     /// A full proxy handshake to `target` (`host:port`).
     Handshake {
         /// Where the probe asks the proxy to connect.
@@ -240,6 +245,7 @@ impl ProbeMethod {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProbeMethod::Tcp => "tcp",
+            ProbeMethod::Greeting => "greeting",
             ProbeMethod::Handshake { .. } => "handshake",
             ProbeMethod::Http { .. } => "http",
             ProbeMethod::Ping => "ping",
@@ -379,7 +385,7 @@ impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
             enabled: true,
-            method: ProbeMethod::Tcp,
+            method: ProbeMethod::Greeting,
             interval: DEFAULT_HEALTH_INTERVAL,
             timeout: DEFAULT_HEALTH_TIMEOUT,
             retry_count: DEFAULT_HEALTH_RETRIES,

@@ -434,7 +434,7 @@ impl Checker<'_> {
             .and_then(|t| self.string(&format!("{path}.target"), t));
         let method_name = match &h.method {
             Some(m) => self.string(&format!("{path}.method"), m),
-            None => Some("tcp".to_owned()),
+            None => Some("greeting".to_owned()),
         };
         let method = match method_name
             .as_deref()
@@ -442,6 +442,7 @@ impl Checker<'_> {
             .as_deref()
         {
             Some("tcp") => Some(ProbeMethod::Tcp),
+            Some("greeting") => Some(ProbeMethod::Greeting),
             Some("ping") => Some(ProbeMethod::Ping),
             Some("http") => match url {
                 Some(u) if is_http_url(&u) => Some(ProbeMethod::Http { url: u }),
@@ -474,7 +475,9 @@ impl Checker<'_> {
             Some(other) => {
                 self.fail(
                     &format!("{path}.method"),
-                    format!("unknown method {other:?} (expected tcp, handshake, http or ping)"),
+                    format!(
+                        "unknown method {other:?} (expected greeting, tcp, handshake, http or ping)"
+                    ),
                 );
                 None
             }

@@ -24,6 +24,7 @@ pub struct DialProbe {
 #[derive(Debug)]
 enum Method {
     Tcp,
+    Greeting,
     Handshake(Target),
     Http {
         tls: bool,
@@ -52,6 +53,7 @@ impl DialProbe {
                 }
             }
             ProbeMethod::Ping => Method::Ping,
+            ProbeMethod::Greeting => Method::Greeting,
             _ => Method::Tcp,
         };
         DialProbe { dialer, method }
@@ -70,6 +72,10 @@ impl DialProbe {
                     Err(_) => Err(format!("no connect within {timeout:?}")),
                 }
             }
+            Method::Greeting => match tokio::time::timeout(timeout, self.greet(proxy)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer to the greeting within {timeout:?}")),
+            },
             Method::Handshake(target) => self
                 .dialer
                 .tunnel(proxy, timeout, target)
@@ -121,10 +127,88 @@ impl DialProbe {
     }
 }
 
+impl DialProbe {
+    /// Connects and makes the proxy protocol's first exchange, which needs no target.
+    async fn greet(&self, proxy: &ProxyUrl) -> Result<(), String> {
+        use crate::config::Scheme;
+        let tcp = match TcpStream::connect((proxy.host(), proxy.port())).await {
+            Ok(s) => s,
+            Err(e) if super::error::is_local_shortage(&e) => {
+                return Err(format!("{}{e}", crate::health::NO_OPINION));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let _ = tcp.set_nodelay(true);
+        match proxy.scheme() {
+            Scheme::Socks5 | Scheme::Socks5h => {
+                socks5_greeting(tcp, proxy.credentials().is_some()).await
+            }
+            Scheme::Http => http_greeting(tcp, proxy).await,
+            Scheme::Https => {
+                let name = rustls::pki_types::ServerName::try_from(proxy.host().to_owned())
+                    .map_err(|e| format!("not a TLS name: {e}"))?;
+                let tls = self
+                    .dialer
+                    .tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                http_greeting(tls, proxy).await
+            }
+            // SOCKS4 has no exchange before a request; the connect is all there is.
+            Scheme::Socks4 | Scheme::Socks4a => Ok(()),
+        }
+    }
+}
+
+/// SOCKS5 method negotiation (RFC 1928 §3): any answer of the protocol will do.
+async fn socks5_greeting(mut s: TcpStream, with_password: bool) -> Result<(), String> {
+    let greeting: &[u8] = if with_password {
+        &[5, 2, 0, 2]
+    } else {
+        &[5, 1, 0]
+    };
+    s.write_all(greeting).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 2];
+    s.read_exact(&mut answer)
+        .await
+        .map_err(|e| format!("no SOCKS5 method reply: {e}"))?;
+    if answer[0] == 5 {
+        Ok(())
+    } else {
+        Err(format!("not a SOCKS5 method reply: {answer:02x?}"))
+    }
+}
+
+/// `OPTIONS *`, which every HTTP proxy answers with some status line (tinyproxy:
+/// 400) without connecting anywhere.
+async fn http_greeting<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    proxy: &ProxyUrl,
+) -> Result<(), String> {
+    let request = format!(
+        "OPTIONS * HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.endpoint()
+    );
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 5];
+    s.read_exact(&mut answer)
+        .await
+        .map_err(|e| format!("no HTTP answer: {e}"))?;
+    if &answer == b"HTTP/" {
+        Ok(())
+    } else {
+        Err("not an HTTP answer".to_owned())
+    }
+}
+
 impl Probe for DialProbe {
     fn method(&self) -> &'static str {
         match self.method {
             Method::Tcp => "tcp",
+            Method::Greeting => "greeting",
             Method::Handshake(_) => "handshake",
             Method::Http { .. } => "http",
             Method::Ping => "ping",

@@ -9,7 +9,8 @@
 //! `spread-checks`), or the fast interval while the proxy is down, its breaker is not
 //! closed, or its probes disagree with its state; takes a permit from a semaphore
 //! shared by every pool (so 10,000 proxies never mean 10,000 sockets at once); probes
-//! with up to `retry_count` attempts; and hands the result to the verdict. Picks never
+//! with up to `retry_count` attempts (none after an attempt that used up its whole
+//! timeout); and hands the result to the verdict. Picks never
 //! wait for any of this: they read the snapshot. A per-pool task moves breakers to
 //! half-open when their cooldown ends.
 
@@ -223,14 +224,29 @@ async fn check_member(
             _ = tokio::time::sleep(wait) => {}
             _ = pool.attention(id) => {}
         }
+        // A connect that found it silent is one failed observation, so that a hung
+        // proxy is down after fall - 1 probes rather than fall.
+        if pool.take_suspicion(id) {
+            let reason = "a connect found it silent";
+            match verdict.load().observe(id, false, Duration::ZERO) {
+                Health::Unhealthy => pool.set_health(id, false, reason),
+                Health::Healthy => pool.set_health(id, true, reason),
+                Health::Unchanged => {}
+            }
+        }
         let result = {
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
             let mut result = Err(String::new());
             for _ in 0..hc.retry_count.max(1) {
+                let began = Instant::now();
                 result = probe.probe(&url, hc.timeout).await;
-                if result.as_ref().is_ok()
+                // Retries are for loud failures: an attempt that used up its whole
+                // timeout met a silent proxy, and two more would triple the wait.
+                let silent = began.elapsed() >= hc.timeout.mul_f64(0.95);
+                if result.is_ok()
+                    || silent
                     || result.as_ref().is_err_and(|e| e.starts_with(NO_OPINION))
                 {
                     break;

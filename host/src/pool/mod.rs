@@ -100,6 +100,9 @@ struct Cells {
     /// The key of the last target it failed alone (another proxy reached it), or 0.
     /// A second, different target opens the breaker: one target proves nothing.
     target_strike: AtomicU64,
+    /// Set when a connect found it silent (no tunnel past a loser's grace while it
+    /// opened no other): its health task counts that as one failed observation.
+    suspected: AtomicBool,
 }
 
 impl Member {
@@ -406,6 +409,7 @@ impl Pool {
                         attention: tokio::sync::Notify::new(),
                         successes: AtomicU64::new(0),
                         target_strike: AtomicU64::new(0),
+                        suspected: AtomicBool::new(false),
                     }),
                 };
                 Member {

@@ -260,6 +260,23 @@ impl Pool {
             .map_or(0, |m| m.cells.successes.load(Ordering::Relaxed))
     }
 
+    /// A connect found `id` silent: its health task counts one failed observation
+    /// and probes at once.
+    pub fn suspect(&self, id: ProxyId) {
+        if let Some(m) = self.inner.members.get(id as usize) {
+            m.cells.suspected.store(true, Ordering::Release);
+            m.cells.attention.notify_one();
+        }
+    }
+
+    /// Whether a connect found `id` silent since the last call (and clears it).
+    pub fn take_suspicion(&self, id: ProxyId) -> bool {
+        self.inner
+            .members
+            .get(id as usize)
+            .is_some_and(|m| m.cells.suspected.swap(false, Ordering::AcqRel))
+    }
+
     /// Wakes `id`'s health task for a probe now, without charging it anything.
     pub fn ask_probe(&self, id: ProxyId) {
         if let Some(m) = self.inner.members.get(id as usize) {
