@@ -81,8 +81,8 @@ impl DestinationGuard {
     }
 }
 
-/// IPv4-mapped IPv6 as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped IPv6 as the IPv4 address it is; any other address as it stands.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

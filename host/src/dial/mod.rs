@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 
 pub use error::{DialError, FaultClass};
-pub use guard::{DestinationGuard, Forbidden, is_private};
+pub use guard::{DestinationGuard, Forbidden, canonical, is_private};
 pub use http_connect::{ConnectReply, parse_connect_reply};
 pub use probe::DialProbe;
 pub use stream::{ProxyStream, Replay};
@@ -314,58 +314,42 @@ impl Dialer {
         };
         let connect = async {
             let Some(guard) = self.guard.load_full() else {
-                return TcpStream::connect((target.host(), target.port())).await;
+                return TcpStream::connect((target.host(), target.port()))
+                    .await
+                    .map_err(failed);
             };
             // Resolved here, so that each address is checked before it is used.
-            let mut last = None;
-            for addr in tokio::net::lookup_host((target.host(), target.port())).await? {
+            let (mut refused, mut last) = (None, None);
+            let addrs = tokio::net::lookup_host((target.host(), target.port()))
+                .await
+                .map_err(failed)?;
+            for addr in addrs {
                 if let Err(why) = guard.check(addr) {
-                    last.get_or_insert(Err(why));
+                    refused.get_or_insert(why);
                     continue;
                 }
                 match TcpStream::connect(addr).await {
                     Ok(s) => return Ok(s),
-                    Err(e) => last = Some(Ok(e)),
+                    Err(e) => last = Some(e),
                 }
             }
-            match last {
-                Some(Ok(e)) => Err(e),
-                Some(Err(why)) => Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    ForbiddenError(why),
-                )),
-                None => Err(std::io::ErrorKind::NotFound.into()),
-            }
+            Err(match (last, refused) {
+                (Some(e), _) => failed(e),
+                (None, Some(why)) => DialError::Forbidden {
+                    target: target.to_string(),
+                    why,
+                },
+                (None, None) => failed(std::io::ErrorKind::NotFound.into()),
+            })
         };
         let tcp = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                if let Some(why) = e.get_ref().and_then(|r| r.downcast_ref::<ForbiddenError>()) {
-                    return Err(DialError::Forbidden {
-                        target: target.to_string(),
-                        why: why.0,
-                    });
-                }
-                return Err(failed(e));
-            }
+            Ok(r) => r?,
             Err(_) => return Err(failed(std::io::ErrorKind::TimedOut.into())),
         };
         let _ = tcp.set_nodelay(true);
         Ok(ProxyStream::tcp(tcp, Vec::new()))
     }
 }
-
-/// A refusal carried through an `io::Error` out of the connect future.
-#[derive(Debug)]
-struct ForbiddenError(Forbidden);
-
-impl fmt::Display for ForbiddenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ForbiddenError {}
 
 /// What the SOCKS request names: the host itself where the proxy resolves, else an
 /// address resolved here (IPv4 for SOCKS4).

@@ -61,17 +61,10 @@ impl DialProbe {
 
     async fn run(&self, proxy: &ProxyUrl, timeout: Duration) -> Result<(), String> {
         match &self.method {
-            Method::Tcp => {
-                let connect = TcpStream::connect((proxy.host(), proxy.port()));
-                match tokio::time::timeout(timeout, connect).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) if super::error::is_local_shortage(&e) => {
-                        Err(format!("{}{e}", crate::health::NO_OPINION))
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no connect within {timeout:?}")),
-                }
-            }
+            Method::Tcp => match tokio::time::timeout(timeout, connect(proxy)).await {
+                Ok(r) => r.map(drop),
+                Err(_) => Err(format!("no connect within {timeout:?}")),
+            },
             Method::Greeting => match tokio::time::timeout(timeout, self.greet(proxy)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer to the greeting within {timeout:?}")),
@@ -95,15 +88,7 @@ impl DialProbe {
                         .await
                         .map_err(|e| opinion(&e))?;
                     let status = if *tls {
-                        let name =
-                            rustls::pki_types::ServerName::try_from(target.host().to_owned())
-                                .map_err(|e| format!("not a TLS name: {e}"))?;
-                        let tls = self
-                            .dialer
-                            .tls
-                            .connect(name, stream)
-                            .await
-                            .map_err(|e| format!("TLS: {e}"))?;
+                        let tls = self.tls(target.host(), stream).await?;
                         get_status(tls, target, path).await?
                     } else {
                         get_status(stream, target, path).await?
@@ -125,40 +110,50 @@ impl DialProbe {
             },
         }
     }
-}
 
-impl DialProbe {
     /// Connects and makes the proxy protocol's first exchange, which needs no target.
     async fn greet(&self, proxy: &ProxyUrl) -> Result<(), String> {
         use crate::config::Scheme;
-        let tcp = match TcpStream::connect((proxy.host(), proxy.port())).await {
-            Ok(s) => s,
-            Err(e) if super::error::is_local_shortage(&e) => {
-                return Err(format!("{}{e}", crate::health::NO_OPINION));
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let tcp = connect(proxy).await?;
         let _ = tcp.set_nodelay(true);
         match proxy.scheme() {
             Scheme::Socks5 | Scheme::Socks5h => {
                 socks5_greeting(tcp, proxy.credentials().is_some()).await
             }
             Scheme::Http => http_greeting(tcp, proxy).await,
-            Scheme::Https => {
-                let name = rustls::pki_types::ServerName::try_from(proxy.host().to_owned())
-                    .map_err(|e| format!("not a TLS name: {e}"))?;
-                let tls = self
-                    .dialer
-                    .tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                http_greeting(tls, proxy).await
-            }
+            Scheme::Https => http_greeting(self.tls(proxy.host(), tcp).await?, proxy).await,
             // SOCKS4 has no exchange before a request; the connect is all there is.
             Scheme::Socks4 | Scheme::Socks4a => Ok(()),
         }
     }
+
+    /// TLS to `host` over `stream`, with the dialer's roots.
+    async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        host: &str,
+        stream: S,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, String> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("not a TLS name: {e}"))?;
+        self.dialer
+            .tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))
+    }
+}
+
+/// A TCP connect to the proxy; a shortage of ours is no opinion of it.
+async fn connect(proxy: &ProxyUrl) -> Result<TcpStream, String> {
+    TcpStream::connect((proxy.host(), proxy.port()))
+        .await
+        .map_err(|e| {
+            if super::error::is_local_shortage(&e) {
+                format!("{}{e}", crate::health::NO_OPINION)
+            } else {
+                e.to_string()
+            }
+        })
 }
 
 /// SOCKS5 method negotiation (RFC 1928 §3): any answer of the protocol will do.

@@ -308,17 +308,7 @@ fn strip_hop_by_hop_and_keep_host(
 /// `Proxypool-Error` as [`http::error_response`] gives it.
 fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let (status, why) = refusal.http();
-    let why: String = why
-        .chars()
-        .take(300)
-        .map(|c| {
-            if c.is_ascii() && !c.is_control() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    let why = http::printable(&why);
     let mut response = Response::new(Either::Right(Empty::new()));
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     *response.status_mut() = code;

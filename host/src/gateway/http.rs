@@ -196,19 +196,7 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
         504 => "Gateway Timeout",
         _ => "Error",
     };
-    // Printable ASCII only: clients show the reason phrase (requests, aiohttp and
-    // httpx put it in their exception), and a header takes nothing else.
-    let reason: String = reason
-        .chars()
-        .take(300)
-        .map(|c| {
-            if c.is_ascii() && !c.is_control() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    let reason = printable(reason);
     let mut out = if reason.is_empty() {
         format!("HTTP/1.1 {status} {phrase}\r\n")
     } else {
@@ -222,6 +210,23 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
         reason.len() + 1
     ));
     out.into_bytes()
+}
+
+/// A refusal's reason as a reason phrase and a header value take it: printable
+/// ASCII only, at most 300 characters. Clients show the reason phrase (requests,
+/// aiohttp and httpx put it in their exception).
+pub(crate) fn printable(reason: &str) -> String {
+    reason
+        .chars()
+        .take(300)
+        .map(|c| {
+            if c.is_ascii() && !c.is_control() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect()
 }
 
 /// Headers that concern one hop only (RFC 9110 §7.6.1), dropped when forwarding,

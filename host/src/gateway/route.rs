@@ -10,7 +10,7 @@ use super::exchange_hosts::EXCHANGE_HOSTS;
 use super::parse::Destination;
 use crate::balancer::Balancer;
 use crate::config::{ListenTransport, Transport};
-use crate::dial::DestinationGuard;
+use crate::dial::{DestinationGuard, canonical};
 
 /// The destination as a resolver would take it: a name loses one trailing dot; a
 /// name that is an IPv4 address in any spelling `inet_aton` takes (`127.2`,
@@ -39,13 +39,6 @@ pub fn normalize(destination: Destination) -> Destination {
                 Destination::Name(trimmed.to_owned(), port)
             }
         }
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -220,14 +213,10 @@ fn unknown_exchange(balancer: &Balancer, name: &str) -> String {
 /// Says a refused exchange name at warn, once a second at most: a mistyped name in a
 /// feed handler's settings repeats on every reconnect.
 fn warn_unknown(why: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, Ordering::Relaxed) != now {
+    static SAID: super::server::Limited = super::server::Limited::new();
+    super::server::warn_limited(&SAID, || {
         tracing::warn!(target: "proxypool::gateway", "refused: {why}");
-    }
+    });
 }
 
 /// Levenshtein distance over bytes, for short names only.

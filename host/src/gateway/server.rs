@@ -316,27 +316,42 @@ impl Drop for InHandshake {
 }
 
 /// A warning said at most once a second; the ones held back are counted and said
-/// with the next.
+/// with the next. Atomics, so that one can be a `static` shared by connections.
 #[derive(Debug, Default)]
-struct Limited {
-    last: Option<std::time::Instant>,
-    held: u64,
+pub(crate) struct Limited {
+    /// When it was last said, in milliseconds since the Unix epoch (0: never).
+    last_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
 }
 
-fn warn_limited(state: &mut Limited, say: impl FnOnce()) {
-    let now = std::time::Instant::now();
-    if state
-        .last
-        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+impl Limited {
+    pub(crate) const fn new() -> Limited {
+        Limited {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+pub(crate) fn warn_limited(state: &Limited, say: impl FnOnce()) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let last = state.last_ms.load(Relaxed);
+    if (last != 0 && now.saturating_sub(last) < 1000)
+        || state
+            .last_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
     {
-        state.held += 1;
+        state.held.fetch_add(1, Relaxed);
         return;
     }
-    if state.held > 0 {
-        tracing::warn!(target: "proxypool::gateway", "{} more such warnings in the last second", state.held);
+    let held = state.held.swap(0, Relaxed);
+    if held > 0 {
+        tracing::warn!(target: "proxypool::gateway", "{held} more such warnings in the last second");
     }
-    state.last = Some(now);
-    state.held = 0;
     say();
 }
 
@@ -430,7 +445,7 @@ async fn accept_loop(
     };
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
-    let (mut accept_warned, mut over_cap_warned) = (Limited::default(), Limited::default());
+    let (accept_warned, over_cap_warned) = (Limited::new(), Limited::new());
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -451,7 +466,7 @@ async fn accept_loop(
                 let Some(ticket) = gate.enter(peer.ip()) else {
                     limits.metrics.refused(None);
                     drop(client);
-                    warn_limited(&mut over_cap_warned, || {
+                    warn_limited(&over_cap_warned, || {
                         tracing::warn!(target: "proxypool::gateway", client = %peer.ip(), "too many handshakes from one address (gateway.max_handshakes_per_client): connection closed");
                     });
                     continue;
@@ -470,7 +485,7 @@ async fn accept_loop(
             Err(e) => {
                 // Out of file descriptors and the like: wait, never stop serving,
                 // and say so once a second at most, with how many were not said.
-                warn_limited(&mut accept_warned, || {
+                warn_limited(&accept_warned, || {
                     tracing::warn!(target: "proxypool::gateway", "accept failed, retrying in {backoff:?}: {e}");
                 });
                 tokio::time::sleep(backoff).await;

@@ -227,12 +227,14 @@ async fn check_member(
         // A connect that found it silent is one failed observation, so that a hung
         // proxy is down after fall - 1 probes rather than fall.
         if pool.take_suspicion(id) {
-            let reason = "a connect found it silent";
-            match verdict.load().observe(id, false, Duration::ZERO) {
-                Health::Unhealthy => pool.set_health(id, false, reason),
-                Health::Healthy => pool.set_health(id, true, reason),
-                Health::Unchanged => {}
-            }
+            observe(
+                &pool,
+                &verdict,
+                id,
+                false,
+                Duration::ZERO,
+                "a connect found it silent",
+            );
         }
         let result = {
             let Ok(_permit) = permits.acquire().await else {
@@ -280,11 +282,7 @@ async fn check_member(
         } else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
         }
-        match verdict.load().observe(id, success, latency) {
-            Health::Healthy => pool.set_health(id, true, &reason),
-            Health::Unhealthy => pool.set_health(id, false, &reason),
-            Health::Unchanged => {}
-        }
+        observe(&pool, &verdict, id, success, latency, &reason);
         let member = &pool.members()[id as usize];
         let settled = member.healthy() == success
             && last_success.is_none_or(|l| l == success)
@@ -296,6 +294,22 @@ async fn check_member(
             hc.fast_interval
         };
         wait = base.mul_f64(0.75 + 0.5 * unit(&mut rng));
+    }
+}
+
+/// Hands one observation to the verdict and applies what it says.
+fn observe(
+    pool: &Pool,
+    verdict: &VerdictSlot,
+    id: ProxyId,
+    success: bool,
+    latency: Duration,
+    reason: &str,
+) {
+    match verdict.load().observe(id, success, latency) {
+        Health::Healthy => pool.set_health(id, true, reason),
+        Health::Unhealthy => pool.set_health(id, false, reason),
+        Health::Unchanged => {}
     }
 }
 
