@@ -721,3 +721,28 @@ async fn running_out_of_descriptors_opens_no_breaker() {
     }
     assert!(refused > 0, "no connect ever met the shortage at dial");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_serves_64_connections_at_once() {
+    let gw = Gateway::start("proxy: {enabled: false}").await;
+    let admin = gw.admin(None).await;
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    let mut next = TcpStream::connect(admin).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The 64 that say nothing hold every place (for their 10 s read timeout): the
+    // 65th waits in the backlog. Half a second of silence shows it waits.
+    let early = tokio::time::timeout(Duration::from_millis(500), next.read(&mut buf)).await;
+    assert!(early.is_err(), "answered past the cap: {early:?}");
+    drop(idle.pop());
+    let n = tokio::time::timeout(Duration::from_secs(20), next.read(&mut buf))
+        .await
+        .expect("served once a place is free")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+}
