@@ -5,6 +5,7 @@
 //! Everything binds loopback on port 0, or on a free port found that way when the
 //! server cannot report its own.
 
+pub mod exchange;
 pub mod faults;
 pub mod matrix;
 pub mod servers;

@@ -13,6 +13,7 @@ mod hostile;
 mod hot_swap;
 mod pool_shapes;
 mod probes;
+mod real_clients;
 mod redaction;
 mod redaction_props;
 mod reload;
