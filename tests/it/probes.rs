@@ -97,6 +97,44 @@ async fn a_connect_that_finds_a_proxy_silent_counts_against_its_health() {
     hung.pause(false);
 }
 
+/// A tunnel whose upstream stops answering its client counts against that upstream's
+/// health at once, where probes that take 30 s to say anything could not tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_that_goes_silent_counts_against_its_upstream() {
+    use proxypool::gateway::Settings;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(hung) = microsocks(None).await else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let yaml = format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://{}'], health_check: {{interval: 1, \
+         fast_interval_ms: 100, timeout_seconds: 30, retry_count: 1, rise: 1, fall: 1}}}}}}}}",
+        hung.addr
+    );
+    let settings = Settings {
+        silent_tunnel: std::time::Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let gw = crate::gateway::Gateway::start_with(&yaml, None, "127.0.0.1:0", settings).await;
+    let b = &gw.balancer;
+    assert_eventually!(healthy(b), "the first check");
+    let mut tunnel = tokio_socks::tcp::Socks5Stream::connect(gw.addr, target.addr())
+        .await
+        .expect("a tunnel");
+    let mut greeting = [0u8; proxypool_tests::target::GREETING.len()];
+    tunnel.read_exact(&mut greeting).await.unwrap();
+    hung.pause(true);
+    tunnel.write_all(b"anyone there?").await.unwrap();
+    assert_eventually!(down(b), "the silence to count");
+    hung.pause(false);
+    // Answered again: back in, and the tunnel was never cut.
+    assert_eventually!(healthy(b), "a probe answered");
+    let mut echo = [0u8; 13];
+    tunnel.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"anyone there?");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_probe_detects_a_dead_proxy_and_its_return() {
     let Some(mut p) = microsocks(None).await else {

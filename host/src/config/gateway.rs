@@ -25,6 +25,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(35);
 /// A tunnel with no bytes either way for this long is closed: an exchange's
 /// WebSocket sends pings far more often, so only dead tunnels reach it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A tunnel whose upstream sends nothing back for this long after the client sent
+/// bytes makes that upstream suspect (a probe at once): an exchange answers a
+/// request, a TLS hello or a subscription well within it, a stopped proxy never does.
+pub const DEFAULT_SILENT_TUNNEL: Duration = Duration::from_secs(5);
 /// How long live tunnels may run on after a shutdown signal.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Connections from one client address in handshake at once: a feed handler that
@@ -42,6 +46,7 @@ pub(crate) struct RawGateway {
     pub max_connections: Option<Scalar>,
     pub handshake_timeout_ms: Option<Scalar>,
     pub idle_timeout_seconds: Option<Scalar>,
+    pub silent_tunnel_ms: Option<Scalar>,
     pub drain_seconds: Option<Scalar>,
     pub allow_open: Option<Scalar>,
     pub allow_private_destinations: Option<Scalar>,
@@ -219,6 +224,8 @@ pub struct Gateway {
     pub handshake_timeout: Duration,
     /// A tunnel idle this long is closed.
     pub idle_timeout: Duration,
+    /// An upstream silent this long after its client spoke is suspect; zero: never.
+    pub silent_tunnel: Duration,
     /// How long live tunnels may run on after a shutdown signal.
     pub drain: Duration,
     /// Whether a listener may bind a non-loopback address with no client auth.
@@ -245,6 +252,7 @@ impl Default for Gateway {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            silent_tunnel: DEFAULT_SILENT_TUNNEL,
             drain: DEFAULT_DRAIN,
             allow_open: false,
             allow_private_destinations: false,
@@ -350,6 +358,14 @@ impl Checker<'_> {
             86_400,
             d.idle_timeout.as_secs(),
         );
+        let silent = whole(
+            self,
+            "silent_tunnel_ms",
+            &raw.silent_tunnel_ms,
+            0,
+            600_000,
+            d.silent_tunnel.as_millis() as u64,
+        );
         let drain = whole(
             self,
             "drain_seconds",
@@ -380,6 +396,7 @@ impl Checker<'_> {
             max_connections,
             handshake_timeout: Duration::from_millis(handshake),
             idle_timeout: Duration::from_secs(idle),
+            silent_tunnel: Duration::from_millis(silent),
             drain: Duration::from_secs(drain),
             allow_open,
             allow_private_destinations,

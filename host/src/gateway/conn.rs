@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use super::parse::{Destination, Parse};
 use super::route::{self, route};
+use super::relay::Silence;
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};
@@ -117,6 +118,8 @@ pub(crate) struct ConnLimits {
     pub transport: ListenTransport,
     /// A tunnel with no bytes either way for this long is closed.
     pub idle: Duration,
+    /// An upstream silent this long after its client spoke is suspect; zero: never.
+    pub silent: Duration,
     /// The password clients must send, if any.
     pub auth: Option<std::sync::Arc<ClientAuth>>,
     /// Sticky sessions, shared by every listener.
@@ -180,8 +183,24 @@ pub(crate) async fn serve(
         return;
     }
     // Half-closes travel both ways; the lease lives as long as the tunnel.
-    let moved = relay(client, upstream.stream, limits.idle).await;
-    if let Some(lease) = &upstream.lease {
+    let lease = upstream.lease.take();
+    let suspect = || {
+        if let Some(lease) = &lease {
+            tracing::info!(
+                target: "proxypool::gateway",
+                "{} sent nothing back for {:?} after its client spoke: probing it",
+                lease.url(),
+                limits.silent
+            );
+            lease.suspect();
+        }
+    };
+    let silence = (lease.is_some() && !limits.silent.is_zero()).then_some(Silence {
+        after: limits.silent,
+        report: &suspect,
+    });
+    let moved = relay(client, upstream.stream, limits.idle, silence).await;
+    if let Some(lease) = &lease {
         lease.add_bytes(moved.up, moved.down);
     }
 }
@@ -191,13 +210,14 @@ async fn relay(
     client: TcpStream,
     upstream: crate::dial::ProxyStream,
     idle: Duration,
+    silence: Option<Silence<'_>>,
 ) -> super::relay::Moved {
     #[cfg(target_os = "linux")]
     let upstream = match upstream.into_tcp() {
-        Ok(tcp) => return super::relay::splice(client, tcp, idle).await,
+        Ok(tcp) => return super::relay::splice(client, tcp, idle, silence).await,
         Err(stream) => stream,
     };
-    super::relay::relay(client, upstream, idle).await
+    super::relay::relay(client, upstream, idle, silence).await
 }
 
 /// What a handshake opened.

@@ -1,5 +1,6 @@
 //! Moving bytes between a client and its tunnel: both ways at once, half-closes
-//! passed on, idle time bounded, bytes counted for the upstream's metrics.
+//! passed on, idle time bounded, bytes counted for the upstream's metrics, and an
+//! upstream that goes quiet on a client that spoke reported ([`Silence`]).
 //!
 //! Between two plain TCP sockets on Linux, [`splice`] moves the bytes inside the
 //! kernel (socket → pipe → socket, as HAProxy's `option splice-auto` does); any
@@ -19,10 +20,20 @@ pub struct Moved {
     pub down: u64,
 }
 
+/// Watches for an upstream that sends nothing back for `after` once its client has
+/// sent bytes, as a stopped proxy does (its kernel still takes the bytes). The
+/// tunnel goes on; `report` is called once, the first time a wait runs that long.
+pub struct Silence<'a> {
+    /// How long an unanswered client waits before the upstream is reported.
+    pub after: Duration,
+    /// What to do then.
+    pub report: &'a (dyn Fn() + Sync),
+}
+
 /// Relays until both sides have closed (an EOF on one side shuts the other's write
 /// half down, so a half-close travels through), an error, or `idle` with no byte
 /// either way.
-pub async fn relay<A, B>(a: A, b: B, idle: Duration) -> Moved
+pub async fn relay<A, B>(a: A, b: B, idle: Duration, silence: Option<Silence<'_>>) -> Moved
 where
     A: AsyncRead + AsyncWrite,
     B: AsyncRead + AsyncWrite,
@@ -34,7 +45,12 @@ where
     let mut up_buf = vec![0u8; 16 * 1024];
     let mut down_buf = vec![0u8; 16 * 1024];
     let mut deadline = Instant::now() + idle;
+    // Since when the client's bytes have gone unanswered; the watch ends once it fires.
+    let mut asked: Option<Instant> = None;
+    let mut watching = silence.is_some();
+    let after = silence.as_ref().map_or(Duration::ZERO, |s| s.after);
     while up_open || down_open {
+        let silent_at = asked.map_or(deadline, |a| a + after);
         tokio::select! {
             r = ar.read(&mut up_buf), if up_open => match r {
                 Ok(0) | Err(_) => {
@@ -46,12 +62,15 @@ where
                         break;
                     }
                     moved.up += n as u64;
-                    deadline = Instant::now() + idle;
+                    let now = Instant::now();
+                    deadline = now + idle;
+                    asked.get_or_insert(now);
                 }
             },
             r = br.read(&mut down_buf), if down_open => match r {
                 Ok(0) | Err(_) => {
                     down_open = false;
+                    watching = false;
                     let _ = aw.shutdown().await;
                 }
                 Ok(n) => {
@@ -60,8 +79,15 @@ where
                     }
                     moved.down += n as u64;
                     deadline = Instant::now() + idle;
+                    asked = None;
                 }
             },
+            _ = tokio::time::sleep_until(silent_at), if watching && asked.is_some() => {
+                watching = false;
+                if let Some(s) = &silence {
+                    (s.report)();
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(target: "proxypool::gateway", "tunnel idle for {idle:?}: closing");
                 break;
@@ -87,7 +113,7 @@ mod splice {
     use tokio::net::TcpStream;
     use tokio::time::Instant;
 
-    use super::Moved;
+    use super::{Moved, Silence};
 
     /// Bytes moved per splice: a pipe's default capacity.
     const CHUNK: usize = 64 * 1024;
@@ -112,17 +138,84 @@ mod splice {
         }
     }
 
+    /// [`Asked`] when nothing is waiting for an answer.
+    const ANSWERED: u64 = 0;
+    /// [`Asked`] once the upstream has closed its side, or the watch has fired.
+    const DONE: u64 = u64::MAX;
+
+    /// Since when (ms after the start, plus one) the client's bytes have gone
+    /// unanswered; or [`ANSWERED`], or [`DONE`].
+    struct Asked {
+        since: AtomicU64,
+        spoke: tokio::sync::Notify,
+    }
+
     /// As [`super::relay`], between two plain TCP sockets, with splice(2).
-    pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Moved {
+    pub async fn splice(
+        a: TcpStream,
+        b: TcpStream,
+        idle: Duration,
+        silence: Option<Silence<'_>>,
+    ) -> Moved {
         let start = Instant::now();
+        let now_ms = || start.elapsed().as_millis() as u64;
         let last = AtomicU64::new(0);
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let asked = Asked {
+            since: AtomicU64::new(if silence.is_some() { ANSWERED } else { DONE }),
+            spoke: tokio::sync::Notify::new(),
+        };
+        let touch_up = || {
+            let now = now_ms();
+            last.store(now, Ordering::Relaxed);
+            if asked
+                .since
+                .compare_exchange(ANSWERED, now + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                asked.spoke.notify_one();
+            }
+        };
+        let touch_down = || {
+            last.store(now_ms(), Ordering::Relaxed);
+            let _ = asked.since.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                (s != DONE).then_some(ANSWERED)
+            });
+        };
         let pumps = async {
             // The first failure ends both ways, as in `relay`.
-            let both = tokio::try_join!(pump(&a, &b, &up, &touch), pump(&b, &a, &down, &touch));
+            let both = tokio::try_join!(
+                pump(&a, &b, &up, &touch_up),
+                async {
+                    let r = pump(&b, &a, &down, &touch_down).await;
+                    asked.since.store(DONE, Ordering::Release);
+                    r
+                }
+            );
             if let Err(e) = both {
                 tracing::debug!(target: "proxypool::gateway", "tunnel ended: {e}");
+            }
+        };
+        let watch = async {
+            let Some(silence) = &silence else {
+                return std::future::pending().await;
+            };
+            loop {
+                let since = asked.since.load(Ordering::Acquire);
+                if since == DONE {
+                    return std::future::pending().await;
+                }
+                if since == ANSWERED {
+                    asked.spoke.notified().await;
+                    continue;
+                }
+                let waited = Duration::from_millis(now_ms().saturating_sub(since - 1));
+                if waited >= silence.after {
+                    asked.since.store(DONE, Ordering::Release);
+                    (silence.report)();
+                    continue;
+                }
+                tokio::time::sleep(silence.after - waited).await;
             }
         };
         let idle_out = async {
@@ -138,6 +231,7 @@ mod splice {
         };
         tokio::select! {
             _ = pumps => {}
+            _ = watch => {}
             _ = idle_out => {
                 tracing::debug!(target: "proxypool::gateway", "tunnel idle for {idle:?}: closing");
             }
@@ -202,7 +296,7 @@ mod tests {
     async fn bytes_are_counted_half_closes_pass_and_idle_tunnels_close() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
-        let task = tokio::spawn(relay(client, upstream, Duration::from_secs(60)));
+        let task = tokio::spawn(relay(client, upstream, Duration::from_secs(60), None));
         client_peer.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
         upstream_peer.read_exact(&mut got).await.unwrap();
@@ -220,6 +314,119 @@ mod tests {
         assert_eq!(moved, Moved { up: 4, down: 5 });
     }
 
+    /// A relay whose reports are counted, over two duplex pipes.
+    fn watched(
+        after: Duration,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<Moved>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (client, client_peer) = tokio::io::duplex(1024);
+        let (upstream, upstream_peer) = tokio::io::duplex(1024);
+        let reports = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = reports.clone();
+        let task = tokio::spawn(async move {
+            let report = move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            };
+            let silence = Silence {
+                after,
+                report: &report,
+            };
+            relay(client, upstream, Duration::from_secs(600), Some(silence)).await
+        });
+        (client_peer, upstream_peer, reports, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_silent_after_its_client_spoke_is_reported_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (mut client, mut upstream, reports, _task) = watched(Duration::from_secs(5));
+        let mut got = [0u8; 4];
+        // Nothing sent yet: silence is no sign.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(reports.load(SeqCst), 0);
+        client.write_all(b"ping").await.unwrap();
+        upstream.read_exact(&mut got).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(reports.load(SeqCst), 0, "within the bound");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(reports.load(SeqCst), 1, "past it");
+        // The tunnel goes on, and one tunnel reports once.
+        upstream.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        upstream.read_exact(&mut got).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(reports.load(SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_answers_or_closes_is_not_reported() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (mut client, mut upstream, reports, task) = watched(Duration::from_secs(5));
+        let mut got = [0u8; 4];
+        // Each answer within the bound, though the whole exchange outlasts it.
+        for _ in 0..10 {
+            client.write_all(b"ping").await.unwrap();
+            upstream.read_exact(&mut got).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            upstream.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+        }
+        // A question the upstream closes on rather than answers.
+        client.write_all(b"ping").await.unwrap();
+        upstream.read_exact(&mut got).await.unwrap();
+        upstream.shutdown().await.unwrap();
+        assert_eq!(client.read(&mut got).await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(reports.load(SeqCst), 0);
+        drop((client, upstream));
+        assert_eq!(task.await.unwrap().up, 44);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn splice_reports_an_upstream_silent_after_its_client_spoke_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use tokio::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client_peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let client = l.accept().await.unwrap().0;
+        let upstream = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut upstream_peer = l.accept().await.unwrap().0;
+        let reports = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = reports.clone();
+        let _task = tokio::spawn(async move {
+            let report = move || {
+                counted.fetch_add(1, SeqCst);
+            };
+            let silence = Silence {
+                after: Duration::from_millis(100),
+                report: &report,
+            };
+            splice(client, upstream, Duration::from_secs(600), Some(silence)).await
+        });
+        let mut got = [0u8; 4];
+        for _ in 0..2 {
+            client_peer.write_all(b"ping").await.unwrap();
+            upstream_peer.read_exact(&mut got).await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while reports.load(SeqCst) == 0 {
+                assert!(std::time::Instant::now() < deadline, "never reported");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The tunnel still carries bytes.
+            upstream_peer.write_all(b"pong").await.unwrap();
+            client_peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"pong");
+        }
+        assert_eq!(reports.load(SeqCst), 1, "once per tunnel");
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn splice_moves_bytes_passes_half_closes_and_ends_when_idle() {
@@ -231,7 +438,7 @@ mod tests {
         }
         let (mut client_peer, client) = pair().await;
         let (upstream, mut upstream_peer) = pair().await;
-        let task = tokio::spawn(splice(client, upstream, Duration::from_millis(300)));
+        let task = tokio::spawn(splice(client, upstream, Duration::from_millis(300), None));
         // More than a pipe holds, so that a transfer takes several splices.
         let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
         let sent = big.clone();

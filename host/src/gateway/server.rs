@@ -45,6 +45,9 @@ pub struct Settings {
     pub drain: Duration,
     /// A tunnel with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// An upstream that sends nothing back this long after its client spoke is
+    /// suspect (its health task probes at once); zero turns the watch off.
+    pub silent_tunnel: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl From<&Gateway> for Settings {
             handshake_timeout: g.handshake_timeout,
             drain: g.drain,
             idle_timeout: g.idle_timeout,
+            silent_tunnel: g.silent_tunnel,
         }
     }
 }
@@ -437,6 +441,7 @@ async fn accept_loop(
         handshake: settings.handshake_timeout,
         transport: first.transport,
         idle: settings.idle_timeout,
+        silent: settings.silent_tunnel,
         auth: first.auth.clone(),
         sessions,
         metrics,

@@ -752,6 +752,12 @@ impl Lease {
         m.cells.bytes_down.fetch_add(down, Ordering::Relaxed);
     }
 
+    /// A tunnel through this proxy went silent: its health task counts one failed
+    /// observation and probes at once (see [`Pool::suspect`]).
+    pub fn suspect(&self) {
+        self.pool().suspect(self.id);
+    }
+
     /// Reports what `exchange` said through this proxy (see [`Pool::report`]).
     pub fn report(&self, exchange: &str, outcome: Outcome) {
         self.pool()
