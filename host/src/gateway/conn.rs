@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::parse::{Destination, Parse};
-use super::route::{self, route};
 use super::relay::Silence;
+use super::route::{self, route};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, Connected};

@@ -178,20 +178,19 @@ mod splice {
         };
         let touch_down = || {
             last.store(now_ms(), Ordering::Relaxed);
-            let _ = asked.since.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
-                (s != DONE).then_some(ANSWERED)
-            });
+            let _ = asked
+                .since
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                    (s != DONE).then_some(ANSWERED)
+                });
         };
         let pumps = async {
             // The first failure ends both ways, as in `relay`.
-            let both = tokio::try_join!(
-                pump(&a, &b, &up, &touch_up),
-                async {
-                    let r = pump(&b, &a, &down, &touch_down).await;
-                    asked.since.store(DONE, Ordering::Release);
-                    r
-                }
-            );
+            let both = tokio::try_join!(pump(&a, &b, &up, &touch_up), async {
+                let r = pump(&b, &a, &down, &touch_down).await;
+                asked.since.store(DONE, Ordering::Release);
+                r
+            });
             if let Err(e) = both {
                 tracing::debug!(target: "proxypool::gateway", "tunnel ended: {e}");
             }
