@@ -61,7 +61,7 @@ pub fn proxypool_bin() -> PathBuf {
     bin
 }
 
-/// The release `proxypool` binary (`cargo build --release -p proxypool`), for tests
+/// The release `proxypool` binary (`cargo build --release -p proxypool-cli`), for tests
 /// that need production speed. `None` after a skip notice when it is missing outside
 /// CI; a panic under CI.
 pub fn release_bin() -> Option<PathBuf> {
@@ -78,7 +78,7 @@ pub fn release_bin() -> Option<PathBuf> {
     }
     assert!(!in_ci(), "{} is missing; .ci/run builds it", bin.display());
     eprintln!(
-        "SKIP: {} is missing (cargo build --release -p proxypool)",
+        "SKIP: {} is missing (cargo build --release -p proxypool-cli)",
         bin.display()
     );
     None
