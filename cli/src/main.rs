@@ -374,51 +374,17 @@ fn serve(
     drain: Option<Duration>,
     admin: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
-    use proxypool::config::ListenTransport;
-    use proxypool::gateway::{self, Listener, Settings};
+    use proxypool::gateway::{Gateway, Settings};
     let config = match load(path.clone()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     let g = config.gateway().clone();
-    // Flags win over the file; they meet the file's loopback rule too.
-    // Listeners from the file follow its reloads; flags fix them for the run.
-    let follow_file = listen.is_empty();
-    let listen: Vec<proxypool::config::Listen> = if listen.is_empty() {
-        g.listen.clone()
-    } else {
-        listen
-            .into_iter()
-            .map(|addr| proxypool::config::Listen {
-                addr,
-                transport: ListenTransport::Auto,
-                auth: None,
-            })
-            .collect()
-    };
-    if let Some(open) = listen
-        .iter()
-        .find(|l| !l.addr.ip().is_loopback() && l.auth.is_none())
-        && !g.allow_open
-    {
-        eprintln!(
-            "proxypool: refusing to listen on {}: not a loopback address, and no client authentication (set gateway.listen[].auth, or gateway.allow_open: true)",
-            open.addr
-        );
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
-    let admin = admin.unwrap_or(g.admin);
-    if !admin.ip().is_loopback() && g.admin_token.is_none() {
-        eprintln!(
-            "proxypool: refusing to serve the admin endpoint on {admin}: not a loopback address, and no gateway.admin_token for its write routes"
-        );
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
     let mut settings = Settings::from(&g);
-    settings.admin = Some(admin);
     if let Some(d) = drain {
         settings.drain = d;
     }
+    let drain = settings.drain;
     let balancer = std::sync::Arc::new(Balancer::try_new(config, Dialer::new())?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -429,63 +395,47 @@ fn serve(
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot handle SIGHUP")?;
         balancer.start(&tokio::runtime::Handle::current());
-        let mut listeners = Vec::new();
-        for l in listen {
-            let socket = tokio::net::TcpListener::bind(l.addr)
-                .await
-                .with_context(|| format!("cannot listen on {}", l.addr))?;
-            eprintln!(
-                "listening on {} (transport {})",
-                socket.local_addr()?,
-                l.transport.as_str()
+        let mut builder = Gateway::builder(balancer)
+            .configured(&g)
+            .settings(settings)
+            .reload_from(path);
+        // Flags win over the file, and fix the listeners for the run.
+        if !listen.is_empty() {
+            builder = builder.listen_only(
+                listen
+                    .into_iter()
+                    .map(proxypool::config::Listen::new)
+                    .collect(),
             );
-            listeners.push((
-                l.clone(),
-                Listener {
-                    socket,
-                    transport: l.transport,
-                    auth: l.auth,
-                },
-            ));
         }
-        let admin_socket = tokio::net::TcpListener::bind(admin)
-            .await
-            .with_context(|| format!("cannot serve the admin endpoint on {admin}"))?;
-        eprintln!("admin on {}", admin_socket.local_addr()?);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (_admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
-        let sessions = std::sync::Arc::new(gateway::session::Sessions::default());
-        let reloader = gateway::reload::Reloader::new(path, balancer.clone());
-        let reloader = std::sync::Arc::new(if follow_file {
-            reloader.binding_listeners()
-        } else {
-            reloader
-        });
-        let _watch = reloader
-            .watch()
-            .context("cannot watch the configuration file")?;
-        let on_hup = reloader.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match on_hup.reload("SIGHUP").await {
-                    Ok(report) => eprintln!("reload (SIGHUP): {report}"),
-                    Err(why) => eprintln!("reload (SIGHUP) rejected: {why}"),
-                }
+        if let Some(admin) = admin {
+            builder = builder.admin(admin);
+        }
+        let gateway = match builder.bind().await {
+            Ok(g) => g,
+            Err(e @ proxypool::gateway::GatewayError::Exposed { .. }) => {
+                eprintln!("proxypool: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
             }
-        });
-        let state = gateway::admin::Admin {
-            balancer: balancer.clone(),
-            sessions: sessions.clone(),
-            token: g.admin_token.clone(),
-            draining: stopped.clone(),
-            reloader: Some(reloader.clone()),
+            Err(e) => return Err(e.into()),
         };
-        tokio::spawn(gateway::admin::run(
-            admin_socket,
-            std::sync::Arc::new(state),
-            admin_stopped,
-        ));
-        let drain = settings.drain;
+        for (addr, transport) in gateway.local_addrs() {
+            eprintln!("listening on {addr} (transport {})", transport.as_str());
+        }
+        if let Some(admin) = gateway.admin_addr() {
+            eprintln!("admin on {admin}");
+        }
+        if let Some(on_hup) = gateway.reloader() {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match on_hup.reload("SIGHUP").await {
+                        Ok(report) => eprintln!("reload (SIGHUP): {report}"),
+                        Err(why) => eprintln!("reload (SIGHUP) rejected: {why}"),
+                    }
+                }
+            });
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             eprintln!("shutting down: draining live tunnels for up to {drain:?}");
@@ -494,22 +444,7 @@ fn serve(
             eprintln!("second signal: exiting now");
             std::process::exit(0);
         });
-        let generations = if follow_file {
-            reloader.subscribe()
-        } else {
-            // Never moves: the flags' listeners stay.
-            tokio::sync::watch::channel(0).1
-        };
-        gateway::server::run_following(
-            listeners,
-            balancer,
-            sessions,
-            settings,
-            stopped,
-            generations,
-            reloader.prebound(),
-        )
-        .await;
+        gateway.run(stopped).await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use proxypool::Balancer;
-use proxypool::config::{ConfigBuilder, ListenTransport};
+use proxypool::config::{ConfigBuilder, Listen};
 use proxypool::dial::Dialer;
-use proxypool::gateway::{self, Listener, Settings};
+use proxypool::gateway;
 use proxypool_tests::servers::microsocks;
 use proxypool_tests::target::TargetServer;
 use tokio::net::TcpListener;
@@ -102,6 +102,18 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// A gateway over `balancer` on 127.0.0.1:0, until the sender drops.
+async fn serve(balancer: Arc<Balancer>) -> Result<(SocketAddr, tokio::sync::watch::Sender<bool>)> {
+    let gateway = gateway::Gateway::builder(balancer)
+        .listen(Listen::new("127.0.0.1:0".parse()?))
+        .bind()
+        .await?;
+    let addr = gateway.local_addrs()[0].0;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(gateway.run(stopped));
+    Ok((addr, stop))
+}
+
 fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return Ok(());
@@ -120,20 +132,7 @@ fn main() -> Result<()> {
             ))
             .build()?;
         let balancer = Arc::new(Balancer::try_new(config, Dialer::new())?);
-        let socket = TcpListener::bind("127.0.0.1:0").await?;
-        let gw = socket.local_addr()?;
-        let (_stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(gateway::run(
-            vec![Listener {
-                socket,
-                transport: ListenTransport::Auto,
-                auth: None,
-            }],
-            balancer,
-            Default::default(),
-            Settings::default(),
-            stopped,
-        ));
+        let (gw, _stop) = serve(balancer).await?;
         println!("| path | concurrency | connections/s | p50 | p99 |");
         println!("|---|---|---|---|---|");
         for concurrency in [1, 16] {
@@ -149,20 +148,7 @@ fn main() -> Result<()> {
                 .build()?,
             Dialer::new(),
         )?);
-        let socket = TcpListener::bind("127.0.0.1:0").await?;
-        let gw_direct = socket.local_addr()?;
-        let (_stop_direct, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(gateway::run(
-            vec![Listener {
-                socket,
-                transport: ListenTransport::Auto,
-                auth: None,
-            }],
-            direct,
-            Default::default(),
-            Settings::default(),
-            stopped,
-        ));
+        let (gw_direct, _stop_direct) = serve(direct).await?;
         println!();
         println!("| bulk, 1 GiB | seconds | Gbit/s |");
         println!("|---|---|---|");

@@ -10,11 +10,13 @@ use proxypool_tests::target::TargetServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// A gateway over `yaml`'s routes on 127.0.0.1:0; stops when dropped.
+/// A gateway over `yaml`'s routes on 127.0.0.1:0, with its admin endpoint on
+/// another (and the file's `gateway.admin_token`, if any); stops when dropped.
 pub(crate) struct Gateway {
     pub(crate) addr: SocketAddr,
+    /// The admin endpoint.
+    pub(crate) admin: SocketAddr,
     pub(crate) balancer: Arc<proxypool::Balancer>,
-    sessions: Arc<gateway::session::Sessions>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -29,7 +31,8 @@ impl Gateway {
     }
 
     /// On `bind` (its port 0 resolved in `addr`, and the address clients use made
-    /// loopback), with `settings`.
+    /// loopback), with `settings`. The socket is bound here, so that a test may
+    /// listen where `serve` would refuse to.
     pub(crate) async fn start_with(
         yaml: &str,
         auth: Option<proxypool::config::ClientAuth>,
@@ -42,47 +45,29 @@ impl Gateway {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let token = balancer.config().gateway().admin_token.clone();
+        let gateway = gateway::Gateway::builder(balancer.clone())
+            .settings(settings)
+            .socket(Listener {
+                socket,
+                transport: proxypool::config::ListenTransport::Auto,
+                auth,
+            })
+            .admin("127.0.0.1:0".parse().unwrap())
+            .admin_token(token)
+            .bind()
+            .await
+            .expect("the gateway binds");
+        let admin = gateway.admin_addr().expect("an admin endpoint");
         let (stop, rx) = watch::channel(false);
-        let listeners = vec![Listener {
-            socket,
-            transport: proxypool::config::ListenTransport::Auto,
-            auth,
-        }];
-        let sessions = Arc::new(gateway::session::Sessions::default());
-        let task = tokio::spawn(gateway::run(
-            listeners,
-            balancer.clone(),
-            sessions.clone(),
-            settings,
-            rx,
-        ));
+        let task = tokio::spawn(gateway.run(rx));
         Gateway {
             addr,
+            admin,
             balancer,
-            sessions,
             stop,
             task,
         }
-    }
-
-    /// Serves the admin endpoint of this gateway on 127.0.0.1:0, until the gateway
-    /// drops, with `token` on its write routes.
-    pub(crate) async fn admin(&self, token: Option<&str>) -> SocketAddr {
-        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        let state = gateway::admin::Admin {
-            balancer: self.balancer.clone(),
-            sessions: self.sessions.clone(),
-            token: token.map(proxypool::config::AdminToken::new),
-            draining: self.stop.subscribe(),
-            reloader: None,
-        };
-        tokio::spawn(gateway::admin::run(
-            socket,
-            Arc::new(state),
-            self.stop.subscribe(),
-        ));
-        addr
     }
 }
 
@@ -867,7 +852,7 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
     };
     let target = TargetServer::start_http().await;
     let gw = Gateway::start(&pool_yaml(&[&a, &b], "")).await;
-    let admin = gw.admin(None).await;
+    let admin = gw.admin;
     let url = format!("http://{}/", target.addr());
     let proxy = format!("http://binance:x@{}", gw.addr);
     let (ok, _, err) = curl(&["-v", "-p", "-x", &proxy, &url]).await;
@@ -943,7 +928,7 @@ async fn a_ban_reported_by_session_key_moves_the_session() {
     };
     let target = TargetServer::start_http().await;
     let gw = Gateway::start(&pool_yaml(&[&a, &b], "")).await;
-    let admin = gw.admin(None).await;
+    let admin = gw.admin;
     let url = format!("http://{}/", target.addr());
     let sticky = format!("socks5h://binance+session=acct-7:x@{}", gw.addr);
     let egress = || async {
@@ -990,9 +975,13 @@ async fn the_admin_token_guards_write_routes() {
     let Some(a) = microsocks(None).await else {
         return;
     };
-    let gw = Gateway::start(&pool_yaml(&[&a], "")).await;
     let token = "s3cret-admin-token-0123";
-    let admin = gw.admin(Some(token)).await;
+    let yaml = format!(
+        "{}\ngateway: {{admin_token: '{token}'}}\n",
+        pool_yaml(&[&a], "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let admin = gw.admin;
     let body = r#"{"upstream": "default.http/0", "exchange": "binance", "outcome": "banned"}"#;
     let report = format!("http://{admin}/report");
     for auth in [

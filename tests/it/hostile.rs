@@ -163,7 +163,7 @@ async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
 async fn the_gateways_own_addresses_are_refused_and_loops_are_cut() {
     let target = TargetServer::start_http().await;
     let gw = Gateway::start("proxy: {enabled: false}").await;
-    let admin = gw.admin(None).await;
+    let admin = gw.admin;
     // The admin endpoint of this test's gateway is another listener; refuse it too,
     // once the gateway has set its own guard.
     assert_eventually!(
@@ -489,7 +489,7 @@ async fn reports_name_only_known_exchanges() {
         return;
     };
     let gw = Gateway::start(&pool_yaml(&[&p], "")).await;
-    let admin = gw.admin(None).await;
+    let admin = gw.admin;
     let post = |body: String| async move {
         let mut s = TcpStream::connect(admin).await.unwrap();
         let req = format!(
@@ -516,33 +516,26 @@ async fn reports_name_only_known_exchanges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_password_ends_the_old_ones_use_on_kept_alive_connections() {
-    use proxypool::gateway::{Listener, session::Sessions};
     let target = TargetServer::start_http().await;
     let yaml = |pw: &str| {
         format!(
-            "proxy: {{enabled: false}}\ngateway: {{listen: [{{addr: '127.0.0.1:0', auth: {{password: '{pw}'}}}}]}}\n"
+            "proxy: {{enabled: false}}\ngateway: {{admin: '127.0.0.1:0', listen: [{{addr: '127.0.0.1:0', auth: {{password: '{pw}'}}}}]}}\n"
         )
     };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, yaml("old-password")).unwrap();
     let balancer = std::sync::Arc::new(crate::failover::balancer(&yaml("old-password")));
-    let listen = balancer.config().gateway().listen[0].clone();
-    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let (generation, generations) = tokio::sync::watch::channel(1);
+    let gateway = proxypool::gateway::Gateway::builder(balancer.clone())
+        .configured(balancer.config().gateway())
+        .reload_from(Some(file.clone()))
+        .bind()
+        .await
+        .unwrap();
+    let addr = gateway.local_addrs()[0].0;
+    let reloader = gateway.reloader().unwrap();
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let listener = Listener {
-        socket,
-        transport: listen.transport,
-        auth: listen.auth.clone(),
-    };
-    tokio::spawn(proxypool::gateway::server::run_following(
-        vec![(listen, listener)],
-        balancer.clone(),
-        std::sync::Arc::new(Sessions::default()),
-        Settings::default(),
-        stopped,
-        generations,
-        None,
-    ));
+    tokio::spawn(gateway.run(stopped));
     // "default:old-password" in Basic.
     let t = target.addr();
     let request = format!(
@@ -561,12 +554,8 @@ async fn a_rotated_password_ends_the_old_ones_use_on_kept_alive_connections() {
     };
     let first = ask(&mut client).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    let config = proxypool::config::ConfigBuilder::new()
-        .yaml_str(&yaml("new-password"))
-        .build()
-        .unwrap();
-    let report = balancer.reload(config).unwrap();
-    generation.send_replace(report.generation);
+    std::fs::write(&file, yaml("new-password")).unwrap();
+    reloader.reload("test").await.unwrap();
     let deadline = std::time::Instant::now() + proxypool_tests::wait::DEFAULT_DEADLINE;
     loop {
         let status = ask(&mut client).await;
@@ -725,7 +714,7 @@ async fn running_out_of_descriptors_opens_no_breaker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_endpoint_serves_64_connections_at_once() {
     let gw = Gateway::start("proxy: {enabled: false}").await;
-    let admin = gw.admin(None).await;
+    let admin = gw.admin;
     let mut idle = Vec::new();
     for _ in 0..64 {
         idle.push(TcpStream::connect(admin).await.unwrap());

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use proxypool::config::{BuiltinStrategy, ConfigBuilder, Transport};
 use proxypool::gateway::socks5;
-use proxypool::gateway::{Destination, Listener, Parse, Settings};
+use proxypool::gateway::{Destination, Parse};
 use proxypool::{Balancer, Dialer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -306,20 +306,15 @@ async fn demo(duration: Duration) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || Balancer::try_new(config, Dialer::new())).await??,
     );
     balancer.start(&tokio::runtime::Handle::current());
-    let socket = TcpListener::bind("127.0.0.1:0").await?;
-    let gateway = socket.local_addr()?;
+    let served = proxypool::gateway::Gateway::builder(balancer.clone())
+        .listen(proxypool::config::Listen::new(
+            (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        ))
+        .bind()
+        .await?;
+    let gateway = served.local_addrs()[0].0;
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(proxypool::gateway::run(
-        vec![Listener {
-            socket,
-            transport: proxypool::config::ListenTransport::Auto,
-            auth: None,
-        }],
-        balancer.clone(),
-        Default::default(),
-        Settings::default(),
-        stopped,
-    ));
+    tokio::spawn(served.run(stopped));
     println!(
         "proxypool demo: gateway on {gateway}, 3 upstreams (flaky, slow, one that dies and returns), {}s",
         duration.as_secs()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use proxypool::gateway::{self, Listener, Settings};
+use proxypool::gateway::{Gateway, Settings};
 use proxypool::{Balancer, Dialer};
 
 /// The variables set for the child, and which form of the gateway's address each
@@ -84,20 +84,16 @@ async fn start_gateway(
     let settings = Settings::from(config.gateway());
     let balancer = std::sync::Arc::new(Balancer::try_new(config, Dialer::new())?);
     balancer.start(&tokio::runtime::Handle::current());
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot listen on 127.0.0.1")?;
-    let addr = socket.local_addr()?;
+    let gateway = Gateway::builder(balancer)
+        .settings(settings)
+        .listen(proxypool::config::Listen::new(
+            (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        ))
+        .bind()
+        .await?;
+    let addr = gateway.local_addrs()[0].0;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let listeners = vec![Listener {
-        socket,
-        transport: proxypool::config::ListenTransport::Auto,
-        auth: None,
-    }];
-    let sessions = std::sync::Arc::new(gateway::session::Sessions::default());
-    tokio::spawn(gateway::run(
-        listeners, balancer, sessions, settings, stopped,
-    ));
+    tokio::spawn(gateway.run(stopped));
     Ok((addr, stop))
 }
 

@@ -36,6 +36,12 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// every permit of `max_connections` with handshakes it never finishes.
 pub const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 256;
 
+/// Whether serving `addr` would let anyone who can reach it in: a non-loopback
+/// address with nothing (client auth, an admin token) guarding it.
+pub fn exposed(addr: SocketAddr, guarded: bool) -> bool {
+    !addr.ip().is_loopback() && !guarded
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGateway {
@@ -163,6 +169,17 @@ pub struct Listen {
     pub transport: ListenTransport,
     /// The password clients must send, if any.
     pub auth: Option<ClientAuth>,
+}
+
+impl Listen {
+    /// A listener on `addr` for every transport (`auto`), with no client auth.
+    pub fn new(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            transport: ListenTransport::Auto,
+            auth: None,
+        }
+    }
 }
 
 /// A destination host pattern: `api.binance.com`, or `*.binance.com` for every
@@ -311,7 +328,7 @@ impl Checker<'_> {
             }
             Some(AdminToken::new(token))
         });
-        if !admin.ip().is_loopback() && raw.admin_token.is_none() {
+        if exposed(admin, raw.admin_token.is_some()) {
             self.fail(
                 "gateway.admin",
                 format!("{admin} is not a loopback address: set gateway.admin_token, which its write routes then take"),
@@ -446,7 +463,7 @@ impl Checker<'_> {
         };
         let addr = addr?;
         let auth = auth?;
-        if !addr.ip().is_loopback() && auth.is_none() && !allow_open {
+        if exposed(addr, auth.is_some()) && !allow_open {
             self.fail(
                 &format!("{path}.addr"),
                 format!(

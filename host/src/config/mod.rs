@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 pub use env::ENV_PREFIX;
 pub use gateway::{
     AdminToken, ClientAuth, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, Gateway, HostPattern, Listen,
-    ListenTransport,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_SILENT_TUNNEL, Gateway,
+    HostPattern, Listen, ListenTransport, exposed,
 };
 pub use model::*;
 pub use url::{

@@ -1,7 +1,7 @@
-//! The gateway: what `proxypool serve` will run, a local SOCKS5, SOCKS4 and HTTP
+//! The gateway: what `proxypool serve` runs, a local SOCKS5, SOCKS4 and HTTP
 //! proxy in front of the balancer, for clients that cannot embed the library.
 //!
-//! [`run`] serves bound listeners: each client's first byte says its protocol, the
+//! [`Gateway::builder`] starts one. It serves its listeners: each client's first byte says its protocol, the
 //! user name (SOCKS5 user, SOCKS4 user id, or `Proxy-Authorization` user) names the
 //! exchange, and the tunnel opens through [`crate::Balancer::connect`] on the
 //! listener's transport.
@@ -14,6 +14,7 @@
 //! speaks is told from its first byte ([`sniff::sniff`]).
 
 pub mod admin;
+mod builder;
 mod conn;
 mod exchange_hosts;
 mod forward;
@@ -29,6 +30,7 @@ pub mod sniff;
 pub mod socks4;
 pub mod socks5;
 
+pub use builder::{Gateway, GatewayBuilder, GatewayError};
 pub use parse::{Destination, Parse};
-pub use server::{Listener, Settings, run};
+pub use server::{Listener, Settings};
 pub use sniff::{Protocol, sniff};

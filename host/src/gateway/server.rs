@@ -71,46 +71,6 @@ impl From<&Gateway> for Settings {
     }
 }
 
-/// Serves every listener until `shutdown` turns true, then stops accepting, lets
-/// live tunnels run for the drain time, and closes the rest. `sessions` is shared
-/// with the admin endpoint, which takes bans by session key.
-pub async fn run(
-    listeners: Vec<Listener>,
-    balancer: Arc<Balancer>,
-    sessions: Arc<super::session::Sessions>,
-    settings: Settings,
-    shutdown: watch::Receiver<bool>,
-) {
-    let listeners = listeners.into_iter().map(|l| (None, l)).collect();
-    serve(listeners, balancer, sessions, settings, shutdown, None).await;
-}
-
-/// As [`run`], following the configuration's `gateway.listen` through reloads:
-/// each time `generations` moves, a listener whose address is gone stops accepting
-/// (its live tunnels go on), a new address is bound, and a listener whose address
-/// stays takes its new transport and auth for the connections it accepts next.
-/// Each listener comes with the entry of `gateway.listen` it was bound for.
-pub async fn run_following(
-    listeners: Vec<(Listen, Listener)>,
-    balancer: Arc<Balancer>,
-    sessions: Arc<super::session::Sessions>,
-    settings: Settings,
-    shutdown: watch::Receiver<bool>,
-    generations: watch::Receiver<u64>,
-    prebound: Option<Arc<super::reload::Prebound>>,
-) {
-    let listeners = listeners.into_iter().map(|(s, l)| (Some(s), l)).collect();
-    serve(
-        listeners,
-        balancer,
-        sessions,
-        settings,
-        shutdown,
-        Some((generations, prebound)),
-    )
-    .await;
-}
-
 /// What a listener applies to the connections it accepts; swapped by a reload.
 #[derive(Debug)]
 pub(crate) struct ListenerConf {
@@ -169,7 +129,13 @@ impl Shared {
     }
 }
 
-async fn serve(
+/// Serves every listener until `shutdown` turns true, then stops accepting, lets
+/// live tunnels run for the drain time, and closes the rest. With `following`, each
+/// time its generation moves, a listener whose `gateway.listen` address is gone
+/// stops accepting (its live tunnels go on), a new address is bound (or taken from
+/// what the reload bound), and a listener whose address stays takes its new
+/// transport and auth for the connections it accepts next.
+pub(super) async fn serve(
     listeners: Vec<(Option<Listen>, Listener)>,
     balancer: Arc<Balancer>,
     sessions: Arc<super::session::Sessions>,
