@@ -41,6 +41,6 @@ pub mod metrics;
 pub mod pool;
 pub mod strategy;
 
-pub use balancer::{Balancer, BalancerError, Connected};
+pub use balancer::{Balancer, BalancerError, ConnectError, Connected};
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
 pub use dial::{DialError, Dialer, FaultClass, ProxyStream, Target};

@@ -9,7 +9,7 @@ use proxypool::config::{ConfigBuilder, Transport};
 use proxypool::dial::{Dialer, FaultClass, Target};
 use proxypool::pool::{BanReason, BreakerState, Outcome};
 use proxypool::strategy::{Limits, StrategyEngine};
-use proxypool::{Balancer, Connected, DialError};
+use proxypool::{Balancer, ConnectError, Connected};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
 use proxypool_tests::servers::{RealProxy, microsocks};
@@ -39,7 +39,7 @@ pub async fn connect(
     b: &Balancer,
     exchange: Option<&str>,
     target: &Target,
-) -> Result<Connected, DialError> {
+) -> Result<Connected, ConnectError> {
     let mut c = b.connect(exchange, Transport::Http, target).await?;
     let mut greeting = [0u8; GREETING.len()];
     c.stream.read_exact(&mut greeting).await.expect("greeting");
@@ -355,7 +355,7 @@ async fn fail_policy_names_the_pool_and_why_each_proxy_is_out() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, DialError::AllDown { .. }), "{text}");
+    assert!(matches!(err, ConnectError::AllDown { .. }), "{text}");
     assert!(
         text.starts_with("default.http: every proxy is out (fail)"),
         "{text}"

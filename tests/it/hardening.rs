@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proxypool::dial::Target;
 use proxypool::pool::{BreakerState, Pool, splitmix64};
-use proxypool::{Balancer, Connected, DialError, Transport};
+use proxypool::{Balancer, ConnectError, Connected, Transport};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
 use proxypool_tests::servers::microsocks;
@@ -44,7 +44,7 @@ async fn connect_cancelled_after(
     b: &Balancer,
     to: &Target,
     polls: usize,
-) -> Option<Result<Connected, DialError>> {
+) -> Option<Result<Connected, ConnectError>> {
     let fut = b.connect(None, Transport::Http, to);
     let limited = CancelAfter {
         inner: Box::pin(fut),
@@ -372,7 +372,7 @@ async fn panic_policy_keeps_the_connect_deadline() {
         .connect(None, Transport::Http, &"127.0.0.1:9".parse().unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(e, DialError::Deadline { .. }), "{e}");
+    assert!(matches!(e, ConnectError::Deadline { .. }), "{e}");
     assert!(
         holes[0].accepted() + holes[1].accepted() >= 1,
         "panic mode dialed"
@@ -383,6 +383,40 @@ async fn panic_policy_keeps_the_connect_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// `when_all_down: panic` charges what it dials as every connect does: a proxy that
+/// refuses our credentials is marked misconfigured, and the next member carries the
+/// connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_policy_charges_the_proxies_it_dials() {
+    let (Some(locked), Some(open)) = (
+        microsocks(Some(("alice", "right"))).await,
+        microsocks(None).await,
+    ) else {
+        return;
+    };
+    let target = TargetServer::start().await;
+    let bal = balancer(&format!(
+        "proxy: {{enabled: true, default: {{http: {{pool: ['socks5://alice:wrong@{}', 'socks5://{}'], \
+         when_all_down: panic, breaker: {{cooldown_ms: 3600000, max_cooldown_seconds: 3600}}, \
+         health_check: {{enabled: false}}}}}}}}",
+        locked.addr, open.addr
+    ));
+    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    for id in 0..2 {
+        pool.record_failure(id, Instant::now(), "test");
+    }
+    assert!(pool.snapshot().eligible().is_empty());
+    // The panic rotor starts at the first member: two connects dial it at least once.
+    for _ in 0..2 {
+        crate::failover::connect(&bal, None, &target.addr().into())
+            .await
+            .expect("the open member carries it");
+    }
+    let status = pool.status();
+    assert!(status[0].misconfigured, "{:?}", status[0]);
+    assert!(!status[1].misconfigured);
 }
 
 /// Durations no configuration file could hold, given in code: nothing overflows,

@@ -3,7 +3,7 @@
 
 use proxypool::config::VerdictRef;
 use proxypool::strategy::threshold_bytes;
-use proxypool::{Balancer, DialError};
+use proxypool::{Balancer, ConnectError};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::servers::microsocks;
 use proxypool_tests::target::TargetServer;
@@ -57,7 +57,7 @@ async fn an_always_unhealthy_verdict_empties_the_pool_live_and_the_default_resto
     let err = connect(&bal, None, &target.addr().into())
         .await
         .unwrap_err();
-    assert!(matches!(err, DialError::AllDown { .. }), "{err}");
+    assert!(matches!(err, ConnectError::AllDown { .. }), "{err}");
 
     // A broken file is rejected; the swapped-in verdict keeps serving.
     let tmp = dir.path().join("verdict.wasm.tmp");

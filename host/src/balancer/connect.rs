@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::schedule::{Schedule, Step};
-use super::{Balancer, Connected, PoolEntry, Routes};
+use super::{Balancer, ConnectError, Connected, PoolEntry, Routes};
 use crate::config::{DEFAULT_HEDGE_INITIAL, Transport, WhenAllDown};
 use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
 use crate::metrics::{CONNECT_BUCKETS, Histogram, PICK_BUCKETS, Sample};
@@ -219,7 +219,7 @@ impl Balancer {
         target: &Target,
         started: Instant,
         mut prefer: Option<ProxyId>,
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         let pool = &entry.pool;
         pool.poll(started);
         let failover = &pool.spec().failover;
@@ -273,7 +273,7 @@ impl Balancer {
                         judge_loser(pool.clone(), a, grace);
                     }
                     entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(DialError::Deadline {
+                    return Err(ConnectError::Deadline {
                         route: pool.name().to_owned(),
                         after: deadline - started,
                         attempts: schedule.started(),
@@ -309,19 +309,18 @@ impl Balancer {
                 Event::Done(i, Err(e)) => {
                     let failed = inflight.swap_remove(i);
                     let id = failed.lease.id();
-                    match e.class() {
-                        FaultClass::Proxy => pool.record_failure(id, now, &e.to_string()),
-                        FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
+                    match charge(pool, id, &e, now) {
+                        FaultClass::Proxy | FaultClass::Config => {}
                         FaultClass::Local => {
                             // Nobody to blame and nobody who would do better.
                             entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            return Err(e);
+                            return Err(e.into());
                         }
                         FaultClass::Destination if suspect.is_some() => {
                             // A second proxy failed the same target: it is the
                             // destination's fault, and no proxy is charged.
                             entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            return Err(e);
+                            return Err(e.into());
                         }
                         FaultClass::Destination => {
                             // One proxy's word on one target: one more dial, started
@@ -330,7 +329,7 @@ impl Balancer {
                             step = schedule.on_failed(now);
                             if !matches!(step, Step::Start { .. }) {
                                 entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                                return Err(e);
+                                return Err(e.into());
                             }
                             suspect = Some((id, e));
                             continue;
@@ -343,7 +342,7 @@ impl Balancer {
         }
         if let Some((_, e)) = suspect {
             entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
+            return Err(e.into());
         }
         if schedule.started() == 0 {
             return self
@@ -351,9 +350,12 @@ impl Balancer {
                 .await;
         }
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-        Err(last.unwrap_or_else(|| DialError::NoProxy {
-            route: pool.name().to_owned(),
-        }))
+        Err(last.map_or_else(
+            || ConnectError::NoProxy {
+                route: pool.name().to_owned(),
+            },
+            ConnectError::Dial,
+        ))
     }
 
     fn start_dial(
@@ -515,7 +517,7 @@ impl Balancer {
         target: &Target,
         started: Instant,
         banned: &[ProxyId],
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         let pool = &entry.pool;
         let policy = pool.spec().when_all_down;
         entry.counters.all_down[policy as usize].fetch_add(1, Ordering::Relaxed);
@@ -567,7 +569,7 @@ impl Balancer {
         target: &Target,
         started: Instant,
         banned: &[ProxyId],
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         let pool = &entry.pool;
         let candidates: Vec<ProxyId> = (0..pool.members().len() as ProxyId)
             .filter(|id| pool.members()[*id as usize].enabled() && !banned.contains(id))
@@ -600,13 +602,13 @@ impl Balancer {
                             exchange: exchange.clone(),
                         });
                     }
-                    Err(e) if matches!(e.class(), FaultClass::Destination | FaultClass::Local) => {
-                        return Err(e);
-                    }
-                    Err(e) => last = Some(e),
+                    Err(e) => match charge(pool, id, &e, Instant::now()) {
+                        FaultClass::Destination | FaultClass::Local => return Err(e.into()),
+                        FaultClass::Proxy | FaultClass::Config => last = Some(e),
+                    },
                 }
             }
-            Err(DialError::NoProxy {
+            Err(ConnectError::NoProxy {
                 route: pool.name().to_owned(),
             })
         };
@@ -619,7 +621,7 @@ impl Balancer {
             Ok(Err(_)) => {}
             Err(_) => {
                 entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                return Err(DialError::Deadline {
+                return Err(ConnectError::Deadline {
                     route: pool.name().to_owned(),
                     after: deadline - started,
                     attempts,
@@ -627,7 +629,10 @@ impl Balancer {
             }
         }
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-        Err(last.unwrap_or_else(|| self.all_down_error(entry, banned, "panic")))
+        Err(last.map_or_else(
+            || self.all_down_error(entry, banned, "panic"),
+            ConnectError::Dial,
+        ))
     }
 
     fn all_down_error(
@@ -635,9 +640,9 @@ impl Balancer {
         entry: &PoolEntry,
         banned: &[ProxyId],
         policy: &'static str,
-    ) -> DialError {
+    ) -> ConnectError {
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-        DialError::AllDown {
+        ConnectError::AllDown {
             route: entry.pool.name().to_owned(),
             policy,
             why: self.why_out(entry, banned),
@@ -676,6 +681,21 @@ impl Balancer {
     }
 }
 
+/// What a failed dial through `id` costs it, the one passive-health rule of every
+/// connect path: a proxy fault counts against its breaker and health, a config
+/// fault (our credentials refused) takes it out until reload, and a destination or
+/// local fault charges nobody (a held destination fault is charged later, as a
+/// strike, if another proxy reaches the target). Returns the class.
+fn charge(pool: &Pool, id: ProxyId, e: &DialError, now: Instant) -> FaultClass {
+    let class = e.class();
+    match class {
+        FaultClass::Proxy => pool.record_failure(id, now, &e.to_string()),
+        FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
+        FaultClass::Destination | FaultClass::Local => {}
+    }
+    class
+}
+
 /// Members named one by one in a "no eligible proxy" message.
 const WHY_OUT_SHOWN: usize = 8;
 
@@ -691,11 +711,9 @@ fn judge_loser(pool: Pool, loser: Attempt, grace: Duration) {
         let successes = pool.successes(id);
         match tokio::time::timeout(grace, loser.dial).await {
             Ok(Ok(_tunnel)) => pool.record_success(id),
-            Ok(Err(e)) => match e.class() {
-                FaultClass::Proxy => pool.record_failure(id, Instant::now(), &e.to_string()),
-                FaultClass::Config => pool.set_misconfigured(id, &e.to_string()),
-                FaultClass::Destination | FaultClass::Local => {}
-            },
+            Ok(Err(e)) => {
+                charge(&pool, id, &e, Instant::now());
+            }
             Err(_) if pool.successes(id) == successes => {
                 pool.record_failure(
                     id,

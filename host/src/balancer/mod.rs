@@ -3,6 +3,7 @@
 //! policy. A gateway (or any embedding client) uses only this.
 
 mod connect;
+mod error;
 mod reload;
 mod schedule;
 
@@ -16,7 +17,7 @@ use crate::config::{
     BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, StrategyRef, Transport, Upstream,
     VerdictRef,
 };
-use crate::dial::{DialContext, DialError, DialProbe, Dialer, ProxyStream, Target};
+use crate::dial::{DialContext, DialProbe, Dialer, ProxyStream, Target};
 use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Verdict, VerdictSlot};
 use crate::metrics::{Collect, Registry, Sample};
 use crate::pool::{Lease, MemberStatus, Outcome, Pool};
@@ -25,38 +26,9 @@ use crate::strategy::{
 };
 use arc_swap::ArcSwap;
 pub use connect::{ConnectCounters, ConnectTotals};
+pub use error::{BalancerError, ConnectError};
 pub use reload::{ReloadOutcome, ReloadReport, RouteChange};
 use sha2::Digest;
-
-/// Why a balancer could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BalancerError {
-    /// A pool's strategy could not be loaded or failed admission.
-    #[error("{pool}: strategy {strategy}: {source}")]
-    Strategy {
-        /// The pool's route (`exchanges.binance.http`).
-        pool: String,
-        /// The configured strategy.
-        strategy: String,
-        /// Why.
-        source: StrategyError,
-    },
-    /// No pool serves this route path.
-    #[error("no pool at {route}")]
-    NoPool {
-        /// The route path asked for.
-        route: String,
-    },
-    /// The pool has no member with this id.
-    #[error("{route} has no member {id}")]
-    NoMember {
-        /// The route path.
-        route: String,
-        /// The id asked for.
-        id: u32,
-    },
-}
 
 /// A tunnel opened through a route.
 #[derive(Debug)]
@@ -631,7 +603,7 @@ impl Balancer {
         exchange: Option<&str>,
         transport: Transport,
         target: &Target,
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         self.connect_preferring(exchange, transport, target, None)
             .await
     }
@@ -646,7 +618,7 @@ impl Balancer {
         transport: Transport,
         target: &Target,
         prefer: Option<&str>,
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         let started = tokio::time::Instant::now();
         // One load: this connect sees one configuration, whatever a reload does.
         let routes = self.routes.load_full();
@@ -686,7 +658,7 @@ impl Balancer {
         target: &Target,
         started: tokio::time::Instant,
         prefer: Option<u32>,
-    ) -> Result<Connected, DialError> {
+    ) -> Result<Connected, ConnectError> {
         match upstream {
             // `route` gives what a switched-off pool does instead, never the pool.
             None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => {
@@ -713,7 +685,7 @@ impl Balancer {
                 })
             }
             Some(Upstream::Pool(_)) => {
-                let entry = routes.pools.get(pool_name).ok_or(DialError::NoProxy {
+                let entry = routes.pools.get(pool_name).ok_or(ConnectError::NoProxy {
                     route: pool_name.to_owned(),
                 })?;
                 Box::pin(self.connect_pool(routes, entry, ctx, exchange, target, started, prefer))

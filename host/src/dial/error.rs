@@ -106,32 +106,6 @@ pub enum DialError {
         /// Why.
         why: super::Forbidden,
     },
-    /// The route names a pool with no enabled member.
-    #[error("{route}: the pool has no enabled proxy")]
-    NoProxy {
-        /// The route, as `exchanges.binance.http`.
-        route: String,
-    },
-    /// No proxy of the pool may be used, and its policy says fail.
-    #[error("{route}: every proxy is out ({policy}): {why}")]
-    AllDown {
-        /// The route, as `exchanges.binance.http`.
-        route: String,
-        /// The pool's `when_all_down` policy that applied.
-        policy: &'static str,
-        /// Each proxy (redacted) and why it is out.
-        why: String,
-    },
-    /// The whole connect, retries included, ran past the pool's deadline.
-    #[error("{route}: no tunnel within {}s over {attempts} attempt(s)", after.as_secs_f64())]
-    Deadline {
-        /// The route.
-        route: String,
-        /// The deadline.
-        after: Duration,
-        /// Proxies tried.
-        attempts: usize,
-    },
 }
 
 impl DialError {
@@ -144,14 +118,12 @@ impl DialError {
             DialError::Direct { source, .. } if is_local_shortage(source) => FaultClass::Local,
             DialError::ProxyUnreachable { .. }
             | DialError::Timeout { .. }
-            | DialError::ProxyProtocol { .. }
-            | DialError::AllDown { .. }
-            | DialError::Deadline { .. } => FaultClass::Proxy,
+            | DialError::ProxyProtocol { .. } => FaultClass::Proxy,
             DialError::Destination { .. }
             | DialError::Resolve { .. }
             | DialError::Direct { .. }
             | DialError::Forbidden { .. } => FaultClass::Destination,
-            DialError::Rejected { .. } | DialError::NoProxy { .. } => FaultClass::Config,
+            DialError::Rejected { .. } => FaultClass::Config,
         }
     }
 

@@ -12,7 +12,7 @@ use super::relay::Silence;
 use super::route::{self, route};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
-use crate::balancer::{Balancer, Connected};
+use crate::balancer::{Balancer, ConnectError, Connected};
 use crate::config::{ClientAuth, ListenTransport};
 use crate::dial::{DialError, FaultClass, Forbidden, Replay, Target};
 
@@ -32,7 +32,7 @@ pub(crate) enum Refusal {
     /// The destination is the gateway itself, or private behind an open listener.
     Forbidden(Forbidden),
     /// No tunnel: what the balancer said.
-    Dial(Box<DialError>),
+    Dial(Box<ConnectError>),
     /// A forwarded request's origin failed it after the tunnel opened.
     Origin(&'static str),
     /// The handshake timeout passed while the tunnel was being opened.
@@ -51,8 +51,9 @@ impl Refusal {
             Refusal::Origin(_) => Reply::GeneralFailure,
             Refusal::TimedOut => Reply::TtlExpired,
             Refusal::Dial(e) => match (e.class(), &**e) {
-                (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => Reply::TtlExpired,
-                (_, DialError::Forbidden { .. }) => Reply::NotAllowed,
+                (_, ConnectError::Deadline { .. })
+                | (_, ConnectError::Dial(DialError::Timeout { .. })) => Reply::TtlExpired,
+                (_, ConnectError::Dial(DialError::Forbidden { .. })) => Reply::NotAllowed,
                 (FaultClass::Destination, _) => Reply::HostUnreachable,
                 (FaultClass::Config, _) => Reply::NotAllowed,
                 (FaultClass::Proxy | FaultClass::Local, _) => Reply::GeneralFailure,
@@ -75,8 +76,9 @@ impl Refusal {
             ),
             Refusal::Dial(e) => {
                 let status = match (e.class(), &**e) {
-                    (_, DialError::Deadline { .. } | DialError::Timeout { .. }) => 504,
-                    (_, DialError::Forbidden { .. }) => 403,
+                    (_, ConnectError::Deadline { .. })
+                    | (_, ConnectError::Dial(DialError::Timeout { .. })) => 504,
+                    (_, ConnectError::Dial(DialError::Forbidden { .. })) => 403,
                     (FaultClass::Destination, _) => 502,
                     _ => 503,
                 };
@@ -88,7 +90,14 @@ impl Refusal {
 
 /// What a client is told of a failed connect: the cause, never an upstream's
 /// address (the log has those).
-fn client_text(e: &DialError) -> String {
+fn client_text(e: &ConnectError) -> String {
+    let e = match e {
+        ConnectError::AllDown { route, policy, .. } => {
+            return format!("{route}: every proxy is out ({policy})");
+        }
+        ConnectError::Dial(e) => e,
+        _ => return e.to_string(),
+    };
     match e {
         DialError::Destination { target, detail, .. } => {
             format!("destination {target} failed: {detail}")
@@ -102,9 +111,6 @@ fn client_text(e: &DialError) -> String {
         DialError::ProxyUnreachable { .. } => "the upstream proxy cannot be reached".to_owned(),
         DialError::ProxyProtocol { .. } => "the upstream proxy failed the handshake".to_owned(),
         DialError::Rejected { .. } => "the upstream proxy refused the request".to_owned(),
-        DialError::AllDown { route, policy, .. } => {
-            format!("{route}: every proxy is out ({policy})")
-        }
         _ => e.to_string(),
     }
 }
