@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use proxypool::Balancer;
 use proxypool::config::{Config, ConfigError, Transport};
-use proxypool::dial::{Dialer, Target};
+use proxypool::{Dialer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Exit status for bad configuration (sysexits' EX_USAGE).

@@ -43,4 +43,4 @@ pub mod strategy;
 
 pub use balancer::{Balancer, BalancerError, ConnectError, Connected};
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
-pub use dial::{DialError, Dialer, FaultClass, ProxyStream, Target};
+pub use balancer::{DialError, Dialer, FaultClass, ProxyStream, Target};

@@ -534,7 +534,7 @@ impl Balancer {
                     .await
             }
             WhenAllDown::FallbackDefault => {
-                let default = format!("default.{}", ctx.transport);
+                let default = crate::config::RoutePath::default_route(ctx.transport).to_string();
                 if pool.name() == default {
                     return Err(self.all_down_error(
                         entry,

@@ -2,6 +2,7 @@
 //! dialer, and opens tunnels by route with failover, hedging and the pool's all-down
 //! policy. A gateway (or any embedding client) uses only this.
 
+mod check;
 mod connect;
 mod error;
 mod reload;
@@ -14,17 +15,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{
-    BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, StrategyRef, Transport, Upstream,
-    VerdictRef,
+    BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, RoutePath, StrategyRef, Transport,
+    Upstream, UpstreamRef, VerdictRef,
 };
-use crate::dial::{DialContext, DialProbe, Dialer, ProxyStream, Target};
+use crate::dial::{DialContext, DialProbe};
 use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Verdict, VerdictSlot};
 use crate::metrics::{Collect, Registry, Sample};
-use crate::pool::{Lease, MemberStatus, Outcome, Pool};
+use crate::pool::{MemberStatus, Pool};
 use crate::strategy::{
     Limits, Selector, StrategyEngine, StrategyError, StrategyWatch, WasmVerdict,
 };
 use arc_swap::ArcSwap;
+pub use check::{ProxyCheck, check_proxies, proxies_to_check};
+// What the gateway and the CLI use of the layers below: the facade is their one door.
+pub use crate::dial::{
+    DestinationGuard, DialError, Dialer, FaultClass, Forbidden, ProxyStream, Replay, Target,
+    canonical,
+};
+pub use crate::pool::{Lease, Outcome};
 pub use connect::{ConnectCounters, ConnectTotals};
 pub use error::{BalancerError, ConnectError};
 pub use reload::{ReloadOutcome, ReloadReport, RouteChange};
@@ -49,9 +57,15 @@ impl Connected {
     /// The upstream that carried it, as `route/id` (`exchanges.binance.http/2`), or
     /// `None` for a connection that did not come from a pool.
     pub fn upstream(&self) -> Option<String> {
-        self.lease
-            .as_ref()
-            .map(|l| format!("{}/{}", l.pool().name(), l.id()))
+        let lease = self.lease.as_ref()?;
+        let route = lease.pool().name().parse().ok()?;
+        Some(
+            UpstreamRef {
+                route,
+                id: lease.id(),
+            }
+            .to_string(),
+        )
     }
 
     /// Tells the pool what the exchange said through this proxy: it is then skipped
@@ -631,9 +645,9 @@ impl Balancer {
         // The name ban lists and `Connected::report` use.
         let key = exchange.unwrap_or("default").to_ascii_lowercase();
         let prefer = prefer
-            .and_then(|u| u.rsplit_once('/'))
-            .filter(|(r, _)| *r == name)
-            .and_then(|(_, id)| id.parse().ok());
+            .and_then(|u| u.parse::<UpstreamRef>().ok())
+            .filter(|u| u.route.to_string() == name)
+            .map(|u| u.id);
         self.connect_upstream(
             &routes,
             route.upstream,
@@ -778,10 +792,6 @@ fn watch_strategy(
 /// The path of the pool a route resolved to: exchanges that fall back share the
 /// default's pool.
 fn pool_name(exchange: Option<&str>, transport: Transport, origin: RouteOrigin) -> String {
-    match (origin, exchange) {
-        (RouteOrigin::Exchange, Some(e)) => {
-            format!("exchanges.{}.{transport}", e.to_ascii_lowercase())
-        }
-        _ => format!("default.{transport}"),
-    }
+    let exchange = exchange.filter(|_| origin == RouteOrigin::Exchange);
+    RoutePath::new(exchange, transport).to_string()
 }

@@ -11,6 +11,7 @@ mod gateway;
 mod model;
 mod ping;
 mod raw;
+mod route_path;
 mod url;
 mod validate;
 
@@ -24,6 +25,7 @@ pub use gateway::{
     HostPattern, Listen, ListenTransport, exposed,
 };
 pub use model::*;
+pub use route_path::{RoutePath, UpstreamRef};
 pub use url::{
     Credentials, Endpoint, ProxyUrl, REDACTED, SUPPORTED_SCHEMES, Scheme, UrlError, redact_text,
 };
@@ -721,21 +723,17 @@ impl Config {
     }
 
     fn pools_where(&self, off: bool) -> impl Iterator<Item = (String, &PoolSpec)> {
-        let default = self.default.iter().map(|c| ("default".to_owned(), c));
-        let exchanges = self
-            .exchanges
-            .iter()
-            .map(|(k, c)| (format!("exchanges.{k}"), c));
-        default.chain(exchanges).flat_map(move |(path, c)| {
-            Transport::ALL
-                .into_iter()
-                .filter_map(move |t| match c.configured(t) {
-                    Some(Upstream::Pool(p)) if !off => Some((format!("{path}.{t}"), &**p)),
-                    Some(Upstream::SwitchedOff { pool, .. }) if off => {
-                        Some((format!("{path}.{t}"), &**pool))
-                    }
+        let default = self.default.iter().map(|c| (None, c));
+        let exchanges = self.exchanges.iter().map(|(k, c)| (Some(k.as_str()), c));
+        default.chain(exchanges).flat_map(move |(exchange, c)| {
+            Transport::ALL.into_iter().filter_map(move |t| {
+                let path = || RoutePath::new(exchange, t).to_string();
+                match c.configured(t) {
+                    Some(Upstream::Pool(p)) if !off => Some((path(), &**p)),
+                    Some(Upstream::SwitchedOff { pool, .. }) if off => Some((path(), &**pool)),
                     _ => None,
-                })
+                }
+            })
         })
     }
 }

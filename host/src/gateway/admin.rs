@@ -217,7 +217,7 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
 /// "exchanges.binance.http/1"` (as the `Proxypool-Upstream` header gives it) or
 /// `"session": "KEY"` (the upstreams that session of that exchange sticks to).
 fn report(admin: &Admin, body: &[u8]) -> Result<(), (u16, String)> {
-    use crate::pool::Outcome;
+    use crate::balancer::Outcome;
     let bad = |why: &str| (400, why.to_owned());
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("the body is not JSON"))?;
@@ -259,15 +259,14 @@ fn report(admin: &Admin, body: &[u8]) -> Result<(), (u16, String)> {
         _ => return Err(bad("give either upstream (route/id) or session (its key)")),
     };
     for upstream in upstreams {
-        let (route, id) = upstream
-            .rsplit_once('/')
-            .and_then(|(r, id)| Some((r, id.parse::<u32>().ok()?)))
-            .ok_or_else(|| {
-                bad("upstream: expected route/id, as the Proxypool-Upstream header gives it")
-            })?;
+        let upstream: crate::config::UpstreamRef = upstream.parse().map_err(|why| {
+            bad(&format!(
+                "upstream: {why}, as the Proxypool-Upstream header gives it"
+            ))
+        })?;
         admin
             .balancer
-            .report(route, id, exchange, outcome)
+            .report(&upstream.route.to_string(), upstream.id, exchange, outcome)
             .map_err(|e| (404, e.to_string()))?;
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, ConnectError, Connected};
 use crate::config::{ClientAuth, ListenTransport};
-use crate::dial::{DialError, FaultClass, Forbidden, Replay, Target};
+use crate::balancer::{DialError, FaultClass, Forbidden, Replay, Target};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
 #[derive(Debug)]
@@ -214,7 +214,7 @@ pub(crate) async fn serve(
 /// Relays in the kernel where both ends are plain sockets, else through buffers.
 async fn relay(
     client: TcpStream,
-    upstream: crate::dial::ProxyStream,
+    upstream: crate::balancer::ProxyStream,
     idle: Duration,
     silence: Option<Silence<'_>>,
 ) -> super::relay::Moved {

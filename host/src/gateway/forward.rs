@@ -28,8 +28,7 @@ use super::metrics::ActiveGuard;
 use super::parse::Destination;
 use super::sniff::Protocol;
 use crate::balancer::{Balancer, Connected};
-use crate::dial::{ProxyStream, Replay};
-use crate::pool::Lease;
+use crate::balancer::{Lease, ProxyStream, Replay};
 
 type Body = Either<Incoming, Empty<Bytes>>;
 

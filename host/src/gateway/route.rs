@@ -10,7 +10,7 @@ use super::exchange_hosts::EXCHANGE_HOSTS;
 use super::parse::Destination;
 use crate::balancer::Balancer;
 use crate::config::{ListenTransport, Transport};
-use crate::dial::{DestinationGuard, canonical};
+use crate::balancer::{DestinationGuard, canonical};
 
 /// The destination as a resolver would take it: a name loses one trailing dot; a
 /// name that is an IPv4 address in any spelling `inet_aton` takes (`127.2`,
