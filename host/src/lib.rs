@@ -71,7 +71,8 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod strategy;
+mod sync;
 
 pub use balancer::{Balancer, BalancerError, ConnectError, Connected};
-pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};
 pub use balancer::{DialError, Dialer, FaultClass, ProxyStream, Target};
+pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};

@@ -5,6 +5,7 @@
 //! counter moves or a histogram observes. Labels that name a proxy carry its
 //! redacted label only.
 
+use crate::sync::Locked as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,27 +221,17 @@ impl Registry {
 
     /// Adds a source.
     pub fn register(&self, source: Arc<dyn Collect>) {
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(source);
+        self.sources.locked().push(source);
     }
 
     /// Removes a source registered before (the same `Arc`); no-op otherwise.
     pub fn unregister(&self, source: &Arc<dyn Collect>) {
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| !Arc::ptr_eq(s, source));
+        self.sources.locked().retain(|s| !Arc::ptr_eq(s, source));
     }
 
     /// Every sample of every source.
     pub fn gather(&self) -> Vec<Sample> {
-        let sources = self
-            .sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let sources = self.sources.locked().clone();
         let mut out = Vec::new();
         for s in sources {
             s.collect(&mut out);

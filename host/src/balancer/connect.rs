@@ -20,6 +20,7 @@
 //!   opened no other tunnel (that is how a blackholed or hung proxy's breaker opens
 //!   fast).
 
+use crate::sync::Locked as _;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -480,7 +481,7 @@ impl Balancer {
     /// its own connect), else [`DEFAULT_HEDGE_INITIAL`]; never the ceiling by default.
     fn hedge_delay(&self, entry: &PoolEntry) -> Option<Duration> {
         let (min, max) = entry.pool.spec().failover.hedge?;
-        let samples = entry.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = entry.handshakes.locked();
         if samples.len() < MIN_SAMPLES {
             drop(samples);
             return Some(initial_hedge_delay(&entry.pool).clamp(min, max));
@@ -498,7 +499,7 @@ impl Balancer {
     }
 
     fn note_handshake(&self, entry: &PoolEntry, took: Duration) {
-        let mut samples = entry.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = entry.handshakes.locked();
         if samples.len() == HANDSHAKE_SAMPLES {
             samples.pop_front();
         }

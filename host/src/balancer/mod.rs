@@ -8,6 +8,7 @@ mod error;
 mod reload;
 mod schedule;
 
+use crate::sync::Locked as _;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,7 +133,7 @@ struct PoolEntry {
 impl Collect for PoolEntry {
     fn collect(&self, out: &mut Vec<Sample>) {
         self.pool.collect(out);
-        if let Some(c) = &*self.checker.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(c) = &*self.checker.locked() {
             c.collect(out);
         }
         let name = self.pool.name();
@@ -164,7 +165,7 @@ impl Collect for PoolEntry {
             stats.fallback_picks,
         ));
         for (component, watch) in [("strategy", &self.watch), ("verdict", &self.verdict_watch)] {
-            let watch = watch.lock().unwrap_or_else(|p| p.into_inner());
+            let watch = watch.locked();
             let (installed, rejected) = watch.as_ref().map_or((0, 0), |w| {
                 let c = w.counters();
                 (
@@ -249,7 +250,7 @@ impl Collect for RoutesMetrics {
             routes.pools[name].collect(out);
         }
         self.reloads.collect(routes.generation, out);
-        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let mut draining = self.draining.locked();
         draining.retain(|(pool, ids)| {
             ids.iter()
                 .any(|&id| pool.members()[id as usize].active() > 0)
@@ -336,7 +337,7 @@ impl Balancer {
     /// drops.
     pub fn start(&self, runtime: &tokio::runtime::Handle) {
         {
-            let mut rt = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rt = self.runtime.locked();
             if rt.is_some() {
                 return;
             }
@@ -350,12 +351,7 @@ impl Balancer {
     /// Starts the health checks of the pools in `routes` that have none yet, if the
     /// balancer has started; how many it started.
     fn start_checks(&self, routes: &Routes) -> usize {
-        let Some(runtime) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(runtime) = self.runtime.locked().clone() else {
             return 0;
         };
         let _entered = runtime.enter();
@@ -364,7 +360,7 @@ impl Balancer {
         let mut started = 0;
         for name in names {
             let entry = &routes.pools[name];
-            let mut checker = entry.checker.lock().unwrap_or_else(|p| p.into_inner());
+            let mut checker = entry.checker.locked();
             if checker.is_some() {
                 continue;
             }
@@ -385,10 +381,7 @@ impl Balancer {
 
     /// Whether [`Balancer::start`] has started the background work.
     pub fn started(&self) -> bool {
-        self.runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.runtime.locked().is_some()
     }
 
     /// What a pool needs besides its members, loaded before anything changes: the
@@ -437,15 +430,6 @@ impl Balancer {
             totals.add(&entry.counters);
         }
         totals
-    }
-
-    /// The connect counters and latency histograms of the pool at `route`.
-    pub fn pool_counters(&self, route: &str) -> Option<Arc<ConnectCounters>> {
-        self.routes
-            .load()
-            .pools
-            .get(route)
-            .map(|e| e.counters.clone())
     }
 
     /// Reports what `exchange` said through member `id` of the pool at `route`, as
@@ -498,10 +482,7 @@ impl Balancer {
         match loaded {
             Ok((v, watch)) => {
                 entry.verdict.store(Arc::new(v));
-                *entry
-                    .verdict_watch
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = watch;
+                *entry.verdict_watch.locked() = watch;
                 tracing::info!(target: "proxypool::health", pool = route, "verdict {verdict} installed");
                 Ok(())
             }
@@ -515,21 +496,6 @@ impl Balancer {
                 Err(e)
             }
         }
-    }
-
-    /// Replaces a pool's verdict with a native one (an embedder's own logic).
-    pub fn set_native_verdict(
-        &self,
-        route: &str,
-        verdict: Box<dyn Verdict>,
-    ) -> Result<(), BalancerError> {
-        let entry = self.entry(route)?;
-        *entry
-            .verdict_watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        entry.verdict.store(Arc::new(verdict));
-        Ok(())
     }
 
     /// Changes a pool's strategy at run time, through the same admission as a file
@@ -552,7 +518,7 @@ impl Balancer {
         match loaded {
             Ok((compiled, fallback, watch)) => {
                 entry.selector.set_strategy(compiled, fallback);
-                *entry.watch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+                *entry.watch.locked() = watch;
                 tracing::info!(target: "proxypool::strategy", pool = route, "strategy {strategy} installed");
                 Ok(())
             }

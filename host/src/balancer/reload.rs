@@ -11,6 +11,7 @@
 //! stop with the old pool's checker); the new strategy instance starts from the
 //! live lease counts.
 
+use crate::sync::Locked as _;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +164,7 @@ impl ReloadCounters {
             (true, false) => &self.applied,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadOutcome {
+        *self.last.locked() = Some(ReloadOutcome {
             at: SystemTime::now(),
             ok,
             summary,
@@ -207,7 +208,7 @@ impl Balancer {
     /// returned, and the running configuration keeps serving. Blocking (it may
     /// compile): call it from a blocking task.
     pub fn reload(&self, config: Config) -> Result<ReloadReport, BalancerError> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.reloading.locked();
         let old = self.routes.load_full();
         let mut plans = Vec::new();
         for (name, spec) in config.pools() {
@@ -270,7 +271,7 @@ impl Balancer {
         }
         // A parked pool neither probes nor keeps a breaker timer.
         for e in parked.values() {
-            e.checker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            e.checker.locked().take();
         }
         let routes = Routes {
             generation: report.generation,
@@ -279,10 +280,7 @@ impl Balancer {
             parked,
         };
         self.routes.store(Arc::new(routes));
-        self.draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(drained);
+        self.draining.locked().extend(drained);
         self.start_checks(&self.routes.load());
         tracing::info!(target: "proxypool::config", "reload applied: {report}");
         self.reloads.record(true, false, report.to_string());
@@ -319,11 +317,7 @@ impl Balancer {
 
     /// The last reload's result, if there was one.
     pub fn last_reload(&self) -> Option<ReloadOutcome> {
-        self.reloads
-            .last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.reloads.last.locked().clone()
     }
 }
 

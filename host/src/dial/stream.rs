@@ -48,14 +48,6 @@ impl ProxyStream {
             inner => Err(ProxyStream { inner }),
         }
     }
-
-    /// The TCP connection to the first hop (the proxy, or the destination if direct).
-    pub fn tcp_stream(&self) -> &TcpStream {
-        match &self.inner.inner {
-            Inner::Tcp(s) => s,
-            Inner::Tls(s) => s.get_ref().0,
-        }
-    }
 }
 
 impl AsyncRead for ProxyStream {

@@ -13,8 +13,8 @@ use super::route::{self, route};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
 use crate::balancer::{Balancer, ConnectError, Connected};
-use crate::config::{ClientAuth, ListenTransport};
 use crate::balancer::{DialError, FaultClass, Forbidden, Replay, Target};
+use crate::config::{ClientAuth, ListenTransport};
 
 /// Why a client's request is not served; each protocol has one reply per kind.
 #[derive(Debug)]

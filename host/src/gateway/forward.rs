@@ -6,6 +6,7 @@
 //! headers are dropped both ways (RFC 9110 §7.6.1), and the response names its
 //! upstream in `Proxypool-Upstream`, as a CONNECT answer does.
 
+use crate::sync::Locked as _;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -245,13 +246,13 @@ impl Forwarder<'_> {
         if let Some(u) = &origin.upstream {
             parts.headers.insert("proxypool-upstream", u.clone());
         }
-        *self.origin.lock().unwrap_or_else(|p| p.into_inner()) = Some(origin);
+        *self.origin.locked() = Some(origin);
         Ok(Response::from_parts(parts, Either::Left(body)))
     }
 
     /// The kept tunnel, if it goes to this origin for this user and is still open.
     async fn reuse(&self, key: &OriginKey) -> Option<Origin> {
-        let kept = self.origin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let kept = self.origin.locked().take();
         let mut origin = kept.filter(|o| o.key == *key)?;
         // Ready once the last response is done; an error once the origin closed.
         let ready = tokio::time::timeout(self.limits.handshake, origin.sender.ready()).await;

@@ -114,6 +114,7 @@ mod splice {
     use tokio::time::Instant;
 
     use super::{Moved, Silence};
+    use crate::sync::Locked as _;
 
     /// Bytes moved per splice: a pipe's default capacity.
     const CHUNK: usize = 64 * 1024;
@@ -125,14 +126,14 @@ mod splice {
     static PIPES: Mutex<Vec<(OwnedFd, OwnedFd)>> = Mutex::new(Vec::new());
 
     fn take_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-        if let Some(p) = PIPES.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some(p) = PIPES.locked().pop() {
             return Ok(p);
         }
         Ok(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
     }
 
     fn give_pipe(p: (OwnedFd, OwnedFd)) {
-        let mut pool = PIPES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = PIPES.locked();
         if pool.len() < POOL {
             pool.push(p);
         }

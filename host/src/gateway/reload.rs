@@ -4,6 +4,7 @@
 //! the result to [`Balancer::reload`]: a file that does not parse or validate, or
 //! whose strategy fails admission, changes nothing and is logged and counted once.
 
+use crate::sync::Locked as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub struct Prebound {
 impl Prebound {
     /// The socket bound for `addr`, if a reload bound one.
     pub fn take(&self, addr: std::net::SocketAddr) -> Option<std::net::TcpListener> {
-        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sockets = self.sockets.locked();
         let i = sockets.iter().position(|(a, _)| *a == addr)?;
         Some(sockets.swap_remove(i).1)
     }
@@ -93,7 +94,7 @@ impl Reloader {
                 })?;
             bound.push((l.addr, socket));
         }
-        *prebound.sockets.lock().unwrap_or_else(|p| p.into_inner()) = bound;
+        *prebound.sockets.locked() = bound;
         Ok(())
     }
 
@@ -163,7 +164,7 @@ impl Reloader {
                 while rx.try_recv().is_ok() {}
                 let now = digest(&path);
                 let changed = {
-                    let mut seen = me.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut seen = me.seen.locked();
                     let changed = now.is_some() && now != *seen;
                     if changed {
                         *seen = now;

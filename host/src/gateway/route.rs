@@ -9,8 +9,8 @@ use super::conn::Refusal;
 use super::exchange_hosts::EXCHANGE_HOSTS;
 use super::parse::Destination;
 use crate::balancer::Balancer;
-use crate::config::{ListenTransport, Transport};
 use crate::balancer::{DestinationGuard, canonical};
+use crate::config::{ListenTransport, Transport};
 
 /// The destination as a resolver would take it: a name loses one trailing dot; a
 /// name that is an IPv4 address in any spelling `inet_aton` takes (`127.2`,

@@ -220,7 +220,10 @@ fn guard_destinations(shared: &Shared, slots: &[Slot]) {
     let allow_private = shared.settings.allow_private || all_loopback;
     shared
         .balancer
-        .set_destination_guard(Some(crate::balancer::DestinationGuard::new(own, allow_private)));
+        .set_destination_guard(Some(crate::balancer::DestinationGuard::new(
+            own,
+            allow_private,
+        )));
 }
 
 /// Counts each client address's connections in handshake, in a fixed table of

@@ -3,6 +3,7 @@
 //! as long as that upstream may take it; then the session moves to wherever the next
 //! connection lands.
 
+use crate::sync::Locked as _;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ impl Sessions {
     /// The upstream the session sticks to, if it is known and fresh.
     pub fn get(&self, exchange: &str, transport: Transport, key: &str) -> Option<String> {
         let id = id(exchange, transport, key);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         let now = Instant::now();
         match map.get_mut(&id) {
             Some((upstream, used)) if now.duration_since(*used) < SESSION_IDLE => {
@@ -68,7 +69,7 @@ impl Sessions {
     /// The session sticks to `upstream` from now on.
     pub fn put(&self, exchange: &str, transport: Transport, key: &str, upstream: String) {
         let id = id(exchange, transport, key);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if map.len() >= MAX_SESSIONS && !map.contains_key(&id) {
             let now = Instant::now();
             map.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);

@@ -1,6 +1,7 @@
 //! The native build of the default verdict, for embedders that run health checks
 //! without the WebAssembly engine. Same logic as the `threshold` component.
 
+use crate::sync::Locked as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ impl Threshold {
 
 impl Verdict for Threshold {
     fn observe(&self, id: ProxyId, success: bool, _latency: Duration) -> Health {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.0.locked();
         if t.observe(id, success) {
             Health::Healthy
         } else {

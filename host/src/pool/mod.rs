@@ -16,6 +16,7 @@
 mod breaker;
 mod state;
 
+use crate::sync::Locked as _;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -154,7 +155,7 @@ impl Member {
 
     /// The breaker's state.
     pub fn breaker(&self) -> BreakerState {
-        lock(&self.cells.breaker).state()
+        self.cells.breaker.locked().state()
     }
 
     /// Whether the proxy refused our credentials.
@@ -170,7 +171,7 @@ impl Member {
     fn eligible(&self) -> bool {
         self.enabled
             && self.healthy()
-            && lock(&self.cells.breaker).admits()
+            && self.cells.breaker.locked().admits()
             && !self.misconfigured()
     }
 }
@@ -386,7 +387,7 @@ impl Pool {
                 let cells = match found {
                     Some(j) => {
                         let cells = old[j].cells.clone();
-                        lock(&cells.breaker).reconfigure(spec.breaker.clone());
+                        cells.breaker.locked().reconfigure(spec.breaker.clone());
                         // New credentials may cure a refusal of the old ones.
                         if old[j].url != m.url {
                             cells.misconfigured.store(false, SeqCst);
@@ -424,7 +425,10 @@ impl Pool {
         let dirty = DirtyBits::new(members.len());
         let (bans, next_deadline, epoch, counters, next_version) = match previous {
             Some(p) => {
-                let moved: Vec<Ban> = lock(&p.inner.bans)
+                let moved: Vec<Ban> = p
+                    .inner
+                    .bans
+                    .locked()
                     .iter()
                     .filter_map(|b| {
                         let (_, new) = succession.kept.iter().find(|(o, _)| *o == b.id)?;
@@ -587,7 +591,7 @@ impl Pool {
     }
 
     fn republish(&self) {
-        let _guard = lock(&self.inner.rebuild);
+        let _guard = self.inner.rebuild.locked();
         let members = &self.inner.members;
         let mut eligible = Vec::new();
         let mut weights = Vec::new();
@@ -599,7 +603,7 @@ impl Pool {
                 mask[i] = true;
             }
         }
-        let bans = lock(&self.inner.bans).clone();
+        let bans = self.inner.bans.locked().clone();
         let version = self.inner.next_version.fetch_add(1, Ordering::Relaxed);
         self.inner.snapshot.store(Arc::new(Snapshot {
             version,
@@ -713,11 +717,6 @@ fn fold_mean(cell: &AtomicU32, took: Duration) {
         ((old as u64 * 7 + sample as u64) / 8) as u32
     };
     cell.store(new.max(1), Ordering::Relaxed);
-}
-
-/// Holding the lock only to rebuild the snapshot: a panic cannot corrupt state.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One active connection through a proxy. Owned by whatever holds the stream; the

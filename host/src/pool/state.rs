@@ -2,6 +2,7 @@
 //! change that alters eligibility republishes the snapshot, and each transition is
 //! logged once, with its reason, and counted.
 
+use crate::sync::Locked as _;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use super::breaker::Admission;
 
 /// Bans a pool keeps at most: far above members × exchanges of any real pool.
 pub const MAX_BANS: usize = 4096;
-use super::{BreakerState, Pool, ProxyId, lock};
+use super::{BreakerState, Pool, ProxyId};
 use crate::metrics::{Collect, Sample};
 
 /// Why a client reported a proxy for one exchange.
@@ -169,7 +170,7 @@ impl Pool {
         // still fail real connects (a tcp probe cannot see a broken handshake).
         if healthy
             && !was
-            && let Some(state) = lock(&m.cells.breaker).reset()
+            && let Some(state) = m.cells.breaker.locked().reset()
         {
             self.count_breaker(state);
             changed = true;
@@ -180,7 +181,7 @@ impl Pool {
                 .health_transitions
                 .fetch_add(1, Ordering::Relaxed);
             if !healthy {
-                *lock(&m.cells.reason) = format!("unhealthy: {reason}");
+                *m.cells.reason.locked() = format!("unhealthy: {reason}");
             }
             self.log(id, "health", if healthy { "up" } else { "down" }, reason);
         } else if first {
@@ -207,7 +208,7 @@ impl Pool {
         if m.cells.target_strike.load(Ordering::Relaxed) != 0 {
             m.cells.target_strike.store(0, Ordering::Relaxed);
         }
-        let changed = lock(&m.cells.breaker).success();
+        let changed = m.cells.breaker.locked().success();
         if let Some(state) = changed {
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), "a connect succeeded");
@@ -220,9 +221,9 @@ impl Pool {
         let Some(m) = self.inner.members.get(id as usize) else {
             return;
         };
-        let changed = lock(&m.cells.breaker).failure(now);
+        let changed = m.cells.breaker.locked().failure(now);
         if let Some(state) = changed {
-            *lock(&m.cells.reason) = format!("breaker open: {reason}");
+            *m.cells.reason.locked() = format!("breaker open: {reason}");
             self.count_breaker(state);
             self.log(id, "breaker", state.as_str(), reason);
             if let BreakerState::Open { until } = state {
@@ -290,7 +291,7 @@ impl Pool {
             return;
         };
         if !m.cells.misconfigured.swap(true, Ordering::AcqRel) {
-            *lock(&m.cells.reason) = format!("misconfigured: {reason}");
+            *m.cells.reason.locked() = format!("misconfigured: {reason}");
             self.inner
                 .counters
                 .misconfigured
@@ -311,7 +312,7 @@ impl Pool {
     /// needed), it gives the trial back, so the proxy cannot be stuck out of rotation.
     pub fn begin_attempt(&self, id: ProxyId) -> Option<Trial> {
         let m = self.inner.members.get(id as usize)?;
-        let admission = lock(&m.cells.breaker).take_trial();
+        let admission = m.cells.breaker.locked().take_trial();
         let trial = match admission {
             Admission::Refused => return None,
             Admission::Closed => None,
@@ -338,7 +339,7 @@ impl Pool {
         self.inner.next_deadline.store(u64::MAX, Ordering::Release);
         let mut changed = false;
         for (id, m) in self.inner.members.iter().enumerate() {
-            let mut b = lock(&m.cells.breaker);
+            let mut b = m.cells.breaker.locked();
             if let Some(state) = b.poll(now) {
                 drop(b);
                 self.count_breaker(state);
@@ -355,7 +356,7 @@ impl Pool {
             }
         }
         {
-            let mut bans = lock(&self.inner.bans);
+            let mut bans = self.inner.bans.locked();
             let before = bans.len();
             bans.retain(|ban| {
                 let keep = ban.active_at(now);
@@ -413,7 +414,7 @@ impl Pool {
         };
         let exchange = exchange.to_ascii_lowercase();
         {
-            let mut bans = lock(&self.inner.bans);
+            let mut bans = self.inner.bans.locked();
             bans.retain(|b| !(b.id == id && b.exchange == exchange));
             // Bounded whatever reports arrive: the ban that ends first makes room.
             if bans.len() >= MAX_BANS
@@ -468,7 +469,7 @@ impl Pool {
                     breaker: m.breaker(),
                     misconfigured: m.misconfigured(),
                     active: m.active(),
-                    reason: lock(&m.cells.reason).clone(),
+                    reason: m.cells.reason.locked().clone(),
                     bans: snap
                         .bans()
                         .iter()
@@ -566,7 +567,7 @@ impl Drop for Trial {
             return;
         };
         // A recorded outcome has already moved the breaker on; then this does nothing.
-        let released = lock(&m.cells.breaker).release_trial(n);
+        let released = m.cells.breaker.locked().release_trial(n);
         if released {
             self.pool.republish();
         }

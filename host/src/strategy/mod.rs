@@ -13,6 +13,7 @@ mod selector;
 mod verdict;
 mod watch;
 
+use crate::sync::Locked as _;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -633,7 +634,7 @@ impl StrategyEngine {
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Compiled>>> {
         // A panic while holding it cannot leave the map half-written.
-        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.cache.locked()
     }
 }
 

@@ -13,6 +13,7 @@
 //! the instance is rebuilt from its pre-instantiated template; repeated faults
 //! quarantine the generation until a new one is installed.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -485,7 +486,7 @@ impl Selector {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 }
 

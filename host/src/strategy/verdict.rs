@@ -5,6 +5,7 @@
 //! stays as it is, the fault is counted, and the instance is rebuilt; one that keeps
 //! faulting is quarantined.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -214,7 +215,7 @@ impl Verdict for WasmVerdict {
         if self.quarantined() {
             return self.fallback.observe(id, success, latency);
         }
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.locked();
         if live.is_none() {
             match self
                 .engine
@@ -240,7 +241,7 @@ impl WasmVerdict {
     fn fault(&self, what: &str) -> Health {
         self.faults.faults.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut window = self.window.locked();
         if now.duration_since(window.0) > QUARANTINE_WINDOW {
             *window = (now, 0);
         }
@@ -254,7 +255,7 @@ impl WasmVerdict {
             return Health::Unchanged;
         }
         drop(window);
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_log.locked();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(Instant::now());
             tracing::warn!(target: "proxypool::health", "health verdict fault, no opinion: {what}");

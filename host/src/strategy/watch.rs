@@ -6,6 +6,7 @@
 //! rename it over the old one): a file caught half-written is rejected like any
 //! broken one, and the complete one is picked up by the event that follows.
 
+use crate::sync::Locked as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,7 +132,7 @@ fn reload(
     };
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     {
-        let mut seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = last_seen.locked();
         if *seen == Some(hash) {
             return;
         }
