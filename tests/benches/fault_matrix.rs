@@ -2,7 +2,7 @@
 //! balancer each run with the default failover settings: no handshake history and no
 //! probes, so the hedge delay is the documented initial one. Run as root, it re-runs
 //! itself inside a network namespace where SYNs to one address are dropped, so the
-//! SYN-drop kind is measured too. `scripts/bench-fault-matrix` runs it.
+//! SYN-drop kind is measured too. `bench/fault-matrix` runs it.
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! - `false-positives`: 100,000 handshake probes against healthy microsocks proxies;
 //!   failed probes and down transitions of the default verdict.
 //!
-//! `scripts/bench-resilience [failover|pick|memory|false-positives]` (all by default).
+//! `bench/resilience [failover|pick|memory|false-positives]` (all by default).
 
 #![allow(missing_docs)]
 

@@ -2,7 +2,7 @@
 //! native fallbacks) beside pingora-load-balancing's `RoundRobin` and `Random`
 //! `select()`, in one run, one thread. Prints a table.
 //!
-//! `cargo run --release --manifest-path benches/pingora_compare/Cargo.toml`
+//! `cargo run --release --manifest-path bench/pingora_compare/Cargo.toml`
 
 use std::time::Instant;
 
