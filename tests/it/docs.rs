@@ -1,6 +1,7 @@
-//! The documentation's configuration snippets load: every ```yaml block of
-//! docs/migration.md builds, and every ```sh block of `CRYPTOFEED_PROXY_*=…` lines
-//! builds as an environment.
+//! The documentation holds together: every ```yaml block of the README and of
+//! each `docs/` page builds, and every ```sh block of `CRYPTOFEED_PROXY_*=…` lines
+//! builds as an environment; every page the README links exists; the README stays
+//! an overview.
 
 use proxypool::ConfigBuilder;
 
@@ -27,6 +28,97 @@ fn env_lines(block: &str) -> Vec<(String, String)> {
             (k.to_owned(), v.to_owned())
         })
         .collect()
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The README and every page under docs/, with their paths.
+fn pages() -> Vec<(std::path::PathBuf, String)> {
+    let mut paths = vec![root().join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    paths.extend(docs);
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_yaml_and_environment_snippet_of_the_docs_loads() {
+    let (mut yaml_blocks, mut env_blocks) = (0, 0);
+    for (path, text) in pages() {
+        for block in blocks(&text, "yaml") {
+            yaml_blocks += 1;
+            ConfigBuilder::new()
+                .yaml_str(block)
+                .build()
+                .unwrap_or_else(|e| panic!("{}: {e}\n{block}", path.display()));
+        }
+        for block in blocks(&text, "sh") {
+            let is_env = |l: &str| l.trim_start().starts_with("CRYPTOFEED_PROXY_");
+            let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() || !lines.iter().all(|l| is_env(l)) {
+                continue;
+            }
+            env_blocks += 1;
+            let config = ConfigBuilder::new()
+                .env_vars(env_lines(block))
+                .build()
+                .unwrap_or_else(|e| panic!("{}: {e}\n{block}", path.display()));
+            assert!(config.enabled(), "{}: {block}", path.display());
+        }
+    }
+    assert!(yaml_blocks >= 6 && env_blocks >= 4, "snippets went missing");
+}
+
+#[test]
+fn the_readme_is_an_overview_whose_links_exist() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.lines().count() < 200,
+        "the reference belongs in docs/"
+    );
+    let mut linked = 0;
+    for (_, rest) in readme
+        .match_indices("](")
+        .map(|(i, _)| readme.split_at(i + 2))
+    {
+        let target = rest.split(')').next().unwrap();
+        if target.starts_with("http") || target.starts_with('#') {
+            continue;
+        }
+        linked += 1;
+        assert!(
+            root().join(target).exists(),
+            "README links {target}, which is missing"
+        );
+    }
+    assert!(linked >= 7, "the README links its docs pages");
+    // And each page's own links.
+    for (path, text) in pages() {
+        let dir = path.parent().unwrap().to_path_buf();
+        for (_, rest) in text.match_indices("](").map(|(i, _)| text.split_at(i + 2)) {
+            let target = rest.split([')', '#']).next().unwrap();
+            if target.is_empty() || target.starts_with("http") {
+                continue;
+            }
+            assert!(
+                dir.join(target).exists(),
+                "{} links {target}, which is missing",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Real cryptofeed and ccxt, set up as the README's client table says, against a
+//! Real cryptofeed and ccxt, set up as the client table of docs/gateway.md says, against a
 //! stand-in Binance: no request may reach the exchange except through its pools.
 //!
 //! Each test runs itself again inside a network and mount namespace of its own
@@ -137,7 +137,7 @@ fn saw(seen: &[Seen], what: &str) -> bool {
     seen.iter().any(|s| s.what.starts_with(what))
 }
 
-/// cryptofeed 2.4.1 as the README sets it up: the Feed's `http_proxy` for its
+/// cryptofeed 2.4.1 as docs/gateway.md sets it up: the Feed's `http_proxy` for its
 /// aiohttp REST calls, `HTTPS_PROXY` for its start-up `exchangeInfo` (a bare
 /// `requests.get()`), `wss_proxy` for its streams.
 #[test]
@@ -175,7 +175,7 @@ fn cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools() 
     });
 }
 
-/// ccxt's config as the README gives it, for one flavour of ccxt.
+/// ccxt's config as docs/gateway.md gives it, for one flavour of ccxt.
 async fn ccxt(flavour: &str, config: impl Fn(SocketAddr) -> serde_json::Value) {
     let python = crate::gateway::python().expect("python");
     let world = World::enter(&python).await;

@@ -1,4 +1,4 @@
-//! The conformance runner, on the reference modules, the README's example and the
+//! The conformance runner, on the reference modules, the strategies guide's example and the
 //! broken fixtures.
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use proxypool::config::BuiltinStrategy;
 use proxypool::strategy::{Limits, StrategyEngine, builtin_bytes, check};
 
-const README: &str = include_str!("../../README.md");
+const GUIDE: &str = include_str!("../../docs/strategies.md");
 const EXAMPLE_SOURCE: &str = include_str!("../../examples/priority/src/lib.rs");
 const EXAMPLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/priority.wasm"));
 
@@ -24,8 +24,8 @@ fn engine() -> StrategyEngine {
 fn readme_shows_the_example_strategy_verbatim_in_at_most_30_lines() {
     assert!(EXAMPLE_SOURCE.lines().count() <= 30);
     assert!(
-        README.contains(EXAMPLE_SOURCE.trim_end()),
-        "README's \"Write your own strategy\" must show examples/priority/src/lib.rs as it is"
+        GUIDE.contains(EXAMPLE_SOURCE.trim_end()),
+        "docs/strategies.md must show examples/priority/src/lib.rs as it is"
     );
 }
 
@@ -36,7 +36,7 @@ fn check_passes_the_reference_modules_and_the_readme_example() {
         .iter()
         .map(|&b| (b.as_str(), builtin_bytes(b)))
         .collect();
-    subjects.push(("priority (README)", EXAMPLE));
+    subjects.push(("priority (docs/strategies.md)", EXAMPLE));
     for (name, bytes) in subjects {
         let report = check::run(&e, bytes);
         assert!(report.passed(), "{name}: {report:#?}");
