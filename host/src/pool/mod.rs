@@ -14,7 +14,10 @@
 //! atomic add. This layer has no probe logic and knows nothing of WebAssembly.
 
 mod breaker;
+mod collect;
+mod lease;
 mod state;
+mod succession;
 
 use crate::sync::Locked as _;
 use std::fmt;
@@ -28,7 +31,11 @@ use tokio::time::Instant;
 use crate::config::{PoolSpec, ProxyUrl};
 use breaker::Breaker;
 pub use breaker::BreakerState;
+use lease::DirtyBits;
+pub use lease::{Lease, LeaseCount};
 pub use state::{Ban, BanReason, MAX_BANS, MemberStatus, Outcome, PoolCounters, Trial};
+use succession::Successor;
+pub use succession::{Succession, match_members};
 
 /// A small, fast, seedable generator (splitmix64): jitter here, and the strategies'
 /// randomness, reproducible in tests.
@@ -104,6 +111,30 @@ struct Cells {
     /// Set when a connect found it silent (no tunnel past a loser's grace while it
     /// opened no other): its health task counts that as one failed observation.
     suspected: AtomicBool,
+}
+
+impl Cells {
+    /// A new member's cells: healthy until a probe says otherwise, breaker closed.
+    fn new(breaker: crate::config::Breaker, seed: u64) -> Cells {
+        Cells {
+            healthy: AtomicBool::new(true),
+            probed: AtomicBool::new(false),
+            breaker: Mutex::new(Breaker::new(breaker, seed)),
+            misconfigured: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            active: AtomicU32::new(0),
+            latency_us: AtomicU32::new(0),
+            probe_rtt_us: AtomicU32::new(0),
+            picks: AtomicU64::new(0),
+            handshakes: crate::metrics::Histogram::new(crate::metrics::CONNECT_BUCKETS),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            attention: tokio::sync::Notify::new(),
+            successes: AtomicU64::new(0),
+            target_strike: AtomicU64::new(0),
+            suspected: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Member {
@@ -223,60 +254,6 @@ impl Snapshot {
     }
 }
 
-/// A proxy's number of active leases at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LeaseCount {
-    /// The proxy.
-    pub id: ProxyId,
-    /// Its active leases.
-    pub active: u32,
-}
-
-/// Which members' lease counts changed: one bit per member, and one bit per word of
-/// those. A drain swaps the top level first, so a bit set during a drain is either
-/// taken by it or left for the next.
-struct DirtyBits {
-    leaves: Box<[AtomicU64]>,
-    top: Box<[AtomicU64]>,
-}
-
-impl DirtyBits {
-    fn new(members: usize) -> DirtyBits {
-        let words = members.div_ceil(64);
-        let zeroes = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
-        DirtyBits {
-            leaves: zeroes(words),
-            top: zeroes(words.div_ceil(64)),
-        }
-    }
-
-    fn mark(&self, id: ProxyId) {
-        let (w, b) = (id as usize / 64, id % 64);
-        self.leaves[w].fetch_or(1 << b, SeqCst);
-        // Set the summary bit even if another marker is about to: this lease must be
-        // visible to the next drain once it returns.
-        let (t, tb) = (w / 64, w % 64);
-        if self.top[t].load(SeqCst) & (1 << tb) == 0 {
-            self.top[t].fetch_or(1 << tb, SeqCst);
-        }
-    }
-
-    fn drain(&self, mut each: impl FnMut(ProxyId)) {
-        for (t, top) in self.top.iter().enumerate() {
-            let mut words = top.swap(0, SeqCst);
-            while words != 0 {
-                let w = t * 64 + words.trailing_zeros() as usize;
-                words &= words - 1;
-                let mut bits = self.leaves[w].swap(0, SeqCst);
-                while bits != 0 {
-                    each((w * 64) as ProxyId + bits.trailing_zeros());
-                    bits &= bits - 1;
-                }
-            }
-        }
-    }
-}
-
 /// The live state of one route's proxies. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Pool {
@@ -304,26 +281,6 @@ struct PoolInner {
     next_version: AtomicU64,
     /// The pool a reload made to replace this one, once there is one.
     successor: std::sync::OnceLock<Successor>,
-}
-
-/// Where a replaced pool's changes go on to.
-struct Successor {
-    /// Strong: a pool replaced twice must still reach the newest through the one
-    /// between, which nothing else holds. Only forward, so no cycle.
-    pool: Arc<PoolInner>,
-    /// Old id → new id, for the members that stayed.
-    ids: Vec<Option<ProxyId>>,
-}
-
-/// What a reload did to a pool's members.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Succession {
-    /// (old id, new id) of each member that stayed, with its state.
-    pub kept: Vec<(ProxyId, ProxyId)>,
-    /// New ids of members that are new.
-    pub added: Vec<ProxyId>,
-    /// Old ids of members that left (they drain).
-    pub removed: Vec<ProxyId>,
 }
 
 impl fmt::Debug for Pool {
@@ -377,82 +334,16 @@ impl Pool {
         let old_urls: Vec<&ProxyUrl> = old.iter().map(|m| &m.url).collect();
         let new_urls: Vec<&ProxyUrl> = spec.members.iter().map(|m| &m.url).collect();
         let (found, succession) = match_members(&old_urls, &new_urls);
-        let members = spec
-            .members
-            .iter()
-            .zip(labels)
-            .zip(found)
-            .enumerate()
-            .map(|(i, ((m, label), found))| {
-                let cells = match found {
-                    Some(j) => {
-                        let cells = old[j].cells.clone();
-                        cells.breaker.locked().reconfigure(spec.breaker.clone());
-                        // New credentials may cure a refusal of the old ones.
-                        if old[j].url != m.url {
-                            cells.misconfigured.store(false, SeqCst);
-                        }
-                        cells
-                    }
-                    None => Arc::new(Cells {
-                        healthy: AtomicBool::new(true),
-                        probed: AtomicBool::new(false),
-                        breaker: Mutex::new(Breaker::new(spec.breaker.clone(), seed ^ i as u64)),
-                        misconfigured: AtomicBool::new(false),
-                        reason: Mutex::new(String::new()),
-                        active: AtomicU32::new(0),
-                        latency_us: AtomicU32::new(0),
-                        probe_rtt_us: AtomicU32::new(0),
-                        picks: AtomicU64::new(0),
-                        handshakes: crate::metrics::Histogram::new(crate::metrics::CONNECT_BUCKETS),
-                        bytes_up: AtomicU64::new(0),
-                        bytes_down: AtomicU64::new(0),
-                        attention: tokio::sync::Notify::new(),
-                        successes: AtomicU64::new(0),
-                        target_strike: AtomicU64::new(0),
-                        suspected: AtomicBool::new(false),
-                    }),
-                };
-                Member {
-                    url: m.url.clone(),
-                    label,
-                    weight_milli: (m.weight * 1000.0).round() as u32,
-                    enabled: m.enabled,
-                    cells,
-                }
-            })
-            .collect::<Vec<_>>();
+        let members = members_of(spec, labels, found, old, seed);
         let dirty = DirtyBits::new(members.len());
         let (bans, next_deadline, epoch, counters, next_version) = match previous {
-            Some(p) => {
-                let moved: Vec<Ban> = p
-                    .inner
-                    .bans
-                    .locked()
-                    .iter()
-                    .filter_map(|b| {
-                        let (_, new) = succession.kept.iter().find(|(o, _)| *o == b.id)?;
-                        // A geo-block lasts until the member changes (another
-                        // password may mean another exit region); a timed ban stays.
-                        let changed =
-                            p.inner.members[b.id as usize].url != members[*new as usize].url;
-                        if b.until.is_none() && changed {
-                            return None;
-                        }
-                        Some(Ban {
-                            id: *new,
-                            ..b.clone()
-                        })
-                    })
-                    .collect();
-                (
-                    moved,
-                    p.inner.next_deadline.load(SeqCst),
-                    p.inner.epoch,
-                    p.inner.counters.clone(),
-                    p.inner.next_version.load(SeqCst),
-                )
-            }
+            Some(p) => (
+                succession::carry_bans(p, &succession, &members),
+                p.inner.next_deadline.load(SeqCst),
+                p.inner.epoch,
+                p.inner.counters.clone(),
+                p.inner.next_version.load(SeqCst),
+            ),
             None => (
                 Vec::new(),
                 u64::MAX,
@@ -623,54 +514,42 @@ impl Pool {
     }
 }
 
-impl PoolInner {
-    fn count(&self, id: ProxyId, delta: i32) {
-        // Count first, then look at the flag: if tracking was off at the look, it was
-        // turned on later, and the fresh read that follows includes this change.
-        self.members[id as usize]
-            .cells
-            .active
-            .fetch_add(delta as u32, SeqCst);
-        self.mark(id);
-    }
-
-    /// Marks `id`'s count changed here and in the pools that replaced this one.
-    fn mark(&self, id: ProxyId) {
-        if self.tracking.load(SeqCst) {
-            self.dirty.mark(id);
-        }
-        if let Some(next) = self.successor.get()
-            && let Some(Some(new_id)) = next.ids.get(id as usize)
-        {
-            next.pool.mark(*new_id);
-        }
-    }
-}
-
-/// Which old member each new member is ([`ProxyUrl::same_member`], first match
-/// first), and the succession that makes.
-pub fn match_members(old: &[&ProxyUrl], new: &[&ProxyUrl]) -> (Vec<Option<usize>>, Succession) {
-    let mut taken = vec![false; old.len()];
-    let mut succession = Succession::default();
-    let found = new
+/// The members of a pool of `spec`: each that matched an old member (`found`) keeps
+/// its cells, under the new breaker setting; each new one starts fresh.
+fn members_of(
+    spec: &PoolSpec,
+    labels: Vec<String>,
+    found: Vec<Option<usize>>,
+    old: &[Member],
+    seed: u64,
+) -> Vec<Member> {
+    spec.members
         .iter()
+        .zip(labels)
+        .zip(found)
         .enumerate()
-        .map(|(i, url)| {
-            let j = (0..old.len()).find(|&j| !taken[j] && old[j].same_member(url));
-            match j {
+        .map(|(i, ((m, label), found))| {
+            let cells = match found {
                 Some(j) => {
-                    taken[j] = true;
-                    succession.kept.push((j as ProxyId, i as ProxyId));
+                    let cells = old[j].cells.clone();
+                    cells.breaker.locked().reconfigure(spec.breaker.clone());
+                    // New credentials may cure a refusal of the old ones.
+                    if old[j].url != m.url {
+                        cells.misconfigured.store(false, SeqCst);
+                    }
+                    cells
                 }
-                None => succession.added.push(i as ProxyId),
+                None => Arc::new(Cells::new(spec.breaker.clone(), seed ^ i as u64)),
+            };
+            Member {
+                url: m.url.clone(),
+                label,
+                weight_milli: (m.weight * 1000.0).round() as u32,
+                enabled: m.enabled,
+                cells,
             }
-            j
         })
-        .collect();
-    succession.removed = (0..old.len() as ProxyId)
-        .filter(|j| !taken[*j as usize])
-        .collect();
-    (found, succession)
+        .collect()
 }
 
 /// The spec of a pool of `urls` with the config layer's defaults.
@@ -717,67 +596,6 @@ fn fold_mean(cell: &AtomicU32, took: Duration) {
         ((old as u64 * 7 + sample as u64) / 8) as u32
     };
     cell.store(new.max(1), Ordering::Relaxed);
-}
-
-/// One active connection through a proxy. Owned by whatever holds the stream; the
-/// count goes down when it drops, on every path (early returns and panics included).
-pub struct Lease {
-    pool: Arc<PoolInner>,
-    id: ProxyId,
-}
-
-impl Lease {
-    /// The proxy's id in its pool.
-    pub fn id(&self) -> ProxyId {
-        self.id
-    }
-
-    /// The proxy.
-    pub fn url(&self) -> &ProxyUrl {
-        &self.pool.members[self.id as usize].url
-    }
-
-    /// The pool it came from.
-    pub fn pool(&self) -> Pool {
-        Pool {
-            inner: self.pool.clone(),
-        }
-    }
-
-    /// Counts bytes relayed through this proxy (up: client → upstream).
-    pub fn add_bytes(&self, up: u64, down: u64) {
-        let m = &self.pool.members[self.id as usize];
-        m.cells.bytes_up.fetch_add(up, Ordering::Relaxed);
-        m.cells.bytes_down.fetch_add(down, Ordering::Relaxed);
-    }
-
-    /// A tunnel through this proxy went silent: its health task counts one failed
-    /// observation and probes at once (see [`Pool::suspect`]).
-    pub fn suspect(&self) {
-        self.pool().suspect(self.id);
-    }
-
-    /// Reports what `exchange` said through this proxy (see [`Pool::report`]).
-    pub fn report(&self, exchange: &str, outcome: Outcome) {
-        self.pool()
-            .report(self.id, exchange, outcome, Instant::now());
-    }
-}
-
-impl fmt::Debug for Lease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("pool", &self.pool.name)
-            .field("id", &self.id)
-            .field("proxy", &self.pool.members[self.id as usize].label)
-            .finish()
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.pool.count(self.id, -1);
-    }
 }
 
 #[cfg(test)]
