@@ -8,6 +8,7 @@
 
 mod env;
 mod gateway;
+mod health_check;
 mod model;
 mod ping;
 mod raw;
