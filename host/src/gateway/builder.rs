@@ -119,9 +119,9 @@ impl GatewayBuilder {
         self
     }
 
-    /// Binds every listener and the admin endpoint, and starts watching the file.
-    /// Nothing is served until [`Gateway::run`]; a failure leaves nothing bound.
-    pub async fn bind(self) -> Result<Gateway, GatewayError> {
+    /// The one rule for what may face the network: a listener needs client auth
+    /// (or `allow_open`), the admin endpoint a token.
+    fn refuse_exposed(&self) -> Result<(), GatewayError> {
         for l in &self.listen {
             if config::exposed(l.addr, l.auth.is_some()) && !self.allow_open {
                 return Err(GatewayError::Exposed {
@@ -140,27 +140,14 @@ impl GatewayBuilder {
                 why: "not a loopback address, and no gateway.admin_token for its write routes",
             });
         }
-        let mut listeners = Vec::new();
-        let mut local = Vec::new();
-        for l in self.listen {
-            let socket = TcpListener::bind(l.addr)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: "a listener",
-                    addr: l.addr,
-                    source,
-                })?;
-            let bound = socket.local_addr().unwrap_or(l.addr);
-            local.push((bound, l.transport));
-            listeners.push((
-                l.clone(),
-                Listener {
-                    socket,
-                    transport: l.transport,
-                    auth: l.auth,
-                },
-            ));
-        }
+        Ok(())
+    }
+
+    /// Binds every listener and the admin endpoint, and starts watching the file.
+    /// Nothing is served until [`Gateway::run`]; a failure leaves nothing bound.
+    pub async fn bind(self) -> Result<Gateway, GatewayError> {
+        self.refuse_exposed()?;
+        let (listeners, mut local) = bind_listeners(self.listen).await?;
         for s in &self.sockets {
             if let Ok(addr) = s.socket.local_addr() {
                 local.push((addr, s.transport));
@@ -210,6 +197,39 @@ impl GatewayBuilder {
         })
     }
 }
+
+/// Binds each of `listen`, in order: the listeners with their entries, and where
+/// each is bound.
+async fn bind_listeners(listen: Vec<Listen>) -> Result<Bound, GatewayError> {
+    let mut listeners = Vec::new();
+    let mut local = Vec::new();
+    for l in listen {
+        let socket = TcpListener::bind(l.addr)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                what: "a listener",
+                addr: l.addr,
+                source,
+            })?;
+        let bound = socket.local_addr().unwrap_or(l.addr);
+        local.push((bound, l.transport));
+        listeners.push((
+            l.clone(),
+            Listener {
+                socket,
+                transport: l.transport,
+                auth: l.auth,
+            },
+        ));
+    }
+    Ok((listeners, local))
+}
+
+/// Bound listeners with their `gateway.listen` entries, and their addresses.
+type Bound = (
+    Vec<(Listen, Listener)>,
+    Vec<(SocketAddr, config::ListenTransport)>,
+);
 
 /// A gateway with its sockets bound, ready to [`run`](Gateway::run).
 pub struct Gateway {

@@ -151,6 +151,64 @@ mod splice {
         spoke: tokio::sync::Notify,
     }
 
+    impl Asked {
+        fn new(watching: bool) -> Asked {
+            Asked {
+                since: AtomicU64::new(if watching { ANSWERED } else { DONE }),
+                spoke: tokio::sync::Notify::new(),
+            }
+        }
+
+        /// The client sent bytes at `now` (ms after the start).
+        fn spoke(&self, now: u64) {
+            if self
+                .since
+                .compare_exchange(ANSWERED, now + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.spoke.notify_one();
+            }
+        }
+
+        /// The upstream sent bytes.
+        fn answered(&self) {
+            let _ = self
+                .since
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                    (s != DONE).then_some(ANSWERED)
+                });
+        }
+
+        /// Nothing more to watch: the upstream closed its side.
+        fn done(&self) {
+            self.since.store(DONE, Ordering::Release);
+        }
+
+        /// Reports once a wait for an answer runs `silence.after`; never returns.
+        async fn watch(&self, silence: Option<&Silence<'_>>, now_ms: impl Fn() -> u64) {
+            let Some(silence) = silence else {
+                return std::future::pending().await;
+            };
+            loop {
+                let since = self.since.load(Ordering::Acquire);
+                if since == DONE {
+                    return std::future::pending().await;
+                }
+                if since == ANSWERED {
+                    self.spoke.notified().await;
+                    continue;
+                }
+                let waited = Duration::from_millis(now_ms().saturating_sub(since - 1));
+                if waited >= silence.after {
+                    self.done();
+                    (silence.report)();
+                    continue;
+                }
+                tokio::time::sleep(silence.after - waited).await;
+            }
+        }
+    }
+
     /// As [`super::relay`], between two plain TCP sockets, with splice(2).
     pub async fn splice(
         a: TcpStream,
@@ -162,62 +220,28 @@ mod splice {
         let now_ms = || start.elapsed().as_millis() as u64;
         let last = AtomicU64::new(0);
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let asked = Asked {
-            since: AtomicU64::new(if silence.is_some() { ANSWERED } else { DONE }),
-            spoke: tokio::sync::Notify::new(),
-        };
+        let asked = Asked::new(silence.is_some());
         let touch_up = || {
             let now = now_ms();
             last.store(now, Ordering::Relaxed);
-            if asked
-                .since
-                .compare_exchange(ANSWERED, now + 1, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                asked.spoke.notify_one();
-            }
+            asked.spoke(now);
         };
         let touch_down = || {
             last.store(now_ms(), Ordering::Relaxed);
-            let _ = asked
-                .since
-                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
-                    (s != DONE).then_some(ANSWERED)
-                });
+            asked.answered();
         };
         let pumps = async {
             // The first failure ends both ways, as in `relay`.
             let both = tokio::try_join!(pump(&a, &b, &up, &touch_up), async {
                 let r = pump(&b, &a, &down, &touch_down).await;
-                asked.since.store(DONE, Ordering::Release);
+                asked.done();
                 r
             });
             if let Err(e) = both {
                 tracing::debug!(target: "proxypool::gateway", "tunnel ended: {e}");
             }
         };
-        let watch = async {
-            let Some(silence) = &silence else {
-                return std::future::pending().await;
-            };
-            loop {
-                let since = asked.since.load(Ordering::Acquire);
-                if since == DONE {
-                    return std::future::pending().await;
-                }
-                if since == ANSWERED {
-                    asked.spoke.notified().await;
-                    continue;
-                }
-                let waited = Duration::from_millis(now_ms().saturating_sub(since - 1));
-                if waited >= silence.after {
-                    asked.since.store(DONE, Ordering::Release);
-                    (silence.report)();
-                    continue;
-                }
-                tokio::time::sleep(silence.after - waited).await;
-            }
-        };
+        let watch = asked.watch(silence.as_ref(), now_ms);
         let idle_out = async {
             loop {
                 let quiet = start
