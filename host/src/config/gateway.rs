@@ -298,7 +298,70 @@ impl Checker<'_> {
             Some(v) => self.bool("gateway.allow_open", v).unwrap_or(false),
             None => false,
         };
-        let listen = match raw.listen {
+        let listen = self.listeners(raw.listen, allow_open, &d);
+        let admin = match &raw.admin {
+            Some(a) => self.socket_addr("gateway.admin", a).unwrap_or(d.admin),
+            None => d.admin,
+        };
+        let admin_token = raw.admin_token.as_ref().and_then(|t| self.admin_token(t));
+        if exposed(admin, raw.admin_token.is_some()) {
+            self.fail(
+                "gateway.admin",
+                format!("{admin} is not a loopback address: set gateway.admin_token, which its write routes then take"),
+            );
+        }
+        let routes = self.routes(raw.routes);
+        // Each bounded number of the section: key, value, least, most, default.
+        #[rustfmt::skip]
+        let numbers = [
+            ("max_connections", &raw.max_connections, 1, 1_000_000, d.max_connections as u64),
+            ("handshake_timeout_ms", &raw.handshake_timeout_ms, 100, 300_000, d.handshake_timeout.as_millis() as u64),
+            ("idle_timeout_seconds", &raw.idle_timeout_seconds, 1, 86_400, d.idle_timeout.as_secs()),
+            ("silent_tunnel_ms", &raw.silent_tunnel_ms, 0, 600_000, d.silent_tunnel.as_millis() as u64),
+            ("drain_seconds", &raw.drain_seconds, 0, 3_600, d.drain.as_secs()),
+            ("max_handshakes_per_client", &raw.max_handshakes_per_client, 1, 1_000_000, d.max_handshakes_per_client as u64),
+        ];
+        let [
+            max_connections,
+            handshake,
+            idle,
+            silent,
+            drain,
+            max_handshakes,
+        ] = numbers.map(|(key, v, lo, hi, dflt)| {
+            self.opt_whole("gateway", key, v, lo, hi, dflt as i64)
+                .map_or(dflt, |n| n as u64)
+        });
+        let allow_private_destinations = match &raw.allow_private_destinations {
+            Some(v) => self
+                .bool("gateway.allow_private_destinations", v)
+                .unwrap_or(false),
+            None => false,
+        };
+        Gateway {
+            listen,
+            admin,
+            admin_token,
+            routes,
+            max_connections: max_connections as usize,
+            handshake_timeout: Duration::from_millis(handshake),
+            idle_timeout: Duration::from_secs(idle),
+            silent_tunnel: Duration::from_millis(silent),
+            drain: Duration::from_secs(drain),
+            allow_open,
+            allow_private_destinations,
+            max_handshakes_per_client: max_handshakes as usize,
+        }
+    }
+
+    /// `gateway.listen`: the default listener if absent; at least one if given.
+    fn listeners(
+        &mut self,
+        listen: Option<Vec<RawListen>>,
+        allow_open: bool,
+        d: &Gateway,
+    ) -> Vec<Listen> {
+        match listen {
             None => d.listen.clone(),
             Some(list) if list.is_empty() => {
                 self.fail("gateway.listen", "needs at least one listener");
@@ -309,33 +372,32 @@ impl Checker<'_> {
                 .enumerate()
                 .filter_map(|(i, l)| self.listen(&format!("gateway.listen[{i}]"), l, allow_open))
                 .collect(),
-        };
-        let admin = match &raw.admin {
-            Some(a) => self.socket_addr("gateway.admin", a).unwrap_or(d.admin),
-            None => d.admin,
-        };
-        let admin_token = raw.admin_token.as_ref().and_then(|t| {
-            let token = self.string("gateway.admin_token", t)?;
-            if token.trim().len() < AdminToken::MIN_LEN || token.trim() != token {
-                self.fail(
-                    "gateway.admin_token",
-                    format!(
-                        "must be at least {} characters, with no space around it",
-                        AdminToken::MIN_LEN
-                    ),
-                );
-                return None;
-            }
-            Some(AdminToken::new(token))
-        });
-        if exposed(admin, raw.admin_token.is_some()) {
-            self.fail(
-                "gateway.admin",
-                format!("{admin} is not a loopback address: set gateway.admin_token, which its write routes then take"),
-            );
         }
+    }
+
+    /// `gateway.admin_token`: long enough, with no space around it.
+    fn admin_token(&mut self, t: &Scalar) -> Option<AdminToken> {
+        let token = self.string("gateway.admin_token", t)?;
+        if token.trim().len() < AdminToken::MIN_LEN || token.trim() != token {
+            self.fail(
+                "gateway.admin_token",
+                format!(
+                    "must be at least {} characters, with no space around it",
+                    AdminToken::MIN_LEN
+                ),
+            );
+            return None;
+        }
+        Some(AdminToken::new(token))
+    }
+
+    /// `gateway.routes`: exchange → host patterns, in file order.
+    fn routes(
+        &mut self,
+        raw: Option<BTreeMap<String, Vec<Scalar>>>,
+    ) -> Vec<(String, Vec<HostPattern>)> {
         let mut routes = Vec::new();
-        for (exchange, patterns) in raw.routes.into_iter().flatten() {
+        for (exchange, patterns) in raw.into_iter().flatten() {
             let path = format!("gateway.routes.{exchange}");
             if patterns.is_empty() {
                 self.fail(&path, "needs at least one host pattern");
@@ -347,78 +409,7 @@ impl Checker<'_> {
                 .collect();
             routes.push((exchange.to_ascii_lowercase(), parsed));
         }
-        let whole = |c: &mut Self, key: &str, v: &Option<Scalar>, lo, hi, dflt: u64| {
-            c.opt_whole("gateway", key, v, lo, hi, dflt as i64)
-                .map_or(dflt, |n| n as u64)
-        };
-        let max_connections = whole(
-            self,
-            "max_connections",
-            &raw.max_connections,
-            1,
-            1_000_000,
-            d.max_connections as u64,
-        ) as usize;
-        let handshake = whole(
-            self,
-            "handshake_timeout_ms",
-            &raw.handshake_timeout_ms,
-            100,
-            300_000,
-            d.handshake_timeout.as_millis() as u64,
-        );
-        let idle = whole(
-            self,
-            "idle_timeout_seconds",
-            &raw.idle_timeout_seconds,
-            1,
-            86_400,
-            d.idle_timeout.as_secs(),
-        );
-        let silent = whole(
-            self,
-            "silent_tunnel_ms",
-            &raw.silent_tunnel_ms,
-            0,
-            600_000,
-            d.silent_tunnel.as_millis() as u64,
-        );
-        let drain = whole(
-            self,
-            "drain_seconds",
-            &raw.drain_seconds,
-            0,
-            3_600,
-            d.drain.as_secs(),
-        );
-        let allow_private_destinations = match &raw.allow_private_destinations {
-            Some(v) => self
-                .bool("gateway.allow_private_destinations", v)
-                .unwrap_or(false),
-            None => false,
-        };
-        let max_handshakes_per_client = whole(
-            self,
-            "max_handshakes_per_client",
-            &raw.max_handshakes_per_client,
-            1,
-            1_000_000,
-            d.max_handshakes_per_client as u64,
-        ) as usize;
-        Gateway {
-            listen,
-            admin,
-            admin_token,
-            routes,
-            max_connections,
-            handshake_timeout: Duration::from_millis(handshake),
-            idle_timeout: Duration::from_secs(idle),
-            silent_tunnel: Duration::from_millis(silent),
-            drain: Duration::from_secs(drain),
-            allow_open,
-            allow_private_destinations,
-            max_handshakes_per_client,
-        }
+        routes
     }
 
     fn listen(&mut self, path: &str, l: RawListen, allow_open: bool) -> Option<Listen> {
