@@ -209,59 +209,65 @@ enum Event {
     Deadline,
 }
 
+/// What one connect asks for, handed down the connect path whole.
+pub(super) struct Request<'a> {
+    pub(super) ctx: DialContext<'a>,
+    /// The name ban lists and reports use (lowercase), or "default".
+    pub(super) exchange: String,
+    pub(super) target: &'a Target,
+    pub(super) started: Instant,
+}
+
+/// One connect's dials: who is excluded, what is in flight, what failed.
+struct Race {
+    schedule: Schedule,
+    /// Proxies this connect must not use: banned for the exchange, then tried.
+    excluded: Vec<ProxyId>,
+    inflight: Vec<Attempt>,
+    last: Option<DialError>,
+    /// The first target-tied failure, held until another proxy confirms or refutes it.
+    suspect: Option<(ProxyId, DialError)>,
+}
+
+/// What a failed dial leaves a connect to do.
+enum AfterFailure {
+    /// Go on with this step.
+    Go(Step),
+    /// Stop: the client hears this.
+    Stop(ConnectError),
+}
+
 impl Balancer {
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn connect_pool(
         &self,
         routes: &Routes,
         entry: &PoolEntry,
-        ctx: DialContext<'_>,
-        exchange: String,
-        target: &Target,
-        started: Instant,
+        req: Request<'_>,
         mut prefer: Option<ProxyId>,
     ) -> Result<Connected, ConnectError> {
         let pool = &entry.pool;
+        let started = req.started;
         pool.poll(started);
         let failover = &pool.spec().failover;
         let deadline = started + failover.deadline.unwrap_or(pool.timeout());
         let max_attempts = (failover.max_attempts as usize).min(pool.members().len());
-        let mut schedule = Schedule::new(max_attempts, self.hedge_delay(entry), deadline);
-        // Proxies this connect must not use: banned for the exchange, then tried.
-        let mut excluded: Vec<ProxyId> = Vec::new();
+        let mut race = Race {
+            schedule: Schedule::new(max_attempts, self.hedge_delay(entry), deadline),
+            excluded: Vec::new(),
+            inflight: Vec::with_capacity(max_attempts),
+            last: None,
+            suspect: None,
+        };
         pool.snapshot()
-            .banned_for(&exchange, started, &mut excluded);
-        let mut inflight: Vec<Attempt> = Vec::with_capacity(max_attempts);
-        let mut last: Option<DialError> = None;
-        // The first target-tied failure, held until another proxy confirms or refutes it.
-        let mut suspect: Option<(ProxyId, DialError)> = None;
-        let mut step = schedule.begin(started);
+            .banned_for(&req.exchange, started, &mut race.excluded);
+        let mut step = race.schedule.begin(started);
         loop {
             let hedge_at = match step {
                 Step::Start { hedge } => {
-                    let now = Instant::now();
-                    let picked = match prefer.take() {
-                        Some(id) => self
-                            .pick_preferred(entry, id, &excluded)
-                            .or_else(|| self.pick(entry, &exchange, ctx.transport, &mut excluded)),
-                        None => self.pick(entry, &exchange, ctx.transport, &mut excluded),
-                    };
-                    step = match picked {
-                        Some((lease, trial)) => {
-                            if hedge {
-                                entry.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                            } else if schedule.started() > 0 {
-                                entry.counters.failovers.fetch_add(1, Ordering::Relaxed);
-                            }
-                            excluded.push(lease.id());
-                            let mut dial = self.start_dial(pool, lease, trial, ctx, target, now);
-                            dial.hedge = hedge;
-                            inflight.push(dial);
-                            schedule.on_started(now)
-                        }
-                        None if suspect.is_some() => break,
-                        None => schedule.on_no_candidate(now),
-                    };
+                    match self.start_next(entry, &mut race, &req, prefer.take(), hedge) {
+                        Some(next) => step = next,
+                        None => break,
+                    }
                     continue;
                 }
                 Step::Wait { hedge_at } => hedge_at,
@@ -269,18 +275,19 @@ impl Balancer {
                 Step::Deadline => {
                     // Our own deadline is no verdict on a proxy: the dials still
                     // pending finish in the background and are judged on their own.
-                    let grace = loser_grace(schedule.hedge_delay());
-                    for a in inflight.drain(..) {
+                    let grace = loser_grace(race.schedule.hedge_delay());
+                    for a in race.inflight.drain(..) {
                         judge_loser(pool.clone(), a, grace);
                     }
                     entry.counters.failed.fetch_add(1, Ordering::Relaxed);
                     return Err(ConnectError::Deadline {
                         route: pool.name().to_owned(),
                         after: deadline - started,
-                        attempts: schedule.started(),
+                        attempts: race.schedule.started(),
                     });
                 }
             };
+            let inflight = &mut race.inflight;
             let event = tokio::select! {
                 (i, r) = poll_fn(|cx| {
                     for (i, a) in inflight.iter_mut().enumerate() {
@@ -295,68 +302,78 @@ impl Balancer {
             };
             let now = Instant::now();
             step = match event {
-                Event::HedgeDue => schedule.on_hedge_timer(now),
-                Event::Deadline => schedule.on_deadline(now.max(deadline)),
+                Event::HedgeDue => race.schedule.on_hedge_timer(now),
+                Event::Deadline => race.schedule.on_deadline(now.max(deadline)),
                 Event::Done(i, Ok(stream)) => {
-                    schedule.on_won();
-                    let won = inflight.swap_remove(i);
-                    if let Some((id, e)) = suspect.take() {
-                        let key = crate::pool::target_key(target.host(), target.port());
+                    race.schedule.on_won();
+                    let won = race.inflight.swap_remove(i);
+                    if let Some((id, e)) = race.suspect.take() {
+                        let key = crate::pool::target_key(req.target.host(), req.target.port());
                         pool.record_target_fault(id, key, now, &e.to_string());
                     }
-                    let grace = loser_grace(schedule.hedge_delay());
-                    return Ok(self.won(entry, won, inflight, stream, exchange, started, grace));
+                    let grace = loser_grace(race.schedule.hedge_delay());
+                    return Ok(self.won(entry, won, race.inflight, stream, req, grace));
                 }
-                Event::Done(i, Err(e)) => {
-                    let failed = inflight.swap_remove(i);
-                    let id = failed.lease.id();
-                    match charge(pool, id, &e, now) {
-                        FaultClass::Proxy | FaultClass::Config => {}
-                        FaultClass::Local => {
-                            // Nobody to blame and nobody who would do better.
-                            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            return Err(e.into());
-                        }
-                        FaultClass::Destination if suspect.is_some() => {
-                            // A second proxy failed the same target: it is the
-                            // destination's fault, and no proxy is charged.
-                            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            return Err(e.into());
-                        }
-                        FaultClass::Destination => {
-                            // One proxy's word on one target: one more dial, started
-                            // now, confirms or refutes it. Without one the client
-                            // hears it at once, and nobody is charged.
-                            step = schedule.on_failed(now);
-                            if !matches!(step, Step::Start { .. }) {
-                                entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-                                return Err(e.into());
-                            }
-                            suspect = Some((id, e));
-                            continue;
-                        }
+                Event::Done(i, Err(e)) => match failed(entry, &mut race, i, e, now) {
+                    AfterFailure::Go(next) => next,
+                    AfterFailure::Stop(e) => {
+                        entry.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
                     }
-                    last = Some(e);
-                    schedule.on_failed(now)
-                }
+                },
             };
         }
-        if let Some((_, e)) = suspect {
+        if let Some((_, e)) = race.suspect {
             entry.counters.failed.fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }
-        if schedule.started() == 0 {
-            return self
-                .all_down(routes, entry, ctx, exchange, target, started, &excluded)
-                .await;
+        if race.schedule.started() == 0 {
+            return self.all_down(routes, entry, req, &race.excluded).await;
         }
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-        Err(last.map_or_else(
+        Err(race.last.map_or_else(
             || ConnectError::NoProxy {
                 route: pool.name().to_owned(),
             },
             ConnectError::Dial,
         ))
+    }
+
+    /// Picks the next proxy (`prefer` first, while it may take the connect) and
+    /// starts its dial: the step that follows, or `None` to stop the race, when no
+    /// proxy is left and a held destination fault is the answer.
+    fn start_next(
+        &self,
+        entry: &PoolEntry,
+        race: &mut Race,
+        req: &Request<'_>,
+        prefer: Option<ProxyId>,
+        hedge: bool,
+    ) -> Option<Step> {
+        let now = Instant::now();
+        let (exchange, transport) = (&req.exchange, req.ctx.transport);
+        let picked = match prefer {
+            Some(id) => self
+                .pick_preferred(entry, id, &race.excluded)
+                .or_else(|| self.pick(entry, exchange, transport, &mut race.excluded)),
+            None => self.pick(entry, exchange, transport, &mut race.excluded),
+        };
+        match picked {
+            Some((lease, trial)) => {
+                if hedge {
+                    entry.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                } else if race.schedule.started() > 0 {
+                    entry.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                race.excluded.push(lease.id());
+                let mut dial = self.start_dial(&entry.pool, lease, trial, req.ctx, req.target, now);
+                dial.hedge = hedge;
+                race.inflight.push(dial);
+                Some(race.schedule.on_started(now))
+            }
+            None if race.suspect.is_some() => None,
+            None => Some(race.schedule.on_no_candidate(now)),
+        }
     }
 
     fn start_dial(
@@ -389,15 +406,13 @@ impl Balancer {
     /// Records the winner and settles the others: a dial started before the winner
     /// went silent for at least a hedge delay and is judged in the background for
     /// `grace`; one started after it was a hedge that was not needed, and is dropped.
-    #[allow(clippy::too_many_arguments)]
     fn won(
         &self,
         entry: &PoolEntry,
         won: Attempt,
         others: Vec<Attempt>,
         stream: ProxyStream,
-        exchange: String,
-        started: Instant,
+        req: Request<'_>,
         grace: Duration,
     ) -> Connected {
         let pool = &entry.pool;
@@ -418,14 +433,14 @@ impl Balancer {
             }
         }
         entry.counters.connects.fetch_add(1, Ordering::Relaxed);
-        let handshake = started.elapsed();
+        let handshake = req.started.elapsed();
         entry.counters.connect_latency.observe(handshake);
         Connected {
             stream,
             via: Some(won.lease.url().clone()),
             handshake,
             lease: Some(won.lease),
-            exchange,
+            exchange: req.exchange,
         }
     }
 
@@ -508,15 +523,11 @@ impl Balancer {
 
     /// No proxy was eligible: the pool's policy decides. Never direct unless the
     /// default route itself says direct (for `fallback_default`).
-    #[allow(clippy::too_many_arguments)]
     async fn all_down(
         &self,
         routes: &Routes,
         entry: &PoolEntry,
-        ctx: DialContext<'_>,
-        exchange: String,
-        target: &Target,
-        started: Instant,
+        req: Request<'_>,
         banned: &[ProxyId],
     ) -> Result<Connected, ConnectError> {
         let pool = &entry.pool;
@@ -530,12 +541,10 @@ impl Balancer {
             self.why_out(entry, banned)
         );
         match policy {
-            WhenAllDown::Panic => {
-                self.panic_connect(entry, ctx, exchange, target, started, banned)
-                    .await
-            }
+            WhenAllDown::Panic => self.panic_connect(entry, req, banned).await,
             WhenAllDown::FallbackDefault => {
-                let default = crate::config::RoutePath::default_route(ctx.transport).to_string();
+                let default =
+                    crate::config::RoutePath::default_route(req.ctx.transport).to_string();
                 if pool.name() == default {
                     return Err(self.all_down_error(
                         entry,
@@ -543,18 +552,9 @@ impl Balancer {
                         "fallback_default, but this is the default route",
                     ));
                 }
-                let route = routes.config.route(None, ctx.transport);
-                self.connect_upstream(
-                    routes,
-                    route.upstream,
-                    &default,
-                    ctx,
-                    exchange,
-                    target,
-                    started,
-                    None,
-                )
-                .await
+                let route = routes.config.route(None, req.ctx.transport);
+                self.connect_upstream(routes, route.upstream, &default, req, None)
+                    .await
             }
             WhenAllDown::Fail => Err(self.all_down_error(entry, banned, policy.as_str())),
         }
@@ -565,12 +565,15 @@ impl Balancer {
     async fn panic_connect(
         &self,
         entry: &PoolEntry,
-        ctx: DialContext<'_>,
-        exchange: String,
-        target: &Target,
-        started: Instant,
+        req: Request<'_>,
         banned: &[ProxyId],
     ) -> Result<Connected, ConnectError> {
+        let Request {
+            ctx,
+            exchange,
+            target,
+            started,
+        } = req;
         let pool = &entry.pool;
         let candidates: Vec<ProxyId> = (0..pool.members().len() as ProxyId)
             .filter(|id| pool.members()[*id as usize].enabled() && !banned.contains(id))
@@ -680,6 +683,37 @@ impl Balancer {
         }
         shown
     }
+}
+
+/// A dial of the race failed: its proxy is charged as the fault says, and the
+/// connect goes on or stops. A destination fault is held while one more dial
+/// confirms or refutes it (without one the client hears it at once, and nobody is
+/// charged); a second one is the destination's, and nobody is charged; a local
+/// fault has nobody to blame and nobody who would do better.
+fn failed(
+    entry: &PoolEntry,
+    race: &mut Race,
+    i: usize,
+    e: DialError,
+    now: Instant,
+) -> AfterFailure {
+    let failed = race.inflight.swap_remove(i);
+    let id = failed.lease.id();
+    match charge(&entry.pool, id, &e, now) {
+        FaultClass::Proxy | FaultClass::Config => {}
+        FaultClass::Local => return AfterFailure::Stop(e.into()),
+        FaultClass::Destination if race.suspect.is_some() => return AfterFailure::Stop(e.into()),
+        FaultClass::Destination => {
+            let step = race.schedule.on_failed(now);
+            if !matches!(step, Step::Start { .. }) {
+                return AfterFailure::Stop(e.into());
+            }
+            race.suspect = Some((id, e));
+            return AfterFailure::Go(step);
+        }
+    }
+    race.last = Some(e);
+    AfterFailure::Go(race.schedule.on_failed(now))
 }
 
 /// What a failed dial through `id` costs it, the one passive-health rule of every

@@ -614,62 +614,52 @@ impl Balancer {
             .and_then(|u| u.parse::<UpstreamRef>().ok())
             .filter(|u| u.route.to_string() == name)
             .map(|u| u.id);
-        self.connect_upstream(
-            &routes,
-            route.upstream,
-            &name,
+        let req = connect::Request {
             ctx,
-            key,
+            exchange: key,
             target,
             started,
-            prefer,
-        )
-        .await
+        };
+        self.connect_upstream(&routes, route.upstream, &name, req, prefer)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn connect_upstream(
         &self,
         routes: &Routes,
         upstream: Option<&Upstream>,
         pool_name: &str,
-        ctx: DialContext<'_>,
-        exchange: String,
-        target: &Target,
-        started: tokio::time::Instant,
+        req: connect::Request<'_>,
         prefer: Option<u32>,
     ) -> Result<Connected, ConnectError> {
+        let connected = |stream, via| Connected {
+            stream,
+            via,
+            handshake: req.started.elapsed(),
+            lease: None,
+            exchange: req.exchange.clone(),
+        };
         match upstream {
             // `route` gives what a switched-off pool does instead, never the pool.
             None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => {
                 let stream = self
                     .dialer
-                    .dial_direct(target, crate::config::DEFAULT_TIMEOUT)
+                    .dial_direct(req.target, crate::config::DEFAULT_TIMEOUT)
                     .await?;
-                Ok(Connected {
-                    stream,
-                    via: None,
-                    handshake: started.elapsed(),
-                    lease: None,
-                    exchange,
-                })
+                Ok(connected(stream, None))
             }
             Some(Upstream::Proxy(p)) => {
-                let stream = self.dialer.dial(&p.url, p.timeout, target, ctx).await?;
-                Ok(Connected {
-                    stream,
-                    via: Some(p.url.clone()),
-                    handshake: started.elapsed(),
-                    lease: None,
-                    exchange,
-                })
+                let stream = self
+                    .dialer
+                    .dial(&p.url, p.timeout, req.target, req.ctx)
+                    .await?;
+                Ok(connected(stream, Some(p.url.clone())))
             }
             Some(Upstream::Pool(_)) => {
                 let entry = routes.pools.get(pool_name).ok_or(ConnectError::NoProxy {
                     route: pool_name.to_owned(),
                 })?;
-                Box::pin(self.connect_pool(routes, entry, ctx, exchange, target, started, prefer))
-                    .await
+                Box::pin(self.connect_pool(routes, entry, req, prefer)).await
             }
         }
     }
