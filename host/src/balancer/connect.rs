@@ -229,6 +229,19 @@ struct Race {
     suspect: Option<(ProxyId, DialError)>,
 }
 
+impl Race {
+    /// What the client hears when the race ran out: a held destination fault, else
+    /// the last failure, else that the pool had no enabled proxy.
+    fn lost(self, route: &str) -> ConnectError {
+        match (self.suspect, self.last) {
+            (Some((_, e)), _) | (None, Some(e)) => ConnectError::Dial(e),
+            (None, None) => ConnectError::NoProxy {
+                route: route.to_owned(),
+            },
+        }
+    }
+}
+
 /// What a failed dial leaves a connect to do.
 enum AfterFailure {
     /// Go on with this step.
@@ -280,39 +293,22 @@ impl Balancer {
                         judge_loser(pool.clone(), a, grace);
                     }
                     entry.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let (after, attempts) = (deadline - started, race.schedule.started());
+                    let route = pool.name().to_owned();
                     return Err(ConnectError::Deadline {
-                        route: pool.name().to_owned(),
-                        after: deadline - started,
-                        attempts: race.schedule.started(),
+                        route,
+                        after,
+                        attempts,
                     });
                 }
             };
-            let inflight = &mut race.inflight;
-            let event = tokio::select! {
-                (i, r) = poll_fn(|cx| {
-                    for (i, a) in inflight.iter_mut().enumerate() {
-                        if let Poll::Ready(r) = a.dial.as_mut().poll(cx) {
-                            return Poll::Ready((i, r));
-                        }
-                    }
-                    Poll::Pending
-                }) => Event::Done(i, r),
-                _ = sleep_until_some(hedge_at), if hedge_at.is_some() => Event::HedgeDue,
-                _ = tokio::time::sleep_until(deadline) => Event::Deadline,
-            };
+            let event = next_event(&mut race.inflight, hedge_at, deadline).await;
             let now = Instant::now();
             step = match event {
                 Event::HedgeDue => race.schedule.on_hedge_timer(now),
                 Event::Deadline => race.schedule.on_deadline(now.max(deadline)),
                 Event::Done(i, Ok(stream)) => {
-                    race.schedule.on_won();
-                    let won = race.inflight.swap_remove(i);
-                    if let Some((id, e)) = race.suspect.take() {
-                        let key = crate::pool::target_key(req.target.host(), req.target.port());
-                        pool.record_target_fault(id, key, now, &e.to_string());
-                    }
-                    let grace = loser_grace(race.schedule.hedge_delay());
-                    return Ok(self.won(entry, won, race.inflight, stream, req, grace));
+                    return Ok(self.won(entry, race, i, stream, req, now));
                 }
                 Event::Done(i, Err(e)) => match failed(entry, &mut race, i, e, now) {
                     AfterFailure::Go(next) => next,
@@ -323,20 +319,11 @@ impl Balancer {
                 },
             };
         }
-        if let Some((_, e)) = race.suspect {
-            entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(e.into());
-        }
         if race.schedule.started() == 0 {
             return self.all_down(routes, entry, req, &race.excluded).await;
         }
         entry.counters.failed.fetch_add(1, Ordering::Relaxed);
-        Err(race.last.map_or_else(
-            || ConnectError::NoProxy {
-                route: pool.name().to_owned(),
-            },
-            ConnectError::Dial,
-        ))
+        Err(race.lost(pool.name()))
     }
 
     /// Picks the next proxy (`prefer` first, while it may take the connect) and
@@ -403,19 +390,29 @@ impl Balancer {
         }
     }
 
-    /// Records the winner and settles the others: a dial started before the winner
-    /// went silent for at least a hedge delay and is judged in the background for
-    /// `grace`; one started after it was a hedge that was not needed, and is dropped.
+    /// Records the winner (dial `i` of the race) and settles the others: a dial
+    /// started before the winner went silent for at least a hedge delay and is judged
+    /// in the background for a grace; one started after it was a hedge that was not
+    /// needed, and is dropped.
     fn won(
         &self,
         entry: &PoolEntry,
-        won: Attempt,
-        others: Vec<Attempt>,
+        mut race: Race,
+        i: usize,
         stream: ProxyStream,
         req: Request<'_>,
-        grace: Duration,
+        now: Instant,
     ) -> Connected {
         let pool = &entry.pool;
+        race.schedule.on_won();
+        let won = race.inflight.swap_remove(i);
+        // The proxy whose destination fault this win refutes gets its strike.
+        if let Some((id, e)) = race.suspect.take() {
+            let key = crate::pool::target_key(req.target.host(), req.target.port());
+            pool.record_target_fault(id, key, now, &e.to_string());
+        }
+        let grace = loser_grace(race.schedule.hedge_delay());
+        let others = race.inflight;
         let id = won.lease.id();
         let took = won.started.elapsed();
         pool.record_success(id);
@@ -682,6 +679,26 @@ impl Balancer {
             shown.push_str(&format!("; and {} more", status.len() - WHY_OUT_SHOWN));
         }
         shown
+    }
+}
+
+/// Whichever comes first: a dial's end, the hedge timer, the deadline.
+async fn next_event(
+    inflight: &mut [Attempt],
+    hedge_at: Option<Instant>,
+    deadline: Instant,
+) -> Event {
+    tokio::select! {
+        (i, r) = poll_fn(|cx| {
+            for (i, a) in inflight.iter_mut().enumerate() {
+                if let Poll::Ready(r) = a.dial.as_mut().poll(cx) {
+                    return Poll::Ready((i, r));
+                }
+            }
+            Poll::Pending
+        }) => Event::Done(i, r),
+        _ = sleep_until_some(hedge_at), if hedge_at.is_some() => Event::HedgeDue,
+        _ = tokio::time::sleep_until(deadline) => Event::Deadline,
     }
 }
 
