@@ -76,7 +76,6 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
         "loads, imports only the WIT",
         Ok(format!("imports: {}", list_or_none(compiled.imports()))),
     );
-    let ids = |n: u32| (0..n).collect::<Vec<u32>>();
     let mut slowest = Duration::ZERO;
     let mut limit_fault: Option<String> = None;
     let mut record = |name: &'static str, result: Result<String, String>| {
@@ -97,76 +96,18 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
         ("everything tried gives none", 10_000, 10_000, false, 3),
     ];
     for (name, n, tried_n, untried_left, picks) in cases {
-        let result = (|| {
-            let mut s = Subject::new(engine, &compiled)?;
-            s.set_candidates(ids(n))?;
-            let tried = ids(tried_n);
-            for _ in 0..picks {
-                let t = Instant::now();
-                let answer = s.call(|i| i.pick(ctx(&tried), &[]))?;
-                slowest = slowest.max(t.elapsed());
-                check_pick(answer, &tried, |id| id < n, untried_left).map_err(|f| f.to_string())?;
-            }
-            Ok(format!("{picks} picks"))
-        })();
-        record(name, result);
+        let shape = Shape {
+            n,
+            tried: tried_n,
+            untried_left,
+            picks,
+        };
+        record(name, shape.check(engine, &compiled, &mut slowest));
     }
-
-    let result = (|| {
-        let mut s = Subject::new(engine, &compiled)?;
-        // 50 proxies, a changing eligible set, random tried lists.
-        let mut rng = 42u64;
-        for round in 0..100 {
-            let eligible: Vec<u32> = ids(50)
-                .into_iter()
-                .filter(|_| !splitmix64(&mut rng).is_multiple_of(4))
-                .collect();
-            s.set_candidates(eligible.clone())?;
-            for _ in 0..50 {
-                let tried: Vec<u32> = eligible
-                    .iter()
-                    .copied()
-                    .filter(|_| splitmix64(&mut rng).is_multiple_of(3))
-                    .collect();
-                let left = eligible.iter().any(|id| !tried.contains(id));
-                let t = Instant::now();
-                let answer = s
-                    .call(|i| i.pick(ctx(&tried), &[]))
-                    .map_err(|f| format!("round {round}: {f}"))?;
-                slowest = slowest.max(t.elapsed());
-                check_pick(answer, &tried, |id| eligible.contains(&id), left)
-                    .map_err(|f| format!("round {round}: {f}"))?;
-            }
-        }
-        Ok("5,000 picks over 100 eligible sets".into())
-    })();
+    let result = random_sets(engine, &compiled, &mut slowest);
     record("never an ineligible or tried id", result);
-
-    let n = DISTRIBUTION_PROXIES;
-    let mut counts = vec![0u64; n as usize];
-    let dist = (|| {
-        let mut s = Subject::new(engine, &compiled)?;
-        s.set_candidates(ids(n))?;
-        // Each connection closes before the next opens: the last one's count is 0 again.
-        let mut closed: Option<LeaseCount> = None;
-        for _ in 0..DISTRIBUTION_PICKS {
-            let id = match s.call(|i| i.pick(ctx(&[]), closed.as_slice()))? {
-                Some(id) if id < n => id,
-                other => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
-            };
-            counts[id as usize] += 1;
-            closed = Some(LeaseCount { id, active: 0 });
-        }
-        let expected = DISTRIBUTION_PICKS as f64 / n as f64;
-        let chi: f64 = counts
-            .iter()
-            .map(|&c| (c as f64 - expected).powi(2) / expected)
-            .sum();
-        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        Ok(format!(
-            "{DISTRIBUTION_PICKS} picks over {n} equal proxies: min {min}, max {max}, chi-square {chi:.1} (9 df)"
-        ))
-    })();
+    let mut counts = vec![0u64; DISTRIBUTION_PROXIES as usize];
+    let dist = distribution(engine, &compiled, &mut counts);
     record("distribution", dist);
 
     let limits = engine.limits();
@@ -187,6 +128,106 @@ pub fn run(engine: &StrategyEngine, bytes: &[u8]) -> CheckReport {
     });
     report.distribution = counts;
     report
+}
+
+/// The ids 0 to `n - 1`.
+fn ids(n: u32) -> Vec<u32> {
+    (0..n).collect()
+}
+
+/// One shape of candidate set: `n` proxies, the first `tried` of them tried,
+/// whether an untried one remains, and how many picks to make.
+struct Shape {
+    n: u32,
+    tried: u32,
+    untried_left: bool,
+    picks: u32,
+}
+
+impl Shape {
+    fn check(
+        &self,
+        engine: &StrategyEngine,
+        compiled: &Compiled,
+        slowest: &mut Duration,
+    ) -> Result<String, String> {
+        let mut s = Subject::new(engine, compiled)?;
+        s.set_candidates(ids(self.n))?;
+        let tried = ids(self.tried);
+        for _ in 0..self.picks {
+            let t = Instant::now();
+            let answer = s.call(|i| i.pick(ctx(&tried), &[]))?;
+            *slowest = (*slowest).max(t.elapsed());
+            check_pick(answer, &tried, |id| id < self.n, self.untried_left)
+                .map_err(|f| f.to_string())?;
+        }
+        Ok(format!("{} picks", self.picks))
+    }
+}
+
+/// 50 proxies, a changing eligible set, random tried lists: never an ineligible or
+/// tried id.
+fn random_sets(
+    engine: &StrategyEngine,
+    compiled: &Compiled,
+    slowest: &mut Duration,
+) -> Result<String, String> {
+    let mut s = Subject::new(engine, compiled)?;
+    let mut rng = 42u64;
+    for round in 0..100 {
+        let eligible: Vec<u32> = ids(50)
+            .into_iter()
+            .filter(|_| !splitmix64(&mut rng).is_multiple_of(4))
+            .collect();
+        s.set_candidates(eligible.clone())?;
+        for _ in 0..50 {
+            let tried: Vec<u32> = eligible
+                .iter()
+                .copied()
+                .filter(|_| splitmix64(&mut rng).is_multiple_of(3))
+                .collect();
+            let left = eligible.iter().any(|id| !tried.contains(id));
+            let t = Instant::now();
+            let answer = s
+                .call(|i| i.pick(ctx(&tried), &[]))
+                .map_err(|f| format!("round {round}: {f}"))?;
+            *slowest = (*slowest).max(t.elapsed());
+            check_pick(answer, &tried, |id| eligible.contains(&id), left)
+                .map_err(|f| format!("round {round}: {f}"))?;
+        }
+    }
+    Ok("5,000 picks over 100 eligible sets".into())
+}
+
+/// Picks over equal proxies, each connection closed before the next opens, counted
+/// into `counts`: the chi-square the report shows.
+fn distribution(
+    engine: &StrategyEngine,
+    compiled: &Compiled,
+    counts: &mut [u64],
+) -> Result<String, String> {
+    let n = DISTRIBUTION_PROXIES;
+    let mut s = Subject::new(engine, compiled)?;
+    s.set_candidates(ids(n))?;
+    // Each connection closes before the next opens: the last one's count is 0 again.
+    let mut closed: Option<LeaseCount> = None;
+    for _ in 0..DISTRIBUTION_PICKS {
+        let id = match s.call(|i| i.pick(ctx(&[]), closed.as_slice()))? {
+            Some(id) if id < n => id,
+            other => return Err(format!("{} ({other:?})", Fault::NoneWithEligible)),
+        };
+        counts[id as usize] += 1;
+        closed = Some(LeaseCount { id, active: 0 });
+    }
+    let expected = DISTRIBUTION_PICKS as f64 / n as f64;
+    let chi: f64 = counts
+        .iter()
+        .map(|&c| (c as f64 - expected).powi(2) / expected)
+        .sum();
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    Ok(format!(
+        "{DISTRIBUTION_PICKS} picks over {n} equal proxies: min {min}, max {max}, chi-square {chi:.1} (9 df)"
+    ))
 }
 
 /// The component under test, with its last candidate set, so that a call can be
