@@ -626,42 +626,7 @@ impl Config {
                     RouteOrigin::Unset => " (nothing configured)",
                     _ => "",
                 };
-                let route = match r.upstream {
-                    // `route` never gives a switched-off pool, only what it does instead.
-                    None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => {
-                        "direct".to_owned()
-                    }
-                    Some(Upstream::Proxy(p)) => {
-                        format!("proxy {} timeout={}s", p.url, p.timeout.as_secs())
-                    }
-                    Some(Upstream::Pool(p)) => {
-                        let members: Vec<String> = p
-                            .members
-                            .iter()
-                            .map(|m| {
-                                let mut s = m.url.to_string();
-                                if m.weight != 1.0 {
-                                    s.push_str(&format!(" w={}", m.weight));
-                                }
-                                if !m.enabled {
-                                    s.push_str(" (disabled)");
-                                }
-                                s
-                            })
-                            .collect();
-                        format!(
-                            "pool {} [{}] timeout={}s health={}",
-                            p.strategy,
-                            members.join(", "),
-                            p.timeout.as_secs(),
-                            if p.health_check.enabled {
-                                p.health_check.method.as_str()
-                            } else {
-                                "off"
-                            }
-                        )
-                    }
-                };
+                let route = describe(r.upstream);
                 let source = if r.source == Source::Default && r.origin == RouteOrigin::Disabled {
                     "default".to_owned()
                 } else {
@@ -736,5 +701,41 @@ impl Config {
                 }
             })
         })
+    }
+}
+
+/// One route's upstream as the route table shows it, credentials redacted.
+fn describe(upstream: Option<&Upstream>) -> String {
+    match upstream {
+        // `route` never gives a switched-off pool, only what it does instead.
+        None | Some(Upstream::Direct) | Some(Upstream::SwitchedOff { .. }) => "direct".to_owned(),
+        Some(Upstream::Proxy(p)) => format!("proxy {} timeout={}s", p.url, p.timeout.as_secs()),
+        Some(Upstream::Pool(p)) => {
+            let members: Vec<String> = p
+                .members
+                .iter()
+                .map(|m| {
+                    let mut s = m.url.to_string();
+                    if m.weight != 1.0 {
+                        s.push_str(&format!(" w={}", m.weight));
+                    }
+                    if !m.enabled {
+                        s.push_str(" (disabled)");
+                    }
+                    s
+                })
+                .collect();
+            let health = if p.health_check.enabled {
+                p.health_check.method.as_str()
+            } else {
+                "off"
+            };
+            format!(
+                "pool {} [{}] timeout={}s health={health}",
+                p.strategy,
+                members.join(", "),
+                p.timeout.as_secs(),
+            )
+        }
     }
 }
