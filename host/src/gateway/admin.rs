@@ -151,15 +151,23 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
         )
         .await;
     }
+    if write_route {
+        return serve_write(&mut client, admin, path, &head, buf).await;
+    }
+    serve_read(&mut client, admin, path).await
+}
+
+/// A write route, authorised: `/reload`, `/plan` or `/report`.
+async fn serve_write(
+    client: &mut TcpStream,
+    admin: &Admin,
+    path: &str,
+    head: &Head,
+    mut buf: Vec<u8>,
+) -> std::io::Result<()> {
     if path == "/reload" {
         let Some(reloader) = &admin.reloader else {
-            return respond(
-                &mut client,
-                404,
-                "text/plain",
-                b"no configuration to reload\n",
-            )
-            .await;
+            return respond(client, 404, "text/plain", b"no configuration to reload\n").await;
         };
         let (status, text) = match reloader.reload("POST /reload").await {
             Ok(report) => (200, format!("{report}\n")),
@@ -168,47 +176,49 @@ async fn serve(mut client: TcpStream, admin: &Admin) -> std::io::Result<()> {
                 format!("rejected, the running configuration keeps serving: {why}\n"),
             ),
         };
-        return respond(&mut client, status, "text/plain", text.as_bytes()).await;
+        return respond(client, status, "text/plain", text.as_bytes()).await;
     }
-    if write_route {
-        let limit = if path == "/plan" { MAX_PLAN } else { MAX_BODY };
-        if head.body_len > limit {
-            return respond(&mut client, 413, "text/plain", b"body too large\n").await;
-        }
-        while buf.len() < head.len + head.body_len {
-            let mut chunk = [0u8; 1024];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = &buf[head.len..(head.len + head.body_len).min(buf.len())];
-        if path == "/plan" {
-            let (status, text) = plan(&admin.balancer, body);
-            return respond(&mut client, status, "text/plain", text.as_bytes()).await;
-        }
-        let (status, text) = match report(admin, body) {
-            Ok(()) => (204, String::new()),
-            Err((status, why)) => (status, format!("{why}\n")),
-        };
-        return respond(&mut client, status, "text/plain", text.as_bytes()).await;
+    let limit = if path == "/plan" { MAX_PLAN } else { MAX_BODY };
+    if head.body_len > limit {
+        return respond(client, 413, "text/plain", b"body too large\n").await;
     }
+    while buf.len() < head.len + head.body_len {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head.len..(head.len + head.body_len).min(buf.len())];
+    if path == "/plan" {
+        let (status, text) = plan(&admin.balancer, body);
+        return respond(client, status, "text/plain", text.as_bytes()).await;
+    }
+    let (status, text) = match report(admin, body) {
+        Ok(()) => (204, String::new()),
+        Err((status, why)) => (status, format!("{why}\n")),
+    };
+    respond(client, status, "text/plain", text.as_bytes()).await
+}
+
+/// A read route: health, readiness, metrics and status.
+async fn serve_read(client: &mut TcpStream, admin: &Admin, path: &str) -> std::io::Result<()> {
     let draining = *admin.draining.borrow();
     match path {
-        "/healthz" => respond(&mut client, 200, "text/plain", b"ok\n").await,
-        "/readyz" if draining => respond(&mut client, 503, "text/plain", b"draining\n").await,
-        "/readyz" => respond(&mut client, 200, "text/plain", b"ready\n").await,
+        "/healthz" => respond(client, 200, "text/plain", b"ok\n").await,
+        "/readyz" if draining => respond(client, 503, "text/plain", b"draining\n").await,
+        "/readyz" => respond(client, 200, "text/plain", b"ready\n").await,
         "/metrics" => {
             let text = admin.balancer.metrics().render();
             let content_type = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-            respond(&mut client, 200, content_type, text.as_bytes()).await
+            respond(client, 200, content_type, text.as_bytes()).await
         }
         "/status" => {
             let body = status_json(&admin.balancer, draining);
-            respond(&mut client, 200, "application/json", body.as_bytes()).await
+            respond(client, 200, "application/json", body.as_bytes()).await
         }
-        _ => respond(&mut client, 404, "text/plain", b"not found\n").await,
+        _ => respond(client, 404, "text/plain", b"not found\n").await,
     }
 }
 
