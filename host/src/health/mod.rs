@@ -136,16 +136,16 @@ impl HealthChecker {
                 if !pool.members()[id as usize].enabled() {
                     continue;
                 }
-                tasks.spawn(check_member(
-                    pool.clone(),
+                let member = MemberCheck {
+                    pool: pool.clone(),
                     id,
-                    hc.clone(),
-                    probe.clone(),
-                    verdict.clone(),
-                    permits.clone(),
-                    counters.clone(),
-                    splitmix64(&mut seed),
-                ));
+                    hc: hc.clone(),
+                    probe: probe.clone(),
+                    verdict: verdict.clone(),
+                    permits: permits.clone(),
+                    counters: counters.clone(),
+                };
+                tasks.spawn(member.run(splitmix64(&mut seed)));
             }
         }
         HealthChecker {
@@ -203,97 +203,113 @@ async fn breaker_timer(pool: Pool) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn check_member(
+/// One member's health task: what it probes with, and where the verdict goes.
+struct MemberCheck {
     pool: Pool,
     id: ProxyId,
     hc: HealthCheck,
     probe: Arc<dyn Probe>,
     verdict: VerdictSlot,
+    /// Probes in flight at once, process-wide.
     permits: Arc<Semaphore>,
     counters: Arc<ProbeCounters>,
-    mut rng: u64,
-) {
-    let url = pool.members()[id as usize].url().clone();
-    // The first probe comes soon, spread over the fast interval, so the first
-    // verdict is exported quickly without every proxy probed at the same instant.
-    let mut wait = hc.fast_interval.mul_f64(unit(&mut rng));
-    let mut last_success: Option<bool> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = pool.attention(id) => {}
-        }
-        // A connect that found it silent is one failed observation, so that a hung
-        // proxy is down after fall - 1 probes rather than fall.
-        if pool.take_suspicion(id) {
-            observe(
-                &pool,
-                &verdict,
-                id,
-                false,
-                Duration::ZERO,
-                "a connect found it silent",
-            );
-        }
-        let result = {
-            let Ok(_permit) = permits.acquire().await else {
+}
+
+impl MemberCheck {
+    /// Probes until the pool's permits close: at the fast interval while the verdict
+    /// is unsettled, at the interval once it holds, and at once when a connect
+    /// asks for attention.
+    async fn run(self, mut rng: u64) {
+        let (pool, id, hc) = (&self.pool, self.id, &self.hc);
+        // The first probe comes soon, spread over the fast interval, so the first
+        // verdict is exported quickly without every proxy probed at the same instant.
+        let mut wait = hc.fast_interval.mul_f64(unit(&mut rng));
+        let mut last_success: Option<bool> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = pool.attention(id) => {}
+            }
+            // A connect that found it silent is one failed observation, so that a
+            // hung proxy is down after fall - 1 probes rather than fall.
+            if pool.take_suspicion(id) {
+                let why = "a connect found it silent";
+                observe(pool, &self.verdict, id, false, Duration::ZERO, why);
+            }
+            let Some(result) = self.probe_once().await else {
                 return;
             };
-            let mut result = Err(String::new());
-            for _ in 0..hc.retry_count.max(1) {
-                let began = Instant::now();
-                result = probe.probe(&url, hc.timeout).await;
-                // Retries are for loud failures: an attempt that used up its whole
-                // timeout met a silent proxy, and two more would triple the wait.
-                let silent = began.elapsed() >= hc.timeout.mul_f64(0.95);
-                if result.is_ok()
-                    || silent
-                    || result.as_ref().is_err_and(|e| e.starts_with(NO_OPINION))
-                {
-                    break;
-                }
+            if let Err(e) = &result
+                && e.starts_with(NO_OPINION)
+            {
+                // A shortage of ours says nothing of the proxy: try again soon.
+                tracing::debug!(target: "proxypool::health", pool = pool.name(), "probe skipped: {e}");
+                wait = hc.fast_interval.mul_f64(0.75 + 0.5 * unit(&mut rng));
+                continue;
             }
-            result
-        };
-        if let Err(e) = &result
-            && e.starts_with(NO_OPINION)
-        {
-            // A shortage of ours says nothing of the proxy: try again soon.
-            tracing::debug!(target: "proxypool::health", pool = pool.name(), "probe skipped: {e}");
-            wait = hc.fast_interval.mul_f64(0.75 + 0.5 * unit(&mut rng));
-            continue;
+            let success = self.record(&result);
+            let member = &pool.members()[id as usize];
+            let settled = member.healthy() == success
+                && last_success.is_none_or(|l| l == success)
+                && member.breaker() == BreakerState::Closed;
+            last_success = Some(success);
+            let base = if settled && member.healthy() {
+                hc.interval
+            } else {
+                hc.fast_interval
+            };
+            wait = base.mul_f64(0.75 + 0.5 * unit(&mut rng));
         }
-        let (success, latency, reason) = match &result {
+    }
+
+    /// One probe, retried after loud failures: `None` once the permits are closed.
+    async fn probe_once(&self) -> Option<Result<Duration, String>> {
+        let url = self.pool.members()[self.id as usize].url();
+        let _permit = self.permits.acquire().await.ok()?;
+        let mut result = Err(String::new());
+        for _ in 0..self.hc.retry_count.max(1) {
+            let began = Instant::now();
+            result = self.probe.probe(url, self.hc.timeout).await;
+            // Retries are for loud failures: an attempt that used up its whole
+            // timeout met a silent proxy, and two more would triple the wait.
+            let silent = began.elapsed() >= self.hc.timeout.mul_f64(0.95);
+            if result.is_ok() || silent || result.as_ref().is_err_and(|e| e.starts_with(NO_OPINION))
+            {
+                break;
+            }
+        }
+        Some(result)
+    }
+
+    /// Counts a probe's result and hands it to the verdict; whether it succeeded.
+    fn record(&self, result: &Result<Duration, String>) -> bool {
+        let (success, latency, reason) = match result {
             Ok(d) => (true, *d, "probe succeeded".to_owned()),
             Err(e) => (
                 false,
                 Duration::ZERO,
-                format!("{} probe failed: {e}", probe.method()),
+                format!("{} probe failed: {e}", self.probe.method()),
             ),
         };
         if success {
-            counters.ok.fetch_add(1, Ordering::Relaxed);
-            pool.record_probe_rtt(id, latency);
+            self.counters.ok.fetch_add(1, Ordering::Relaxed);
+            self.pool.record_probe_rtt(self.id, latency);
             // Only a probe that does a whole handshake measures what connects see.
-            if probe.method() == "handshake" {
-                pool.record_latency(id, latency);
+            if self.probe.method() == "handshake" {
+                self.pool.record_latency(self.id, latency);
             }
         } else {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
-        observe(&pool, &verdict, id, success, latency, &reason);
-        let member = &pool.members()[id as usize];
-        let settled = member.healthy() == success
-            && last_success.is_none_or(|l| l == success)
-            && member.breaker() == BreakerState::Closed;
-        last_success = Some(success);
-        let base = if settled && member.healthy() {
-            hc.interval
-        } else {
-            hc.fast_interval
-        };
-        wait = base.mul_f64(0.75 + 0.5 * unit(&mut rng));
+        observe(
+            &self.pool,
+            &self.verdict,
+            self.id,
+            success,
+            latency,
+            &reason,
+        );
+        success
     }
 }
 
