@@ -205,22 +205,7 @@ impl Checker<'_> {
         let pool = match m.pool {
             Some(pool) => self.pool(path, pool, beside),
             None => {
-                for (key, given) in [
-                    ("enabled", beside.enabled.is_some()),
-                    ("strategy", beside.strategy.is_some()),
-                    ("health_check", beside.health_check.is_some()),
-                    ("breaker", beside.breaker.is_some()),
-                    ("failover", beside.failover.is_some()),
-                    ("when_all_down", beside.when_all_down.is_some()),
-                    ("bans", beside.bans.is_some()),
-                ] {
-                    if given {
-                        self.fail(
-                            &format!("{path}.{key}"),
-                            format!("{key} applies only to a pool"),
-                        );
-                    }
-                }
+                self.refuse_pool_keys(path, &beside);
                 None
             }
         };
@@ -228,29 +213,42 @@ impl Checker<'_> {
         if direct {
             return Some(Upstream::Direct);
         }
-        // cryptofeed: with both url and pool set, the pool wins.
-        if let Some((mut pool, on)) = pool {
-            pool.timeout = timeout;
-            if on {
-                return Some(Upstream::Pool(Box::new(pool)));
-            }
-            // FR-4: switched off, the route is what it would be without the pool.
-            let instead = match (url, m.url.is_some()) {
-                (Some(url), _) => Upstream::Proxy(ProxyEndpoint { url, timeout }),
-                (None, true) => return None,
-                (None, false) => Upstream::Direct,
-            };
-            return Some(Upstream::SwitchedOff {
-                pool: Box::new(pool),
-                instead: Box::new(instead),
-            });
-        }
-        match (url, m.url.is_some()) {
+        // Invalid url: already reported. Neither url nor pool: cryptofeed's "no proxy".
+        let single = match (url, m.url.is_some()) {
             (Some(url), _) => Some(Upstream::Proxy(ProxyEndpoint { url, timeout })),
-            // Invalid url: already reported.
             (None, true) => None,
-            // Neither url nor pool: cryptofeed's "no proxy".
             (None, false) => Some(Upstream::Direct),
+        };
+        // cryptofeed: with both url and pool set, the pool wins.
+        let Some((mut pool, on)) = pool else {
+            return single;
+        };
+        pool.timeout = timeout;
+        if on {
+            return Some(Upstream::Pool(Box::new(pool)));
+        }
+        // FR-4: switched off, the route is what it would be without the pool.
+        Some(Upstream::SwitchedOff {
+            pool: Box::new(pool),
+            instead: Box::new(single?),
+        })
+    }
+
+    /// Pool-level keys given where there is no pool.
+    fn refuse_pool_keys(&mut self, path: &str, beside: &RawPoolMap) {
+        for (key, given) in [
+            ("enabled", beside.enabled.is_some()),
+            ("strategy", beside.strategy.is_some()),
+            ("health_check", beside.health_check.is_some()),
+            ("breaker", beside.breaker.is_some()),
+            ("failover", beside.failover.is_some()),
+            ("when_all_down", beside.when_all_down.is_some()),
+            ("bans", beside.bans.is_some()),
+        ] {
+            if given {
+                let message = format!("{key} applies only to a pool");
+                self.fail(&format!("{path}.{key}"), message);
+            }
         }
     }
 
