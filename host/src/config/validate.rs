@@ -305,24 +305,7 @@ impl Checker<'_> {
             .when_all_down(&p, &v));
         let enabled = key!(enabled, true, |c, p, v| c.bool(&p, &v));
         let bans = key!(bans, Bans::default(), |c, p, v| c.bans(&p, v));
-        let Some(raw_members) = members else {
-            self.fail(&members_path, "a pool needs a `proxies` list");
-            return None;
-        };
-        if raw_members.is_empty() {
-            self.fail(&members_path, "a pool needs at least one proxy");
-        }
-        let mut members = Vec::with_capacity(raw_members.len());
-        let mut ok = true;
-        for (i, raw) in raw_members.into_iter().enumerate() {
-            match self.member(&format!("{members_path}[{i}]"), raw) {
-                Some(m) => members.push(m),
-                None => ok = false,
-            }
-        }
-        if !ok || members.is_empty() {
-            return None;
-        }
+        let members = self.members(&members_path, members)?;
         let enabled = enabled?;
         Some((
             PoolSpec {
@@ -337,6 +320,26 @@ impl Checker<'_> {
             },
             enabled,
         ))
+    }
+
+    /// A pool's `proxies`: at least one, each valid.
+    fn members(&mut self, path: &str, raw: Option<Vec<RawMember>>) -> Option<Vec<PoolMember>> {
+        let Some(raw) = raw else {
+            self.fail(path, "a pool needs a `proxies` list");
+            return None;
+        };
+        if raw.is_empty() {
+            self.fail(path, "a pool needs at least one proxy");
+        }
+        let mut members = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for (i, raw) in raw.into_iter().enumerate() {
+            match self.member(&format!("{path}[{i}]"), raw) {
+                Some(m) => members.push(m),
+                None => ok = false,
+            }
+        }
+        (ok && !members.is_empty()).then_some(members)
     }
 
     fn member(&mut self, path: &str, raw: RawMember) -> Option<PoolMember> {

@@ -91,6 +91,8 @@ struct Slot {
     task: tokio::task::JoinHandle<JoinSet<()>>,
 }
 
+/// What every listener of one gateway shares.
+#[derive(Clone)]
 struct Shared {
     balancer: Arc<Balancer>,
     permits: Arc<Semaphore>,
@@ -108,17 +110,7 @@ impl Shared {
         }));
         let (stop, stopped) = watch::channel(false);
         let bound = l.socket.local_addr().ok();
-        let task = tokio::spawn(accept_loop(
-            l.socket,
-            conf.clone(),
-            self.balancer.clone(),
-            self.permits.clone(),
-            self.settings,
-            self.sessions.clone(),
-            self.gate.clone(),
-            self.shutdown.clone(),
-            stopped,
-        ));
+        let task = tokio::spawn(accept_loop(l.socket, conf.clone(), self.clone(), stopped));
         Slot {
             bound,
             spec_addr,
@@ -387,26 +379,16 @@ async fn follow(
     stopped
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn accept_loop(
-    socket: TcpListener,
-    conf: Arc<ArcSwap<ListenerConf>>,
-    balancer: Arc<Balancer>,
-    permits: Arc<Semaphore>,
-    settings: Settings,
+/// The limits a listener's connections start under; transport and auth are
+/// refreshed at each accept, as a reload may change them.
+fn limits_for(
+    settings: &Settings,
+    conf: &Arc<ArcSwap<ListenerConf>>,
     sessions: Arc<super::session::Sessions>,
-    gate: Arc<HandshakeGate>,
-    mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let shown = socket
-        .local_addr()
-        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
-    let metrics = Arc::new(super::metrics::ListenerMetrics::new(shown));
-    let source: Arc<dyn crate::metrics::Collect> = metrics.clone();
-    balancer.metrics().register(source.clone());
+    metrics: Arc<super::metrics::ListenerMetrics>,
+) -> ConnLimits {
     let first = conf.load();
-    let mut limits = ConnLimits {
+    ConnLimits {
         handshake: settings.handshake_timeout,
         transport: first.transport,
         idle: settings.idle_timeout,
@@ -416,7 +398,33 @@ async fn accept_loop(
         metrics,
         deadline: None,
         listener: conf.clone(),
-    };
+    }
+}
+
+/// Accepts on `socket` until shutdown or `stop`, each connection under a permit of
+/// `max_connections` and a ticket of its address's handshake allowance, with the
+/// listener's settings of the moment.
+async fn accept_loop(
+    socket: TcpListener,
+    conf: Arc<ArcSwap<ListenerConf>>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let Shared {
+        balancer,
+        permits,
+        gate,
+        settings,
+        sessions,
+        mut shutdown,
+    } = shared;
+    let shown = socket
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+    let metrics = Arc::new(super::metrics::ListenerMetrics::new(shown));
+    let source: Arc<dyn crate::metrics::Collect> = metrics.clone();
+    balancer.metrics().register(source.clone());
+    let mut limits = limits_for(&settings, &conf, sessions, metrics);
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF;
     let (accept_warned, over_cap_warned) = (Limited::new(), Limited::new());
@@ -434,28 +442,8 @@ async fn accept_loop(
             _ = shutdown.wait_for(|s| *s) => break,
             _ = stop.wait_for(|s| *s) => break,
         };
-        match accepted {
-            Ok((client, peer)) => {
-                backoff = ACCEPT_BACKOFF;
-                let Some(ticket) = gate.enter(peer.ip()) else {
-                    limits.metrics.refused(None);
-                    drop(client);
-                    warn_limited(&over_cap_warned, || {
-                        tracing::warn!(target: "proxypool::gateway", client = %peer.ip(), "too many handshakes from one address (gateway.max_handshakes_per_client): connection closed");
-                    });
-                    continue;
-                };
-                let now = conf.load();
-                limits.transport = now.transport;
-                limits.auth = now.auth.clone();
-                let (balancer, limits) = (balancer.clone(), limits.clone());
-                // Reap finished ones as we go: the set holds live tunnels only.
-                while tasks.try_join_next().is_some() {}
-                tasks.spawn(async move {
-                    conn::serve(client, &balancer, limits, ticket).await;
-                    drop(permit);
-                });
-            }
+        let (client, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait, never stop serving,
                 // and say so once a second at most, with how many were not said.
@@ -464,8 +452,28 @@ async fn accept_loop(
                 });
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
             }
-        }
+        };
+        backoff = ACCEPT_BACKOFF;
+        let Some(ticket) = gate.enter(peer.ip()) else {
+            limits.metrics.refused(None);
+            drop(client);
+            warn_limited(&over_cap_warned, || {
+                tracing::warn!(target: "proxypool::gateway", client = %peer.ip(), "too many handshakes from one address (gateway.max_handshakes_per_client): connection closed");
+            });
+            continue;
+        };
+        let now = conf.load();
+        limits.transport = now.transport;
+        limits.auth = now.auth.clone();
+        let (balancer, limits) = (balancer.clone(), limits.clone());
+        // Reap finished ones as we go: the set holds live tunnels only.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            conn::serve(client, &balancer, limits, ticket).await;
+            drop(permit);
+        });
     }
     // A stopped listener's series go; its tunnels' bytes still reach their upstreams.
     balancer.metrics().unregister(&source);
