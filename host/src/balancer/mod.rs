@@ -4,6 +4,7 @@
 
 mod check;
 mod connect;
+mod counters;
 mod error;
 mod reload;
 mod schedule;
@@ -34,7 +35,7 @@ pub use crate::dial::{
     canonical,
 };
 pub use crate::pool::{Lease, Outcome};
-pub use connect::{ConnectCounters, ConnectTotals};
+pub use counters::{ConnectCounters, ConnectTotals};
 pub use error::{BalancerError, ConnectError};
 pub use reload::{ReloadOutcome, ReloadReport, RouteChange};
 use sha2::Digest;
