@@ -104,14 +104,10 @@ where
 
 /// A gateway over `balancer` on 127.0.0.1:0, until the sender drops.
 async fn serve(balancer: Arc<Balancer>) -> Result<(SocketAddr, tokio::sync::watch::Sender<bool>)> {
-    let gateway = gateway::Gateway::builder(balancer)
-        .listen(Listen::new("127.0.0.1:0".parse()?))
-        .bind()
-        .await?;
-    let addr = gateway.local_addrs()[0].0;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(gateway.run(stopped));
-    Ok((addr, stop))
+    Ok(gateway::Gateway::builder(balancer)
+        .listen(Listen::loopback())
+        .spawn()
+        .await?)
 }
 
 fn main() -> Result<()> {

@@ -5,7 +5,7 @@
 //! (`proxypool_tests::exchange`), where the exchange's names point at the stand-in.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use proxypool_tests::exchange::{Seen, World, rerun_inside};
@@ -175,78 +175,57 @@ fn cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools() 
     });
 }
 
-/// ccxt's config as docs/gateway.md gives it, for one flavour of ccxt.
-async fn ccxt(flavour: &str, config: impl Fn(SocketAddr) -> serde_json::Value) {
-    let python = crate::gateway::python().expect("python");
-    let world = World::enter(&python).await;
-    let pools = Pools::start().await;
-    let gw = Gateway::start(&pools.yaml).await;
-    let (v, said) = finish(
-        client(&python, &world)
-            .arg(script())
-            .arg(flavour)
-            .env("CCXT_CONFIG", config(gw.addr).to_string()),
-    )
-    .await;
-    assert_eq!(v["markets"], 1, "{said}");
-    let seen = world.exchange.seen();
-    pools.assert_carried(&seen, &said);
-    assert!(
-        saw(&seen, "GET api.binance.com/api/v3/exchangeInfo"),
-        "{seen:#?}"
-    );
-    if flavour == "ccxt-pro" {
-        assert_eq!(v["trade"], 50000.5, "{said}");
-        assert!(saw(&seen, "WS stream.binance.com:9443/ws"), "{seen:#?}");
-    } else {
-        assert_eq!(v["last"], 50000.5, "{said}");
-        assert!(
-            saw(&seen, "GET api.binance.com/api/v3/ticker/24hr"),
-            "{seen:#?}"
-        );
-    }
-}
-
-/// Sync ccxt with `httpsProxy` (its `httpProxy` would carry `http://` URLs only).
+/// ccxt 4.5 with the configs of docs/gateway.md, one flavour after another through
+/// one gateway: sync ccxt with `httpsProxy` (its `httpProxy` would carry `http://`
+/// URLs only), async ccxt with `httpsProxy`, and ccxt.pro with `httpsProxy` for its
+/// REST calls beside `wssProxy` for its streams.
 #[test]
-fn ccxt_sync_with_the_readmes_settings_sends_every_request_through_the_pool() {
+fn ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_through_the_pools() {
     if !rerun_inside(
-        "real_clients::ccxt_sync_with_the_readmes_settings_sends_every_request_through_the_pool",
+        "real_clients::ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_through_the_pools",
     ) {
         return;
     }
-    inside(ccxt(
-        "ccxt-sync",
-        |gw| serde_json::json!({"httpsProxy": format!("http://binance:x@{gw}")}),
-    ));
-}
-
-/// Async ccxt with `httpsProxy`.
-#[test]
-fn ccxt_async_with_the_readmes_settings_sends_every_request_through_the_pool() {
-    if !rerun_inside(
-        "real_clients::ccxt_async_with_the_readmes_settings_sends_every_request_through_the_pool",
-    ) {
-        return;
-    }
-    inside(ccxt(
-        "ccxt-async",
-        |gw| serde_json::json!({"httpsProxy": format!("http://binance:x@{gw}")}),
-    ));
-}
-
-/// ccxt.pro with `httpsProxy` for its REST calls beside `wssProxy` for its streams.
-#[test]
-fn ccxt_pro_with_the_readmes_settings_sends_every_request_through_the_pools() {
-    if !rerun_inside(
-        "real_clients::ccxt_pro_with_the_readmes_settings_sends_every_request_through_the_pools",
-    ) {
-        return;
-    }
-    inside(ccxt("ccxt-pro", |gw| {
-        let p = format!("http://binance:x@{gw}");
-        serde_json::json!({"httpsProxy": p, "wssProxy": p})
-    }));
+    inside(async {
+        let python = crate::gateway::python().expect("python");
+        let world = World::enter(&python).await;
+        let pools = Pools::start().await;
+        let gw = Gateway::start(&pools.yaml).await;
+        let proxy = format!("http://binance:x@{}", gw.addr);
+        let rest = serde_json::json!({"httpsProxy": proxy});
+        let pro = serde_json::json!({"httpsProxy": proxy, "wssProxy": proxy});
+        for (flavour, config, what) in [
+            ("ccxt-sync", &rest, "GET api.binance.com/api/v3/ticker/24hr"),
+            (
+                "ccxt-async",
+                &rest,
+                "GET api.binance.com/api/v3/ticker/24hr",
+            ),
+            ("ccxt-pro", &pro, "WS stream.binance.com:9443/ws"),
+        ] {
+            let before = world.exchange.seen().len();
+            let (v, said) = finish(
+                client(&python, &world)
+                    .arg(script())
+                    .arg(flavour)
+                    .env("CCXT_CONFIG", config.to_string()),
+            )
+            .await;
+            let said = format!("{flavour}: {said}");
+            assert_eq!(v["markets"], 1, "{said}");
+            let price = if flavour == "ccxt-pro" {
+                &v["trade"]
+            } else {
+                &v["last"]
+            };
+            assert_eq!(*price, 50000.5, "{said}");
+            let seen = world.exchange.seen().split_off(before);
+            pools.assert_carried(&seen, &said);
+            for what in ["GET api.binance.com/api/v3/exchangeInfo", what] {
+                assert!(saw(&seen, what), "{flavour}: no {what}: {seen:#?}");
+            }
+        }
+    });
 }
 
 /// `proxypool run -- python feed.py`: cryptofeed with no proxy setting of its own.

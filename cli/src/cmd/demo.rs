@@ -306,15 +306,10 @@ async fn demo(duration: Duration) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || Balancer::try_new(config, Dialer::new())).await??,
     );
     balancer.start(&tokio::runtime::Handle::current());
-    let served = proxypool::gateway::Gateway::builder(balancer.clone())
-        .listen(proxypool::config::Listen::new(
-            (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-        ))
-        .bind()
+    let (gateway, _stop) = proxypool::gateway::Gateway::builder(balancer.clone())
+        .listen(proxypool::config::Listen::loopback())
+        .spawn()
         .await?;
-    let gateway = served.local_addrs()[0].0;
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(served.run(stopped));
     println!(
         "proxypool demo: gateway on {gateway}, 3 upstreams (flaky, slow, one that dies and returns), {}s",
         duration.as_secs()

@@ -84,17 +84,11 @@ async fn start_gateway(
     let settings = Settings::from(config.gateway());
     let balancer = std::sync::Arc::new(Balancer::try_new(config, Dialer::new())?);
     balancer.start(&tokio::runtime::Handle::current());
-    let gateway = Gateway::builder(balancer)
+    Ok(Gateway::builder(balancer)
         .settings(settings)
-        .listen(proxypool::config::Listen::new(
-            (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-        ))
-        .bind()
-        .await?;
-    let addr = gateway.local_addrs()[0].0;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(gateway.run(stopped));
-    Ok((addr, stop))
+        .listen(proxypool::config::Listen::loopback())
+        .spawn()
+        .await?)
 }
 
 /// Waits for the child, handing it the SIGTERM and SIGHUP we get. SIGINT is only

@@ -180,6 +180,11 @@ impl Listen {
             auth: None,
         }
     }
+
+    /// [`Listen::new`] on 127.0.0.1, on a port the system picks.
+    pub fn loopback() -> Listen {
+        Listen::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
 }
 
 /// A destination host pattern: `api.binance.com`, or `*.binance.com` for every

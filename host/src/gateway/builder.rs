@@ -42,6 +42,9 @@ pub enum GatewayError {
         /// The bind's error.
         source: std::io::Error,
     },
+    /// [`GatewayBuilder::spawn`] with no listener: nothing for a client to use.
+    #[error("a gateway needs at least one listener")]
+    NoListener,
     /// The configuration file could not be watched.
     #[error("cannot watch the configuration file: {0}")]
     Watch(std::io::Error),
@@ -141,6 +144,19 @@ impl GatewayBuilder {
             });
         }
         Ok(())
+    }
+
+    /// Binds, then serves on a task of its own until the returned sender says stop
+    /// or drops: where the first listener is bound, and that sender.
+    pub async fn spawn(self) -> Result<(SocketAddr, watch::Sender<bool>), GatewayError> {
+        let gateway = self.bind().await?;
+        let (addr, _) = *gateway
+            .local_addrs()
+            .first()
+            .ok_or(GatewayError::NoListener)?;
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(gateway.run(stopped));
+        Ok((addr, stop))
     }
 
     /// Binds every listener and the admin endpoint, and starts watching the file.
