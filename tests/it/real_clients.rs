@@ -95,6 +95,16 @@ impl Pools {
     }
 }
 
+/// Inside the namespace: the Python clients' interpreter, the world, Binance's
+/// pools and a gateway over them.
+async fn set_up() -> (PathBuf, World, Pools, Gateway) {
+    let python = crate::gateway::python().expect("python");
+    let world = World::enter(&python).await;
+    let pools = Pools::start().await;
+    let gw = Gateway::start(&pools.yaml).await;
+    (python, world, pools, gw)
+}
+
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/exchange_clients.py")
 }
@@ -148,10 +158,7 @@ fn cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools() 
         return;
     }
     inside(async {
-        let python = crate::gateway::python().expect("python");
-        let world = World::enter(&python).await;
-        let pools = Pools::start().await;
-        let gw = Gateway::start(&pools.yaml).await;
+        let (python, world, pools, gw) = set_up().await;
         let (v, said) = finish(
             client(&python, &world)
                 .arg(script())
@@ -187,10 +194,7 @@ fn ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_throu
         return;
     }
     inside(async {
-        let python = crate::gateway::python().expect("python");
-        let world = World::enter(&python).await;
-        let pools = Pools::start().await;
-        let gw = Gateway::start(&pools.yaml).await;
+        let (python, world, pools, gw) = set_up().await;
         let proxy = format!("http://binance:x@{}", gw.addr);
         let rest = serde_json::json!({"httpsProxy": proxy});
         let pro = serde_json::json!({"httpsProxy": proxy, "wssProxy": proxy});
