@@ -25,6 +25,22 @@ const PROXY_VARS: &[&str] = &[
     "no_proxy",
 ];
 
+/// The venv with cryptofeed and ccxt (`scripts/install-test-deps` makes it), or
+/// `None` after a skip notice (a failure under CI).
+fn feeds_python() -> Option<PathBuf> {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-feeds/bin/python");
+    if py.is_file() {
+        return Some(py);
+    }
+    assert!(
+        !proxypool_tests::in_ci(),
+        "{} is missing; .ci/run makes it",
+        py.display()
+    );
+    eprintln!("SKIP: no cryptofeed or ccxt (scripts/install-test-deps makes target/py-feeds)");
+    None
+}
+
 fn inside<F: Future<Output = ()>>(test: F) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,7 +114,7 @@ impl Pools {
 /// Inside the namespace: the Python clients' interpreter, the world, Binance's
 /// pools and a gateway over them.
 async fn set_up() -> (PathBuf, World, Pools, Gateway) {
-    let python = crate::gateway::python().expect("python");
+    let python = feeds_python().expect("checked before the namespace");
     let world = World::enter(&python).await;
     let pools = Pools::start().await;
     let gw = Gateway::start(&pools.yaml).await;
@@ -152,9 +168,11 @@ fn saw(seen: &[Seen], what: &str) -> bool {
 /// `requests.get()`), `wss_proxy` for its streams.
 #[test]
 fn cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools() {
-    if !rerun_inside(
-        "real_clients::cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools",
-    ) {
+    if feeds_python().is_none()
+        || !rerun_inside(
+            "real_clients::cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools",
+        )
+    {
         return;
     }
     inside(async {
@@ -188,9 +206,11 @@ fn cryptofeed_with_the_readmes_settings_sends_every_request_through_the_pools() 
 /// REST calls beside `wssProxy` for its streams.
 #[test]
 fn ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_through_the_pools() {
-    if !rerun_inside(
-        "real_clients::ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_through_the_pools",
-    ) {
+    if feeds_python().is_none()
+        || !rerun_inside(
+            "real_clients::ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_through_the_pools",
+        )
+    {
         return;
     }
     inside(async {
@@ -238,11 +258,15 @@ fn ccxt_sync_async_and_pro_with_the_documented_settings_send_every_request_throu
 /// do not read it: the book channel, which needs them, is left out here.)
 #[test]
 fn proxypool_run_carries_cryptofeed_with_no_setting_of_its_own() {
-    if !rerun_inside("real_clients::proxypool_run_carries_cryptofeed_with_no_setting_of_its_own") {
+    if feeds_python().is_none()
+        || !rerun_inside(
+            "real_clients::proxypool_run_carries_cryptofeed_with_no_setting_of_its_own",
+        )
+    {
         return;
     }
     inside(async {
-        let python = crate::gateway::python().expect("python");
+        let python = feeds_python().expect("checked before the namespace");
         let world = World::enter(&python).await;
         let pools = Pools::start().await;
         let dir = tempfile::tempdir().unwrap();
