@@ -59,15 +59,10 @@ impl Connected {
     /// The upstream that carried it, as `route/id` (`exchanges.binance.http/2`), or
     /// `None` for a connection that did not come from a pool.
     pub fn upstream(&self) -> Option<String> {
+        // A pool's name is its route as `RoutePath` shows it: this is `UpstreamRef`'s
+        // form, without parsing the name back on every tunnel.
         let lease = self.lease.as_ref()?;
-        let route = lease.pool().name().parse().ok()?;
-        Some(
-            UpstreamRef {
-                route,
-                id: lease.id(),
-            }
-            .to_string(),
-        )
+        Some(format!("{}/{}", lease.pool().name(), lease.id()))
     }
 
     /// Tells the pool what the exchange said through this proxy: it is then skipped

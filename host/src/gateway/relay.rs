@@ -145,9 +145,11 @@ mod splice {
     const DONE: u64 = u64::MAX;
 
     /// Since when (ms after the start, plus one) the client's bytes have gone
-    /// unanswered; or [`ANSWERED`], or [`DONE`].
+    /// unanswered; or [`ANSWERED`], or [`DONE`]. `dozing` is set while the tunnel's
+    /// clock sleeps long (quiet tunnels): only then does a question wake it.
     struct Asked {
         since: AtomicU64,
+        dozing: std::sync::atomic::AtomicBool,
         spoke: tokio::sync::Notify,
     }
 
@@ -155,6 +157,7 @@ mod splice {
         fn new(watching: bool) -> Asked {
             Asked {
                 since: AtomicU64::new(if watching { ANSWERED } else { DONE }),
+                dozing: std::sync::atomic::AtomicBool::new(false),
                 spoke: tokio::sync::Notify::new(),
             }
         }
@@ -165,6 +168,7 @@ mod splice {
                 .since
                 .compare_exchange(ANSWERED, now + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
+                && self.dozing.load(Ordering::Acquire)
             {
                 self.spoke.notify_one();
             }
@@ -183,28 +187,50 @@ mod splice {
         fn done(&self) {
             self.since.store(DONE, Ordering::Release);
         }
+    }
 
-        /// Reports once a wait for an answer runs `silence.after`; never returns.
-        async fn watch(&self, silence: Option<&Silence<'_>>, now_ms: impl Fn() -> u64) {
-            let Some(silence) = silence else {
-                return std::future::pending().await;
-            };
-            loop {
-                let since = self.since.load(Ordering::Acquire);
-                if since == DONE {
-                    return std::future::pending().await;
-                }
-                if since == ANSWERED {
-                    self.spoke.notified().await;
-                    continue;
-                }
-                let waited = Duration::from_millis(now_ms().saturating_sub(since - 1));
-                if waited >= silence.after {
-                    self.done();
+    /// A tunnel's one timer: it ends the tunnel after `idle` with no byte either way,
+    /// and reports a question unanswered for `silence.after` (once). While bytes move
+    /// it looks every half of `silence.after`, so a short tunnel never waits on it and
+    /// a busy one needs no wake per request; a quiet one sleeps to its idle deadline
+    /// and is woken by its next question.
+    async fn clock(
+        start: Instant,
+        idle: Duration,
+        silence: Option<&Silence<'_>>,
+        asked: &Asked,
+        last: &AtomicU64,
+    ) {
+        let now_ms = || start.elapsed().as_millis() as u64;
+        let (idle_ms, after_ms) = (
+            idle.as_millis() as u64,
+            silence.map_or(0, |s| s.after.as_millis() as u64),
+        );
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        loop {
+            let now = now_ms();
+            let quiet = now.saturating_sub(last.load(Ordering::Relaxed));
+            if quiet >= idle_ms {
+                return;
+            }
+            let mut next = now + (idle_ms - quiet);
+            let since = asked.since.load(Ordering::Acquire);
+            if let Some(silence) = silence
+                && since != DONE
+            {
+                if since != ANSWERED && now.saturating_sub(since - 1) >= after_ms {
+                    asked.done();
                     (silence.report)();
-                    continue;
+                } else if since != ANSWERED || quiet < after_ms {
+                    next = next.min(now + (after_ms / 2).max(1));
                 }
-                tokio::time::sleep(silence.after - waited).await;
+            }
+            asked.dozing.store(next > now + after_ms, Ordering::Release);
+            sleep.as_mut().reset(start + Duration::from_millis(next));
+            tokio::select! {
+                _ = &mut sleep => {}
+                _ = asked.spoke.notified() => {}
             }
         }
     }
@@ -241,22 +267,9 @@ mod splice {
                 tracing::debug!(target: "proxypool::gateway", "tunnel ended: {e}");
             }
         };
-        let watch = asked.watch(silence.as_ref(), now_ms);
-        let idle_out = async {
-            loop {
-                let quiet = start
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                if quiet >= idle {
-                    return;
-                }
-                tokio::time::sleep(idle - quiet).await;
-            }
-        };
         tokio::select! {
             _ = pumps => {}
-            _ = watch => {}
-            _ = idle_out => {
+            _ = clock(start, idle, silence.as_ref(), &asked, &last) => {
                 tracing::debug!(target: "proxypool::gateway", "tunnel idle for {idle:?}: closing");
             }
         }
