@@ -478,7 +478,14 @@ fn the_gateway_section_is_validated_with_paths_and_every_problem_at_once() {
 /// The Python environment `scripts/install-test-deps` makes, or `None` after a skip
 /// notice (a failure under CI).
 pub(crate) fn python() -> Option<std::path::PathBuf> {
-    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
+    venv_python("py", "Python clients")
+}
+
+/// The interpreter of the venv `target/DIR` that `scripts/install-test-deps` makes
+/// (for `what`), or `None` after a skip notice (a failure under CI).
+pub(crate) fn venv_python(dir: &str, what: &str) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let py = root.join(dir).join("bin/python");
     if py.is_file() {
         return Some(py);
     }
@@ -487,7 +494,7 @@ pub(crate) fn python() -> Option<std::path::PathBuf> {
         "{} is missing; .ci/run makes it",
         py.display()
     );
-    eprintln!("SKIP: no Python clients (scripts/install-test-deps makes target/py)");
+    eprintln!("SKIP: no {what} (scripts/install-test-deps makes target/{dir})");
     None
 }
 

@@ -25,20 +25,10 @@ const PROXY_VARS: &[&str] = &[
     "no_proxy",
 ];
 
-/// The venv with cryptofeed and ccxt (`scripts/install-test-deps` makes it), or
-/// `None` after a skip notice (a failure under CI).
+/// The venv with cryptofeed and ccxt, or `None` after a skip notice (a failure
+/// under CI).
 fn feeds_python() -> Option<PathBuf> {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-feeds/bin/python");
-    if py.is_file() {
-        return Some(py);
-    }
-    assert!(
-        !proxypool_tests::in_ci(),
-        "{} is missing; .ci/run makes it",
-        py.display()
-    );
-    eprintln!("SKIP: no cryptofeed or ccxt (scripts/install-test-deps makes target/py-feeds)");
-    None
+    crate::gateway::venv_python("py-feeds", "cryptofeed or ccxt")
 }
 
 fn inside<F: Future<Output = ()>>(test: F) {
