@@ -26,9 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let target: Target = target.parse()?;
     let tunnel = balancer.connect(None, Transport::Http, &target).await?;
     let upstream = tunnel.upstream();
-    // The lease counts this connection against its proxy: keep it as long as the stream.
-    let _lease = tunnel.lease;
-    let io = hyper_util::rt::TokioIo::new(tunnel.stream);
+    // The tunnel counts against its proxy for as long as hyper holds it.
+    let io = hyper_util::rt::TokioIo::new(tunnel);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
     let request = hyper::Request::get("/")

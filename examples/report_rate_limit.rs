@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
+use proxypool::balancer::Outcome;
 use proxypool::config::{ConfigBuilder, ProxyEntry, Transport};
-use proxypool::pool::Outcome;
 use proxypool::{Balancer, Dialer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One GET over `stream`: the status and the Retry-After header, if any.
 async fn get(
-    stream: &mut proxypool::ProxyStream,
+    stream: &mut proxypool::Tunnel,
     host: &str,
 ) -> anyhow::Result<(u16, Option<Duration>)> {
     stream
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             .connect(Some("binance"), Transport::Http, &target)
             .await?;
         let upstream = tunnel.upstream().unwrap_or_default();
-        let (status, retry_after) = get(&mut tunnel.stream, &target.to_string()).await?;
+        let (status, retry_after) = get(&mut tunnel, &target.to_string()).await?;
         println!("request {attempt}: {upstream} {status}");
         if status == 429 || status == 418 {
             // Binance skips this proxy until Retry-After; other exchanges keep it.

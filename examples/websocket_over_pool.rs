@@ -33,8 +33,7 @@ async fn main() -> anyhow::Result<()> {
         "upstream {}",
         tunnel.upstream().as_deref().unwrap_or("direct")
     );
-    let _lease = tunnel.lease;
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tunnel.stream).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tunnel).await?;
     ws.send(Message::text("hello")).await?;
     match ws.next().await {
         Some(Ok(Message::Text(reply))) => println!("reply {reply}"),

@@ -86,8 +86,8 @@ pub fn release_bin() -> Option<PathBuf> {
 
 /// A pool of `n` made-up SOCKS5 proxies (`socks5://p0:1080` …), round robin, built
 /// through the config layer's rules. For strategy tests: nothing dials.
-pub fn pool_of(n: usize) -> proxypool::pool::Pool {
-    proxypool::pool::Pool::from_urls(
+pub fn pool_of(n: usize) -> proxypool::testing::Pool {
+    proxypool::testing::Pool::from_urls(
         "default.http",
         (0..n).map(|i| format!("socks5://p{i}:1080")),
     )

@@ -345,22 +345,20 @@ fn connect(
     // Probes and breaker timers run for as long as the tunnel does.
     balancer.start(rt.handle());
     let result = rt.block_on(async move {
-        let connected = balancer
+        let tunnel = balancer
             .connect(exchange.as_deref(), transport, &target)
             .await?;
-        match &connected.via {
+        match tunnel.via() {
             Some(p) => eprintln!(
                 "connected to {target} via {p} (handshake {:.1} ms)",
-                ms(connected.handshake)
+                ms(tunnel.handshake())
             ),
             None => eprintln!(
                 "connected to {target} directly (route is direct; {:.1} ms)",
-                ms(connected.handshake)
+                ms(tunnel.handshake())
             ),
         }
-        // The lease lives as long as the tunnel.
-        let _lease = connected.lease;
-        pipe(connected.stream).await?;
+        pipe(tunnel).await?;
         Ok(ExitCode::SUCCESS)
     });
     // A read of stdin may still be blocked in the pool; do not wait for it.
@@ -498,8 +496,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// stdin → upstream (half-close at EOF) while upstream → stdout; done when upstream closes.
-async fn pipe(stream: proxypool::ProxyStream) -> anyhow::Result<()> {
-    let (mut up_r, mut up_w) = tokio::io::split(stream);
+async fn pipe(tunnel: proxypool::Tunnel) -> anyhow::Result<()> {
+    let (mut up_r, mut up_w) = tokio::io::split(tunnel);
     let upload = async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 16 * 1024];

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxypool::dial::{ConnectReply, parse_connect_reply};
+use proxypool::testing::{ConnectReply, parse_connect_reply};
 
 fuzz_target!(|data: &[u8]| {
     match parse_connect_reply(data) {

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use proxypool::config::HostPattern;
 use proxypool::gateway::Destination;
-use proxypool::gateway::route::normalize;
+use proxypool::testing::normalize;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

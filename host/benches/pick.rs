@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::pool::Pool;
-use proxypool::strategy::{LeaseCount, Limits, Native, PickContext, Selector, StrategyEngine};
+use proxypool::strategy::{Limits, StrategyEngine};
+use proxypool::testing::Pool;
+use proxypool::testing::{LeaseCount, Native, PickContext, Selector};
 
 const PICKS: usize = 200_000;
 

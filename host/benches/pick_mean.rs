@@ -9,8 +9,9 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::pool::Pool;
-use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
+use proxypool::strategy::{Limits, StrategyEngine};
+use proxypool::testing::Pool;
+use proxypool::testing::{PickContext, Selector};
 
 const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 

@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use proxypool::Balancer;
+use proxypool::Dialer;
 use proxypool::config::{Config, ConfigBuilder};
-use proxypool::dial::Dialer;
 
 const SAMPLES: usize = 200;
 
@@ -77,7 +77,7 @@ fn main() {
     let lookups = |n: usize| {
         let started = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(bal.pool("default.http"));
+            std::hint::black_box(proxypool::testing::pool(&bal, "default.http"));
         }
         started.elapsed() / n as u32
     };

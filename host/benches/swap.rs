@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use proxypool::config::BuiltinStrategy;
-use proxypool::strategy::{Limits, Selector, StrategyEngine, StrategyWatch, builtin_bytes};
+use proxypool::strategy::{Limits, StrategyEngine, builtin_bytes};
+use proxypool::testing::{Selector, StrategyWatch};
 
 /// `bytes` with a custom section `swap-<i>` appended (valid for components too).
 fn with_custom_section(bytes: &[u8], i: usize) -> Vec<u8> {

@@ -26,7 +26,7 @@
 //!
 //! let target = Target::try_new("api.binance.com", 443)?;
 //! let mut tunnel = balancer.connect(Some("binance"), Transport::Http, &target).await?;
-//! tunnel.stream.write_all(b"...").await?; // TLS and HTTP go over the tunnel
+//! tunnel.write_all(b"...").await?; // TLS and HTTP go over the tunnel
 //! // Binance answered 429: this proxy sits out for binance alone.
 //! tunnel.report(Outcome::RateLimited { retry_after: Some(Duration::from_secs(60)) });
 //! # Ok(())
@@ -42,15 +42,15 @@
 //!
 //! - [`config`] reads cryptofeed's proxy schema (YAML, `CRYPTOFEED_PROXY_*`, code) and
 //!   resolves `(exchange, transport)` to a route. It knows nothing about sockets.
-//! - [`pool`] holds each route's live proxy state: one `ArcSwap` snapshot of the
-//!   eligible set and bans, RAII [`pool::Lease`]s that count active connections, and a
+//! - `pool` holds each route's live proxy state: one `ArcSwap` snapshot of the
+//!   eligible set and bans, RAII leases that count active connections, and a
 //!   circuit breaker per proxy.
-//! - [`health`] schedules active probes on background tasks and flips the pool's health
-//!   cells through a pluggable [`health::Verdict`]; it defines what a probe is, and
+//! - `health` schedules active probes on background tasks and flips the pool's health
+//!   cells through a pluggable verdict; it defines what a probe is, and
 //!   `dial` implements the methods.
 //! - [`strategy`] runs selection strategies and health verdicts as WebAssembly
 //!   components (with native fallbacks) and picks from a pool's snapshot.
-//! - [`dial`] opens a stream to a target through one proxy and classifies every failure
+//! - `dial` opens a stream to a target through one proxy and classifies every failure
 //!   as a proxy, destination, config or local fault; it also holds the probe methods.
 //! - [`balancer`] is the facade: it builds pools, strategies and health checks from a
 //!   config, and opens tunnels by route with failover, hedging and the all-down policy.
@@ -63,16 +63,20 @@
 //! Credentials in proxy URLs never reach `Debug`, `Display`, errors or logs: see
 //! [`config::ProxyUrl`] and [`config::redact_text`].
 
+#![warn(unreachable_pub)]
+
 pub mod balancer;
 pub mod config;
-pub mod dial;
+mod dial;
 pub mod gateway;
-pub mod health;
+mod health;
 pub mod metrics;
-pub mod pool;
+mod pool;
 pub mod strategy;
 mod sync;
+#[doc(hidden)]
+pub mod testing;
 
-pub use balancer::{Balancer, BalancerError, ConnectError, Connected};
+pub use balancer::{Balancer, BalancerError, ConnectError, Tunnel};
 pub use balancer::{DialError, Dialer, FaultClass, ProxyStream, Target};
 pub use config::{Config, ConfigBuilder, ConfigError, ProxyUrl, Transport};

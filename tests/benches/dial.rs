@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxypool::config::{ProxyUrl, Transport};
-use proxypool::dial::{DialContext, Dialer, Target};
+use proxypool::testing::DialContext;
+use proxypool::{Dialer, Target};
 use proxypool_tests::servers::{microsocks, tinyproxy};
 use proxypool_tests::target::TargetServer;
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use proxypool::Balancer;
 use proxypool::config::{ConfigBuilder, DEFAULT_HEDGE_INITIAL, Transport};
-use proxypool::dial::{Dialer, Target};
 use proxypool::strategy::{Limits, StrategyEngine};
+use proxypool::{Dialer, Target};
 use proxypool_tests::matrix::{
     Healthy, IN_NETNS_ENV, Kind, Members, Netns, available_kinds, combinations, label,
     netns_unavailable,
@@ -53,7 +53,7 @@ async fn matrix() -> Result<()> {
             // relays it about 40 ms late: Nagle on its side, delayed ACK on ours).
             took.push(started.elapsed());
             let mut greeting = [0u8; GREETING.len()];
-            c.stream.read_exact(&mut greeting).await?;
+            c.read_exact(&mut greeting).await?;
         }
         took.sort();
         let (p50, max) = (took[RUNS / 2], took[RUNS - 1]);

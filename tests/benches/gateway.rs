@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use proxypool::Balancer;
+use proxypool::Dialer;
 use proxypool::config::{ConfigBuilder, Listen};
-use proxypool::dial::Dialer;
 use proxypool::gateway;
 use proxypool_tests::servers::microsocks;
 use proxypool_tests::target::TargetServer;

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use proxypool::Balancer;
+use proxypool::balancer::BreakerState;
 use proxypool::config::{ConfigBuilder, Transport};
-use proxypool::dial::{DialProbe, Dialer, Target};
-use proxypool::health::{Health, Probe, Threshold, Verdict};
-use proxypool::pool::BreakerState;
-use proxypool::strategy::PickContext;
+use proxypool::testing::DialProbe;
+use proxypool::testing::PickContext;
+use proxypool::testing::{Health, Probe, Threshold, Verdict};
+use proxypool::{Dialer, Target};
 use proxypool_tests::servers::microsocks;
 use proxypool_tests::target::{GREETING, TargetServer};
 use tokio::io::AsyncReadExt;
@@ -66,7 +67,7 @@ async fn failover(runs: usize) -> Result<()> {
                         match bal.connect(None, Transport::Http, &to).await {
                             Ok(mut conn) => {
                                 let mut g = [0u8; GREETING.len()];
-                                let _ = conn.stream.read_exact(&mut g).await;
+                                let _ = conn.read_exact(&mut g).await;
                             }
                             Err(_) => {
                                 failed.fetch_add(1, Ordering::Relaxed);
@@ -78,7 +79,7 @@ async fn failover(runs: usize) -> Result<()> {
             .collect();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let failovers_before = bal.counters().failovers;
-        let (pool, _) = bal.pool("default.http").context("pool")?;
+        let (pool, _) = proxypool::testing::pool(&bal, "default.http").context("pool")?;
         let pool = pool.clone();
         let opened_before = pool.counters().breaker_opened.load(Ordering::Relaxed);
         let killed = Instant::now();
@@ -158,7 +159,7 @@ async fn pick(n: usize) -> Result<()> {
             .map(|_| {
                 let bal = bal.clone();
                 std::thread::spawn(move || {
-                    let (pool, sel) = bal.pool("default.http").expect("pool");
+                    let (pool, sel) = proxypool::testing::pool(&bal, "default.http").expect("pool");
                     let ctx = PickContext::first("binance", Transport::Http);
                     let mut ns = Vec::with_capacity(200_000);
                     for _ in 0..200_000 {
@@ -212,7 +213,7 @@ async fn memory_one(n: usize) -> Result<()> {
     let bal = balancer(&yaml)?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // Touch the pick path so the strategy instance holds the whole candidate set.
-    let (pool, sel) = bal.pool("default.http").context("pool")?;
+    let (pool, sel) = proxypool::testing::pool(&bal, "default.http").context("pool")?;
     let ctx = PickContext::first("x", Transport::Http);
     for _ in 0..1000 {
         drop(sel.pick(&pool, ctx)?);

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use proxypool::config::{ProxyUrl, Transport};
-use proxypool::dial::{DialContext, DialError, Dialer, FaultClass, Target};
+use proxypool::testing::DialContext;
+use proxypool::{DialError, Dialer, FaultClass, Target};
 use proxypool_tests::faults::{Fault, FaultProxy};
 
 const CTX: DialContext<'static> = DialContext {

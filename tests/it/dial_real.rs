@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use proxypool::config::{ConfigBuilder, ProxyEntry, ProxyUrl, Transport};
-use proxypool::dial::{DialContext, Dialer, FaultClass, ProxyStream, Target};
+use proxypool::testing::DialContext;
+use proxypool::{Dialer, FaultClass, ProxyStream, Target};
 use proxypool_tests::servers::{RealProxy, dante, microsocks, tinyproxy};
 use proxypool_tests::target::{GREETING, TargetServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -280,11 +281,12 @@ async fn route_through_a_configured_pool_skips_a_dead_member() {
         )
         .await
         .unwrap();
-    assert_eq!(c.via.unwrap().port(), proxy.addr.port());
-    let lease = c.lease.expect("a pooled connection holds a lease");
-    let (pool, _) = balancer.pool("exchanges.binance.websocket").unwrap();
+    assert_eq!(c.via().unwrap().port(), proxy.addr.port());
+    let (stream, lease) = c.into_parts();
+    let lease = lease.expect("a pooled connection holds a lease");
+    let (pool, _) = proxypool::testing::pool(&balancer, "exchanges.binance.websocket").unwrap();
     assert_eq!(pool.members()[lease.id() as usize].active(), 1);
-    exchange_bytes(c.stream).await;
+    exchange_bytes(stream).await;
     assert_carried_by(&target, &proxy);
     drop(lease);
     assert_eq!(pool.members()[1].active(), 0);

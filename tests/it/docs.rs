@@ -145,3 +145,33 @@ fn every_migration_snippet_loads() {
         assert!(config.enabled(), "{block}");
     }
 }
+
+/// The `/metrics` table of docs/gateway.md and the library's table of families agree:
+/// every family has one row, with its labels, and every name in the table exists.
+#[test]
+fn the_metrics_table_lists_every_family_with_its_labels() {
+    use proxypool::metrics::FAMILIES;
+    let page = std::fs::read_to_string(root().join("docs/gateway.md")).unwrap();
+    let mut rows = std::collections::HashMap::new();
+    let series = |l: &&str| l.starts_with("| `proxypool_") || l.starts_with("| `process_");
+    for line in page.lines().filter(series) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let labels: Vec<&str> = cells[2].split(", ").filter(|l| !l.is_empty()).collect();
+        for name in cells[1].split('`').skip(1).step_by(2) {
+            assert!(
+                rows.insert(name.to_owned(), labels.clone()).is_none(),
+                "{name} has two rows"
+            );
+        }
+    }
+    for f in FAMILIES {
+        let labels = rows
+            .remove(f.name)
+            .unwrap_or_else(|| panic!("{} is not in docs/gateway.md", f.name));
+        assert_eq!(labels, f.labels, "{}'s labels", f.name);
+    }
+    assert!(
+        rows.is_empty(),
+        "the docs name series nobody exports: {rows:?}"
+    );
+}

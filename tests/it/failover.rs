@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use proxypool::balancer::{BanReason, BreakerState, Outcome};
 use proxypool::config::{ConfigBuilder, Transport};
-use proxypool::dial::{Dialer, FaultClass, Target};
-use proxypool::pool::{BanReason, BreakerState, Outcome};
 use proxypool::strategy::{Limits, StrategyEngine};
-use proxypool::{Balancer, ConnectError, Connected};
+use proxypool::{Balancer, ConnectError, Tunnel};
+use proxypool::{Dialer, FaultClass, Target};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
 use proxypool_tests::servers::{RealProxy, microsocks};
@@ -39,10 +39,10 @@ pub async fn connect(
     b: &Balancer,
     exchange: Option<&str>,
     target: &Target,
-) -> Result<Connected, ConnectError> {
+) -> Result<Tunnel, ConnectError> {
     let mut c = b.connect(exchange, Transport::Http, target).await?;
     let mut greeting = [0u8; GREETING.len()];
-    c.stream.read_exact(&mut greeting).await.expect("greeting");
+    c.read_exact(&mut greeting).await.expect("greeting");
     assert_eq!(greeting, GREETING);
     Ok(c)
 }
@@ -60,8 +60,8 @@ pub(crate) async fn three_microsocks() -> Option<[RealProxy; 3]> {
     ])
 }
 
-fn member(b: &Balancer, route: &str, id: u32) -> proxypool::pool::MemberStatus {
-    b.pool(route).unwrap().0.status()[id as usize].clone()
+fn member(b: &Balancer, route: &str, id: u32) -> proxypool::balancer::MemberStatus {
+    proxypool::testing::pool(b, route).unwrap().0.status()[id as usize].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,9 +91,9 @@ async fn killing_one_of_three_proxies_fails_no_connection() {
                 while !stop.load(Ordering::SeqCst) {
                     match bal.connect(Some("binance"), Transport::Http, &to).await {
                         Ok(mut c) => {
-                            let via = c.via.as_ref().map(|u| u.to_string());
+                            let via = c.via().map(|u| u.to_string());
                             let mut greeting = [0u8; GREETING.len()];
-                            if let Err(e) = c.stream.read_exact(&mut greeting).await {
+                            if let Err(e) = c.read_exact(&mut greeting).await {
                                 // A tunnel already open when its proxy died is lost
                                 // with it; that is not a failed connect.
                                 assert_eq!(via, Some(dead_url.clone()), "{e}");
@@ -178,11 +178,11 @@ async fn a_blackholed_proxy_costs_one_hedge_delay_and_opens_its_breaker() {
         let conn = connect(&bal, None, &to).await.unwrap();
         // Against a 30 s timeout: nobody waited for the blackhole to time out.
         assert!(
-            conn.handshake < Duration::from_secs(3),
+            conn.handshake() < Duration::from_secs(3),
             "connect {i} took {:?}",
-            conn.handshake
+            conn.handshake()
         );
-        assert_ne!(conn.via.unwrap().to_string(), hole.url("socks5"));
+        assert_ne!(conn.via().unwrap().to_string(), hole.url("socks5"));
     }
     assert!(hole.accepted() >= 1, "the blackhole was picked");
     assert!(bal.counters().hedges_won >= 1);
@@ -254,7 +254,7 @@ async fn a_407_marks_the_proxy_misconfigured_and_the_connect_moves_on() {
     let (logs, _guard) = proxypool_tests::capture_logs();
     for _ in 0..4 {
         let c = connect(&bal, None, &target.addr().into()).await.unwrap();
-        assert_eq!(c.via.unwrap().to_string(), url(&good));
+        assert_eq!(c.via().unwrap().to_string(), url(&good));
     }
     let status = member(&bal, "default.http", 0);
     assert!(status.misconfigured && !status.eligible, "{status}");
@@ -266,7 +266,7 @@ async fn a_407_marks_the_proxy_misconfigured_and_the_connect_moves_on() {
 }
 
 async fn mark_all_down(bal: &Balancer, route: &str) {
-    let (pool, _) = bal.pool(route).unwrap();
+    let (pool, _) = proxypool::testing::pool(bal, route).unwrap();
     for id in 0..pool.members().len() as u32 {
         pool.set_healthy(id, false);
     }
@@ -285,7 +285,7 @@ async fn panic_policy_tries_the_proxies_anyway() {
     ));
     mark_all_down(&bal, "default.http").await;
     let c = connect(&bal, None, &target.addr().into()).await.unwrap();
-    assert_eq!(c.via.unwrap().to_string(), url(&a));
+    assert_eq!(c.via().unwrap().to_string(), url(&a));
     assert_eq!(bal.counters().all_down[0], 1);
     assert_eq!(
         target.peer_ips(),
@@ -313,7 +313,7 @@ async fn fallback_default_policy_uses_the_default_route() {
     let c = connect(&bal, Some("binance"), &target.addr().into())
         .await
         .unwrap();
-    assert_eq!(c.via.unwrap().to_string(), url(&fallback));
+    assert_eq!(c.via().unwrap().to_string(), url(&fallback));
     assert_eq!(target.peer_ips(), [fallback.egress], "never direct");
 }
 
@@ -387,13 +387,13 @@ async fn a_ban_for_one_exchange_leaves_the_proxy_serving_others() {
         url(&b)
     ));
     let first = connect(&bal, Some("binance"), &to).await.unwrap();
-    let banned = first.via.clone().unwrap().to_string();
+    let banned = first.via().unwrap().to_string();
     first.report(Outcome::Banned {
         retry_after: Some(Duration::from_secs(600)),
     });
     for _ in 0..6 {
         let c = connect(&bal, Some("binance"), &to).await.unwrap();
-        assert_ne!(c.via.unwrap().to_string(), banned, "banned for binance");
+        assert_ne!(c.via().unwrap().to_string(), banned, "banned for binance");
     }
     let mut coinbase = Vec::new();
     for _ in 0..6 {
@@ -401,7 +401,7 @@ async fn a_ban_for_one_exchange_leaves_the_proxy_serving_others() {
             connect(&bal, Some("coinbase"), &to)
                 .await
                 .unwrap()
-                .via
+                .via()
                 .unwrap()
                 .to_string(),
         );

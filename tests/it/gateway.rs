@@ -248,7 +248,7 @@ async fn curl_reaches_a_local_server_through_every_inbound_protocol() {
         );
     }
     // Bytes both ways, per upstream, once the tunnels have closed.
-    let (pool, _) = gw.balancer.pool("exchanges.binance.http").unwrap();
+    let (pool, _) = proxypool::testing::pool(&gw.balancer, "exchanges.binance.http").unwrap();
     proxypool_tests::assert_eventually!(
         {
             let (up, down) = pool.members()[0].bytes();
@@ -769,7 +769,7 @@ async fn status_json_names_members_by_redacted_labels() {
         "proxy: {enabled: true, default: {http: {pool: ['socks5://trader:hunter2secret@127.0.0.1:9', \
          'socks5://other:hunter2secret@127.0.0.1:9'], health_check: {enabled: false}}}}",
     );
-    let json = proxypool::gateway::admin::status_json(&b, true);
+    let json = proxypool::testing::status_json(&b, true);
     assert!(
         !json.contains("hunter2secret") && !json.contains("trader"),
         "{json}"
@@ -887,7 +887,7 @@ async fn a_ban_reported_through_the_admin_endpoint_moves_that_exchange_off_the_u
     ])
     .await;
     assert!(ok, "{err}");
-    let status = proxypool::gateway::admin::status_json(&gw.balancer, false);
+    let status = proxypool::testing::status_json(&gw.balancer, false);
     assert!(
         status.contains(r#""exchange":"binance","reason":"banned""#),
         "{status}"
@@ -968,7 +968,7 @@ async fn a_ban_reported_by_session_key_moves_the_session() {
     let moved = egress().await;
     assert_ne!(moved, first, "the banned upstream is skipped");
     assert_eq!(egress().await, moved, "and the session sticks again");
-    let status = gateway::admin::status_json(&gw.balancer, false);
+    let status = proxypool::testing::status_json(&gw.balancer, false);
     assert!(
         status.contains(r#""exchange":"binance","reason":"rate_limited""#),
         "{status}"
@@ -1109,7 +1109,7 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_credential() {
     ])
     .await;
     assert!(!ok, "a refused connection, for the counter");
-    let (pool, _) = gw.balancer.pool("default.http").unwrap();
+    let (pool, _) = proxypool::testing::pool(&gw.balancer, "default.http").unwrap();
     proxypool_tests::assert_eventually!(pool.status()[0].probed, "a probe result");
     let text = gw.balancer.metrics().render();
     assert!(

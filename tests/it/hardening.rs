@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use proxypool::dial::Target;
-use proxypool::pool::{BreakerState, Pool, splitmix64};
-use proxypool::{Balancer, ConnectError, Connected, Transport};
+use proxypool::Target;
+use proxypool::balancer::BreakerState;
+use proxypool::testing::{Pool, splitmix64};
+use proxypool::{Balancer, ConnectError, Transport, Tunnel};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
 use proxypool_tests::servers::microsocks;
@@ -44,7 +45,7 @@ async fn connect_cancelled_after(
     b: &Balancer,
     to: &Target,
     polls: usize,
-) -> Option<Result<Connected, ConnectError>> {
+) -> Option<Result<Tunnel, ConnectError>> {
     let fut = b.connect(None, Transport::Http, to);
     let limited = CancelAfter {
         inner: Box::pin(fut),
@@ -109,7 +110,7 @@ async fn cancelling_a_connect_at_every_await_point_gives_its_trials_back() {
         hole.url("socks5"),
         format!("socks5://{}", healthy.addr),
     ]));
-    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let pool = proxypool::testing::pool(&bal, ROUTE).unwrap().0.clone();
     let mut polls = 0;
     loop {
         half_open_all(&pool).await;
@@ -118,7 +119,7 @@ async fn cancelling_a_connect_at_every_await_point_gives_its_trials_back() {
         if let Some(r) = outcome {
             let c = r.expect("the healthy proxy connects");
             assert_eq!(
-                c.via.unwrap().to_string(),
+                c.via().unwrap().to_string(),
                 format!("socks5://{}", healthy.addr)
             );
         }
@@ -159,7 +160,7 @@ async fn a_destination_fault_returns_and_the_pending_sibling_gives_its_trial_bac
         hole.url("socks5"),
         refuses_dest.url("socks5"),
     ]));
-    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let pool = proxypool::testing::pool(&bal, ROUTE).unwrap().0.clone();
     half_open_all(&pool).await;
     let e = bal
         .connect(None, Transport::Http, &"127.0.0.1:9".parse().unwrap())
@@ -198,7 +199,7 @@ async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligib
         reset.url("socks5"),
     ];
     let bal = balancer(&pool_yaml(&urls));
-    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let pool = proxypool::testing::pool(&bal, ROUTE).unwrap().0.clone();
     let mut rng = 0x8_2026_u64;
     let (mut finished, mut cancelled) = (0, 0);
     for _ in 0..200 {
@@ -210,7 +211,7 @@ async fn random_cancellations_with_a_fixed_seed_leave_every_healthy_proxy_eligib
         match connect_cancelled_after(&bal, &to, polls).await {
             Some(Ok(c)) => {
                 finished += 1;
-                let via = c.via.unwrap().to_string();
+                let via = c.via().unwrap().to_string();
                 assert!(via == urls[0] || via == urls[3], "{via}");
             }
             Some(Err(e)) => panic!("two healthy proxies, yet: {e}"),
@@ -263,7 +264,7 @@ async fn run_fault_matrix() -> usize {
         let c = crate::failover::connect(&bal, None, &to)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let via = c.via.as_ref().unwrap().to_string();
+        let via = c.via().unwrap().to_string();
         let carrier = members
             .urls
             .iter()
@@ -362,7 +363,7 @@ async fn panic_policy_keeps_the_connect_deadline() {
         holes[0].url("socks5"),
         holes[1].url("socks5")
     ));
-    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let pool = proxypool::testing::pool(&bal, ROUTE).unwrap().0.clone();
     for id in 0..2 {
         pool.record_failure(id, Instant::now(), "test");
     }
@@ -403,7 +404,7 @@ async fn panic_policy_charges_the_proxies_it_dials() {
          health_check: {{enabled: false}}}}}}}}",
         locked.addr, open.addr
     ));
-    let pool = bal.pool(ROUTE).unwrap().0.clone();
+    let pool = proxypool::testing::pool(&bal, ROUTE).unwrap().0.clone();
     for id in 0..2 {
         pool.record_failure(id, Instant::now(), "test");
     }
@@ -423,8 +424,8 @@ async fn panic_policy_charges_the_proxies_it_dials() {
 /// nothing spins, and the pool still works.
 #[tokio::test(start_paused = true)]
 async fn a_pool_spec_with_absurd_durations_is_bounded() {
+    use proxypool::balancer::Outcome;
     use proxypool::config::{ConfigBuilder, MAX_BAN, MAX_DURATION, Upstream};
-    use proxypool::pool::Outcome;
     let config = ConfigBuilder::new()
         .yaml_str(
             "proxy: {enabled: true, default: {http: {pool: ['socks5://a:1', 'socks5://b:1']}}}",
@@ -479,7 +480,7 @@ async fn a_pool_spec_with_absurd_durations_is_bounded() {
 
 #[test]
 fn targets_refuse_line_breaks_nul_and_over_long_names() {
-    use proxypool::dial::Target;
+    use proxypool::Target;
     for bad in ["a\r\nHost: evil", "a\nb", "a\0b", "a b", ""] {
         assert!(Target::try_new(bad, 443).is_err(), "{bad:?}");
         assert!(format!("{bad}:443").parse::<Target>().is_err(), "{bad:?}");

@@ -4,9 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proxypool::dial::{DestinationGuard, DialError, Dialer, Target};
+use proxypool::balancer::BreakerState;
+use proxypool::balancer::DestinationGuard;
 use proxypool::gateway::Settings;
-use proxypool::pool::BreakerState;
+use proxypool::{DialError, Dialer, Target};
 use proxypool_tests::assert_eventually;
 use proxypool_tests::faults::{Fault, FaultProxy};
 use proxypool_tests::servers::{microsocks, pool_yaml};
@@ -19,7 +20,7 @@ use crate::gateway::{Gateway, curl};
 const ROUTE: &str = "default.http";
 
 fn breaker_opens(gw: &Gateway) -> u64 {
-    let (pool, _) = gw.balancer.pool(ROUTE).unwrap();
+    let (pool, _) = proxypool::testing::pool(&gw.balancer, ROUTE).unwrap();
     pool.counters().breaker_opened.load(Ordering::Relaxed)
 }
 
@@ -76,7 +77,7 @@ async fn a_proxy_that_fails_targets_others_reach_is_charged_on_the_second_target
         bad.url("socks5"),
         good.addr
     ));
-    let (pool, _) = bal.pool(ROUTE).unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, ROUTE).unwrap();
     crate::failover::connect(&bal, None, &t1.addr().into())
         .await
         .expect("the second proxy reaches it");
@@ -113,11 +114,11 @@ async fn a_hedge_loser_that_was_only_slow_keeps_its_breaker_closed() {
         slow_once.url("socks5"),
         fast.addr
     ));
-    let (pool, _) = bal.pool(ROUTE).unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, ROUTE).unwrap();
     let to: Target = target.addr().into();
     let first = crate::failover::connect(&bal, None, &to).await.unwrap();
     assert_eq!(
-        first.via.unwrap().to_string(),
+        first.via().unwrap().to_string(),
         format!("socks5://{}", fast.addr),
         "the hedge won"
     );

@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::strategy::{
-    Limits, PickContext, Selector, StrategyEngine, StrategyWatch, builtin_bytes,
-};
+use proxypool::strategy::{Limits, StrategyEngine, builtin_bytes};
+use proxypool::testing::{PickContext, Selector, StrategyWatch};
 
 const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 

@@ -11,12 +11,12 @@ use crate::failover::balancer;
 const ROUTE: &str = "default.http";
 
 fn healthy(b: &Balancer) -> bool {
-    let s = &b.pool(ROUTE).unwrap().0.status()[0];
+    let s = &proxypool::testing::pool(b, ROUTE).unwrap().0.status()[0];
     s.healthy && s.probed
 }
 
 fn down(b: &Balancer) -> bool {
-    !b.pool(ROUTE).unwrap().0.status()[0].healthy
+    !proxypool::testing::pool(b, ROUTE).unwrap().0.status()[0].healthy
 }
 
 /// Fast knobs so that a test sees transitions within a second or two.
@@ -58,7 +58,7 @@ async fn the_default_probe_finds_a_stopped_proxy_down_and_tcp_does_not() {
         pool("method: tcp, ")
     ));
     let up = |route: &str| {
-        let s = &b.pool(route).unwrap().0.status()[0];
+        let s = &proxypool::testing::pool(&b, route).unwrap().0.status()[0];
         s.healthy && s.probed
     };
     assert_eventually!(
@@ -177,7 +177,9 @@ async fn http_probe_checks_the_status_through_the_proxy() {
     assert_eventually!(healthy(&b), "the first check");
     web.set_status(503);
     assert_eventually!(down(&b), "a 503 to count as failure");
-    let reason = b.pool(ROUTE).unwrap().0.status()[0].reason.clone();
+    let reason = proxypool::testing::pool(&b, ROUTE).unwrap().0.status()[0]
+        .reason
+        .clone();
     assert!(reason.contains("HTTP status 503"), "{reason}");
     web.set_status(200);
     assert_eventually!(healthy(&b), "a 200 to count as success");

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use proxypool::config::{ConfigBuilder, ProxyUrl, Transport};
-use proxypool::dial::{DialContext, Dialer, Target};
+use proxypool::testing::DialContext;
+use proxypool::{Dialer, Target};
 use proxypool_tests::faults::{Fault, FaultProxy};
 
 const SECRET: &str = "hunter2secret";
@@ -152,7 +153,7 @@ async fn status_metrics_and_health_logs_are_redacted() {
          health_check: {method: tcp, interval: 1, fast_interval_ms: 100, timeout_seconds: 1, \
          retry_count: 1, rise: 1, fall: 1}}}}",
     );
-    let (pool, _) = bal.pool("default.http").unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, "default.http").unwrap();
     proxypool_tests::assert_eventually!(
         pool.status().iter().all(|m| m.probed && !m.healthy),
         "both marked down by probes"
@@ -160,7 +161,7 @@ async fn status_metrics_and_health_logs_are_redacted() {
     pool.report(
         0,
         "binance",
-        proxypool::pool::Outcome::GeoBlocked,
+        proxypool::balancer::Outcome::GeoBlocked,
         tokio::time::Instant::now(),
     );
     let err = bal

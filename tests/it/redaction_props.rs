@@ -11,10 +11,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{
     Config as RunConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
+use proxypool::balancer::Outcome;
 use proxypool::config::{ConfigBuilder, ProxyEntry, ProxyUrl, Transport};
-use proxypool::dial::{DialContext, Dialer, Target};
 use proxypool::metrics::Registry;
-use proxypool::pool::{Outcome, Pool};
+use proxypool::testing::DialContext;
+use proxypool::testing::Pool;
+use proxypool::{Dialer, Target};
 use proxypool_tests::faults::{Fault, FaultProxy};
 
 /// Cases per surface.
@@ -379,7 +381,7 @@ fn gateway_secrets_never_show_after_any_rejected_reload() {
             secret.check("ConfigError Display", &e.to_string())?;
             secret.check("ConfigError Debug", &format!("{e:?}"))?;
             balancer.reload_rejected(&e, e.problems().len());
-            let status = proxypool::gateway::admin::status_json(&balancer, false);
+            let status = proxypool::testing::status_json(&balancer, false);
             secret.check("status after a rejected reload", &status)?;
         }
         Ok(())

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use proxypool::Balancer;
 use proxypool::balancer::RouteChange;
+use proxypool::balancer::{BreakerState, Outcome};
 use proxypool::config::{Config, ConfigBuilder};
-use proxypool::pool::{BreakerState, Outcome};
 use proxypool_tests::servers::{microsocks, pool_yaml};
 use proxypool_tests::target::TargetServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +23,7 @@ fn with_exchanges(yaml: &str, exchanges: &str) -> String {
     format!("{open}, exchanges: {{{exchanges}}}}}")
 }
 
-fn upstream_id(c: &proxypool::Connected) -> u32 {
+fn upstream_id(c: &proxypool::Tunnel) -> u32 {
     c.upstream()
         .unwrap()
         .rsplit_once('/')
@@ -83,12 +83,12 @@ async fn an_added_proxy_gets_picks_and_a_removed_one_drains_its_live_tunnel() {
         "no pick reaches the removed proxy"
     );
     // The tunnel through the removed proxy still works both ways.
-    live.stream.write_all(b"still here\n").await.unwrap();
+    live.write_all(b"still here\n").await.unwrap();
     let mut echoed = [0u8; 11];
-    live.stream.read_exact(&mut echoed).await.unwrap();
+    live.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"still here\n");
     assert_eq!(
-        live.lease.as_ref().unwrap().url().to_string(),
+        live.via().unwrap().to_string(),
         format!("socks5://{}", a.addr)
     );
     // Its series stay while the tunnel does, and go with it.
@@ -111,7 +111,7 @@ async fn breaker_ban_and_health_survive_edits() {
         return;
     };
     let bal = balancer(&pool_yaml(&[&a, &b, &c], ""));
-    let (pool, _) = bal.pool("default.http").unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, "default.http").unwrap();
     let now = tokio::time::Instant::now();
     for _ in 0..pool.spec().breaker.failures {
         pool.record_failure(0, now, "refused");
@@ -126,7 +126,7 @@ async fn breaker_ban_and_health_survive_edits() {
     );
     pool.set_healthy(2, false);
     let check = |bal: &Balancer, ids: [u32; 3], what: &str| {
-        let (pool, _) = bal.pool("default.http").unwrap();
+        let (pool, _) = proxypool::testing::pool(bal, "default.http").unwrap();
         let s = pool.status();
         assert!(
             matches!(s[ids[0] as usize].breaker, BreakerState::Open { .. }),
@@ -211,7 +211,7 @@ async fn a_bad_strategy_rejects_the_whole_reload_and_the_same_file_is_no_change(
     let logged = logs.take();
     assert_eq!(logged.matches("reload rejected").count(), 1, "{logged}");
     assert_eq!(bal.generation(), 1);
-    assert!(bal.pool("exchanges.binance.http").is_none());
+    assert!(proxypool::testing::pool(&bal, "exchanges.binance.http").is_none());
     assert!(!bal.last_reload().unwrap().ok);
     let metrics = bal.metrics().render();
     assert!(
@@ -220,12 +220,12 @@ async fn a_bad_strategy_rejects_the_whole_reload_and_the_same_file_is_no_change(
     );
     drop(connect(&bal, None, &target.addr().into()).await.unwrap());
 
-    let (pool, selector) = bal.pool("default.http").unwrap();
+    let (pool, selector) = proxypool::testing::pool(&bal, "default.http").unwrap();
     let version = pool.snapshot().version();
     let report = bal.reload(config(&yaml)).unwrap();
     assert!(report.is_unchanged());
     assert_eq!(report.to_string(), "no change");
-    let (same_pool, same_selector) = bal.pool("default.http").unwrap();
+    let (same_pool, same_selector) = proxypool::testing::pool(&bal, "default.http").unwrap();
     assert!(std::sync::Arc::ptr_eq(&selector, &same_selector));
     assert_eq!(same_pool.snapshot().version(), version);
     assert_eq!(same_pool.members()[0].picks(), 1, "its counts are the same");
@@ -315,7 +315,7 @@ async fn switching_a_pool_off_uses_its_url_and_on_again_restores_its_members() {
     };
     let bal = balancer(&yaml(""));
     let route = "exchanges.binance.http";
-    let (pool, _) = bal.pool(route).unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, route).unwrap();
     let now = tokio::time::Instant::now();
     pool.report(
         0,
@@ -334,11 +334,11 @@ async fn switching_a_pool_off_uses_its_url_and_on_again_restores_its_members() {
             route: route.into()
         }]
     );
-    assert!(bal.pool(route).is_none());
+    assert!(proxypool::testing::pool(&bal, route).is_none());
     let c = connect(&bal, Some("binance"), &target.addr().into())
         .await
         .unwrap();
-    assert!(c.lease.is_none(), "a single proxy, not a pool");
+    assert!(!c.pooled(), "a single proxy, not a pool");
     assert_eq!(target.peer_ips(), [b.egress], "through the route's url");
 
     let report = bal.reload(config(&yaml(""))).unwrap();
@@ -348,7 +348,7 @@ async fn switching_a_pool_off_uses_its_url_and_on_again_restores_its_members() {
             route: route.into()
         }]
     );
-    let (pool, _) = bal.pool(route).unwrap();
+    let (pool, _) = proxypool::testing::pool(&bal, route).unwrap();
     assert_eq!(pool.status()[0].bans.len(), 1, "the ban came back");
     assert!(pool.members()[0].latency_us() > 0, "and the latency");
     // The mapping shape says the same; with no url the route goes direct.
@@ -388,7 +388,7 @@ async fn an_exchange_pool_all_down_falls_back_to_the_default_route() {
     assert_eq!(policy(&alone, Some("binance")), WhenAllDown::Panic);
 
     let bal = balancer(&yaml);
-    bal.pool("exchanges.binance.http")
+    proxypool::testing::pool(&bal, "exchanges.binance.http")
         .unwrap()
         .0
         .set_healthy(0, false);

@@ -1,10 +1,8 @@
 //! Strategies as WebAssembly components: the reference modules.
 
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::strategy::{
-    ALLOWED_IMPORTS, Instance, LeaseCount, Limits, Native, PickContext, StrategyEngine,
-    StrategyError,
-};
+use proxypool::strategy::{ALLOWED_IMPORTS, Instance, Limits, StrategyEngine, StrategyError};
+use proxypool::testing::{LeaseCount, Native, PickContext};
 
 /// Functional tests get a roomy deadline: on a loaded 2-core machine a thread can be
 /// descheduled for longer than the production 1 ms, and that is the fault tests' job.
@@ -138,9 +136,11 @@ mod selection {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use proxypool::balancer::Lease;
     use proxypool::config::{BuiltinStrategy, Transport};
-    use proxypool::pool::{Lease, Pool};
-    use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
+    use proxypool::strategy::{Limits, StrategyEngine};
+    use proxypool::testing::Pool;
+    use proxypool::testing::{PickContext, Selector};
 
     fn selector(e: &StrategyEngine, b: BuiltinStrategy, seed: u64) -> Selector {
         Selector::new(e.clone(), e.builtin(b).unwrap(), b, seed)
@@ -326,7 +326,7 @@ mod selection {
 
 #[test]
 fn a_strategy_reads_handshake_latency_from_the_host() {
-    use proxypool::strategy::Selector;
+    use proxypool::testing::Selector;
     let e = engine();
     let fastest = e
         .admit(include_bytes!(concat!(env!("OUT_DIR"), "/fastest.wasm")))

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use proxypool::Balancer;
+use proxypool::Dialer;
 use proxypool::config::{BuiltinStrategy, ConfigBuilder, ProxyEntry, StrategyRef, Transport};
-use proxypool::dial::Dialer;
-use proxypool::strategy::{Limits, PickContext, builtin_bytes};
+use proxypool::strategy::{Limits, builtin_bytes};
+use proxypool::testing::PickContext;
 
 const FIRST: PickContext<'static> = PickContext::first("binance", Transport::Http);
 const ROUTE: &str = "default.http";
@@ -28,7 +29,7 @@ fn balancer() -> Balancer {
 }
 
 fn picks(b: &Balancer, n: usize) -> Vec<u32> {
-    let (pool, selector) = b.pool(ROUTE).unwrap();
+    let (pool, selector) = proxypool::testing::pool(b, ROUTE).unwrap();
     (0..n)
         .map(|_| selector.pick(&pool, FIRST).unwrap().id())
         .collect()
@@ -45,7 +46,7 @@ fn strategy_changes_through_the_api_go_through_admission() {
         &StrategyRef::Builtin(BuiltinStrategy::LeastConnections),
     )
     .unwrap();
-    let (pool, selector) = b.pool(ROUTE).unwrap();
+    let (pool, selector) = proxypool::testing::pool(&b, ROUTE).unwrap();
     let held = [selector.pick(&pool, FIRST).unwrap(), pool.lease(1).unwrap()];
     assert_eq!(held[0].id(), 0);
     assert_eq!(picks(&b, 1), [2], "0 and 1 carry a lease each");

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::strategy::{Fault, Limits, PickContext, Selector, StrategyEngine, StrategyError};
+use proxypool::strategy::{Limits, StrategyEngine, StrategyError};
+use proxypool::testing::{Fault, PickContext, Selector};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -196,8 +197,8 @@ fn a_component_that_starts_with_a_huge_table_is_refused_at_admission() {
 
 #[test]
 fn a_verdict_that_grows_a_table_without_bound_traps_and_is_quarantined() {
-    use proxypool::health::{Health, Verdict};
-    use proxypool::strategy::WasmVerdict;
+    use proxypool::testing::WasmVerdict;
+    use proxypool::testing::{Health, Verdict};
     let e = engine();
     // Its canaries probe ids 0 and 9999: it passes admission.
     let compiled = e
@@ -206,11 +207,11 @@ fn a_verdict_that_grows_a_table_without_bound_traps_and_is_quarantined() {
     let v = WasmVerdict::new(e.clone(), compiled, 1, 1);
     let (logs, _guard) = proxypool_tests::capture_logs();
     assert_eq!(v.observe(0, false, Duration::ZERO), Health::Unhealthy);
-    for _ in 0..proxypool::strategy::QUARANTINE_FAULTS {
+    for _ in 0..proxypool::testing::QUARANTINE_FAULTS {
         // Each call grows the table until the cap refuses: a trap, no opinion.
         assert_eq!(v.observe(1, true, Duration::ZERO), Health::Unchanged);
     }
-    assert_eq!(v.faults(), proxypool::strategy::QUARANTINE_FAULTS as u64);
+    assert_eq!(v.faults(), proxypool::testing::QUARANTINE_FAULTS as u64);
     assert!(v.quarantined());
     // The cap stopped it, not the deadline.
     let logs = logs.contents();
@@ -222,5 +223,5 @@ fn a_verdict_that_grows_a_table_without_bound_traps_and_is_quarantined() {
     // The built-in threshold decides now (rise 1, fall 1), and the guest is not called.
     assert_eq!(v.observe(1, false, Duration::ZERO), Health::Unhealthy);
     assert_eq!(v.observe(1, true, Duration::ZERO), Health::Healthy);
-    assert_eq!(v.faults(), proxypool::strategy::QUARANTINE_FAULTS as u64);
+    assert_eq!(v.faults(), proxypool::testing::QUARANTINE_FAULTS as u64);
 }

@@ -17,7 +17,7 @@ const FAST: &str =
     "interval: 1, fast_interval_ms: 100, timeout_seconds: 1, retry_count: 1, rise: 2, fall: 2";
 
 fn states(b: &Balancer) -> Vec<(bool, bool)> {
-    b.pool(ROUTE)
+    proxypool::testing::pool(b, ROUTE)
         .unwrap()
         .0
         .status()

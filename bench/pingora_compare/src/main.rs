@@ -9,8 +9,8 @@ use std::time::Instant;
 use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use proxypool::config::{BuiltinStrategy, Transport};
-use proxypool::pool::Pool;
-use proxypool::strategy::{Limits, PickContext, Selector, StrategyEngine};
+use proxypool::strategy::{Limits, StrategyEngine};
+use proxypool::testing::{PickContext, Pool, Selector};
 
 const PICKS: usize = 300_000;
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use proxypool::balancer::MemberStatus;
 use proxypool::config::{BuiltinStrategy, ConfigBuilder, Transport};
 use proxypool::gateway::socks5;
 use proxypool::gateway::{Destination, Parse};
@@ -349,7 +350,7 @@ async fn demo(duration: Duration) -> anyhow::Result<ExitCode> {
                 .alive
                 .store(false, Ordering::Relaxed);
             killed = Some(now);
-            dead_picks = picks(&balancer, mortal);
+            dead_picks = picks(&pool_members(&balancer), mortal as usize);
             events.push(format!(
                 "{:>5.1}s  upstream {} stopped",
                 secs(start, now),
@@ -359,7 +360,7 @@ async fn demo(duration: Duration) -> anyhow::Result<ExitCode> {
         if let Some(k) = killed
             && !restored
         {
-            let p = picks(&balancer, mortal);
+            let p = picks(&pool_members(&balancer), mortal as usize);
             if p != dead_picks {
                 dead_picks = p;
                 last_dead_pick = Some(now - k);
@@ -470,20 +471,22 @@ fn secs(start: Instant, now: Instant) -> f64 {
     (now - start).as_secs_f64()
 }
 
-fn picks(balancer: &Balancer, id: u32) -> u64 {
-    let http = balancer
-        .pool("default.http")
-        .map_or(0, |(p, _)| p.members()[id as usize].picks());
-    let ws = balancer
-        .pool("default.websocket")
-        .map_or(0, |(p, _)| p.members()[id as usize].picks());
-    http + ws
+/// Both default pools' members, one list per pool.
+fn pool_members(balancer: &Balancer) -> Vec<Vec<MemberStatus>> {
+    [Transport::Http, Transport::Websocket]
+        .iter()
+        .filter_map(|t| balancer.members(&format!("default.{t}")))
+        .collect()
+}
+
+fn picks(pools: &[Vec<MemberStatus>], id: usize) -> u64 {
+    pools.iter().map(|p| p[id].picks).sum()
 }
 
 fn generation(balancer: &Balancer) -> u64 {
     balancer
-        .pool("default.http")
-        .map_or(0, |(_, s)| s.stats().generation)
+        .strategy_stats("default.http")
+        .map_or(0, |s| s.generation)
 }
 
 /// One view: redrawn in place on a terminal, a line otherwise.
@@ -500,14 +503,11 @@ fn frame(
         load.ok.load(Ordering::Relaxed),
         load.failed.load(Ordering::Relaxed),
     );
-    let pools: Vec<_> = [Transport::Http, Transport::Websocket]
-        .iter()
-        .filter_map(|t| balancer.pool(&format!("default.{t}")))
-        .collect();
+    let pools = pool_members(balancer);
     let strategy = generation(balancer);
     if !terminal {
-        let picks: Vec<String> = (0..upstreams.len() as u32)
-            .map(|i| picks(balancer, i).to_string())
+        let picks: Vec<String> = (0..upstreams.len())
+            .map(|i| picks(&pools, i).to_string())
             .collect();
         println!(
             "t={t:.1}s requests={} failed={failed} failovers={} hedges={} picks=[{}] strategy_generation={strategy}",
@@ -527,8 +527,8 @@ fn frame(
     );
     for (i, u) in upstreams.iter().enumerate() {
         let (mut healthy, mut breaker, mut active) = (true, "closed", 0);
-        for (pool, _) in &pools {
-            let s = &pool.status()[i];
+        for pool in &pools {
+            let s = &pool[i];
             healthy &= s.healthy;
             if s.breaker.as_str() != "closed" {
                 breaker = s.breaker.as_str();
@@ -543,7 +543,7 @@ fn frame(
             if healthy { "up" } else { "down" },
             breaker,
             active,
-            picks(balancer, i as u32),
+            picks(&pools, i),
             u.accepted.load(Ordering::Relaxed)
         );
     }

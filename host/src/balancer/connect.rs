@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::schedule::{Schedule, Step};
-use super::{Balancer, ConnectError, Connected, PoolEntry, Routes};
+use super::{Balancer, ConnectError, PoolEntry, Routes, Tunnel};
 use crate::config::{DEFAULT_HEDGE_INITIAL, Transport, WhenAllDown};
 use crate::dial::{DialContext, DialError, FaultClass, ProxyStream, Target};
 use crate::pool::{Lease, Pool, ProxyId, Trial};
@@ -114,7 +114,7 @@ impl Balancer {
         entry: &PoolEntry,
         req: Request<'_>,
         mut prefer: Option<ProxyId>,
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Tunnel, ConnectError> {
         let pool = &entry.pool;
         let started = req.started;
         pool.poll(started);
@@ -259,7 +259,7 @@ impl Balancer {
         stream: ProxyStream,
         req: Request<'_>,
         now: Instant,
-    ) -> Connected {
+    ) -> Tunnel {
         let pool = &entry.pool;
         race.schedule.on_won();
         let won = race.inflight.swap_remove(i);
@@ -289,13 +289,7 @@ impl Balancer {
         entry.counters.connects.fetch_add(1, Ordering::Relaxed);
         let handshake = req.started.elapsed();
         entry.counters.connect_latency.observe(handshake);
-        Connected {
-            stream,
-            via: Some(won.lease.url().clone()),
-            handshake,
-            lease: Some(won.lease),
-            exchange: req.exchange,
-        }
+        Tunnel::new(stream, Some(won.lease), handshake, req.exchange)
     }
 
     /// A lease on the strategy's next proxy outside `excluded`, with the breaker's
@@ -383,7 +377,7 @@ impl Balancer {
         entry: &PoolEntry,
         req: Request<'_>,
         banned: &[ProxyId],
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Tunnel, ConnectError> {
         let pool = &entry.pool;
         let policy = pool.spec().when_all_down;
         entry.counters.all_down[policy as usize].fetch_add(1, Ordering::Relaxed);
@@ -421,7 +415,7 @@ impl Balancer {
         entry: &PoolEntry,
         req: Request<'_>,
         banned: &[ProxyId],
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Tunnel, ConnectError> {
         let Request {
             ctx,
             exchange,
@@ -445,20 +439,22 @@ impl Balancer {
                 let Some(lease) = pool.lease(id) else {
                     continue;
                 };
-                let url = lease.url().clone();
-                match self.dialer.dial(&url, pool.timeout(), target, ctx).await {
+                match self
+                    .dialer
+                    .dial(lease.url(), pool.timeout(), target, ctx)
+                    .await
+                {
                     Ok(stream) => {
                         pool.record_success(id);
                         entry.counters.connects.fetch_add(1, Ordering::Relaxed);
                         let handshake = started.elapsed();
                         entry.counters.connect_latency.observe(handshake);
-                        return Ok(Connected {
+                        return Ok(Tunnel::new(
                             stream,
-                            via: Some(url),
+                            Some(lease),
                             handshake,
-                            lease: Some(lease),
-                            exchange: exchange.clone(),
-                        });
+                            exchange.clone(),
+                        ));
                     }
                     Err(e) => match charge(pool, id, &e, Instant::now()) {
                         FaultClass::Destination | FaultClass::Local => return Err(e.into()),

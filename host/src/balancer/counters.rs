@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::metrics::families as F;
 use crate::metrics::{CONNECT_BUCKETS, Histogram, PICK_BUCKETS, Sample};
 
 /// Connect counters of one pool.
@@ -82,44 +83,15 @@ impl ConnectCounters {
     /// Its samples, labelled with the pool's route.
     pub(super) fn collect(&self, pool: &str, out: &mut Vec<Sample>) {
         let labels = || vec![("pool", pool.to_owned())];
-        for (name, help, v) in [
-            (
-                "proxypool_connects_total",
-                "Tunnels opened through the pool.",
-                &self.connects,
-            ),
-            (
-                "proxypool_connects_failed_total",
-                "Connects through the pool that failed.",
-                &self.failed,
-            ),
-            (
-                "proxypool_failovers_total",
-                "Attempts moved to another proxy after a fault.",
-                &self.failovers,
-            ),
-            (
-                "proxypool_hedges_total",
-                "Second dials raced against a slow first one.",
-                &self.hedges,
-            ),
-            (
-                "proxypool_hedges_won_total",
-                "Hedge dials that won.",
-                &self.hedges_won,
-            ),
-            (
-                "proxypool_hedges_lost_total",
-                "Hedge dials cancelled because the first won.",
-                &self.hedges_lost,
-            ),
+        for (family, v) in [
+            (&F::CONNECTS_TOTAL, &self.connects),
+            (&F::CONNECTS_FAILED_TOTAL, &self.failed),
+            (&F::FAILOVERS_TOTAL, &self.failovers),
+            (&F::HEDGES_TOTAL, &self.hedges),
+            (&F::HEDGES_WON_TOTAL, &self.hedges_won),
+            (&F::HEDGES_LOST_TOTAL, &self.hedges_lost),
         ] {
-            out.push(Sample::counter(
-                name,
-                help,
-                labels(),
-                v.load(Ordering::Relaxed),
-            ));
+            out.push(Sample::counter(family, labels(), v.load(Ordering::Relaxed)));
         }
         for (i, policy) in ["panic", "fallback_default", "fail"]
             .into_iter()
@@ -128,21 +100,18 @@ impl ConnectCounters {
             let mut labels = labels();
             labels.push(("policy", policy.to_owned()));
             out.push(Sample::counter(
-                "proxypool_all_down_total",
-                "Connects that found no eligible proxy, by policy.",
+                &F::ALL_DOWN_TOTAL,
                 labels,
                 self.all_down[i].load(Ordering::Relaxed),
             ));
         }
-        out.push(self.pick_latency.sample(
-            "proxypool_pick_duration_seconds",
-            "Time a pick takes: the strategy's answer and the breaker's admission.",
-            labels(),
-        ));
-        out.push(self.connect_latency.sample(
-            "proxypool_connect_duration_seconds",
-            "Time from the start of a connect to an open tunnel, failover and hedges included.",
-            labels(),
-        ));
+        out.push(
+            self.pick_latency
+                .sample(&F::PICK_DURATION_SECONDS, labels()),
+        );
+        out.push(
+            self.connect_latency
+                .sample(&F::CONNECT_DURATION_SECONDS, labels()),
+        );
     }
 }

@@ -8,6 +8,7 @@ mod counters;
 mod error;
 mod reload;
 mod schedule;
+mod tunnel;
 
 use crate::sync::Locked as _;
 use std::collections::{HashMap, VecDeque};
@@ -17,13 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{
-    BuiltinStrategy, Config, PoolSpec, ProxyUrl, RouteOrigin, RoutePath, StrategyRef, Transport,
-    Upstream, UpstreamRef, VerdictRef,
+    BuiltinStrategy, Config, PoolSpec, RouteOrigin, RoutePath, StrategyRef, Transport, Upstream,
+    UpstreamRef, VerdictRef,
 };
 use crate::dial::{DialContext, DialProbe};
 use crate::health::{DEFAULT_PROBE_CONCURRENCY, HealthChecker, Verdict, VerdictSlot};
+use crate::metrics::families as F;
 use crate::metrics::{Collect, Registry, Sample};
-use crate::pool::{MemberStatus, Pool};
+use crate::pool::Pool;
 use crate::strategy::{
     Limits, Selector, StrategyEngine, StrategyError, StrategyWatch, WasmVerdict,
 };
@@ -34,46 +36,13 @@ pub use crate::dial::{
     DestinationGuard, DialError, Dialer, FaultClass, Forbidden, ProxyStream, Replay, Target,
     canonical,
 };
-pub use crate::pool::{Lease, Outcome};
+pub use crate::pool::{Ban, BanReason, BreakerState, Lease, MemberStatus, Outcome};
+pub use crate::strategy::SelectorStats;
 pub use counters::{ConnectCounters, ConnectTotals};
 pub use error::{BalancerError, ConnectError};
 pub use reload::{ReloadOutcome, ReloadReport, RouteChange};
 use sha2::Digest;
-
-/// A tunnel opened through a route.
-#[derive(Debug)]
-pub struct Connected {
-    /// The tunnel.
-    pub stream: ProxyStream,
-    /// The proxy that carried it, or `None` for a direct connection.
-    pub via: Option<ProxyUrl>,
-    /// Time from the start of the connect to an open tunnel, retries included.
-    pub handshake: Duration,
-    /// Counts this connection against its proxy while held; keep it with the stream.
-    pub lease: Option<Lease>,
-    /// The exchange the connection is for (lowercase), or "default".
-    pub exchange: String,
-}
-
-impl Connected {
-    /// The upstream that carried it, as `route/id` (`exchanges.binance.http/2`), or
-    /// `None` for a connection that did not come from a pool.
-    pub fn upstream(&self) -> Option<String> {
-        // A pool's name is its route as `RoutePath` shows it: this is `UpstreamRef`'s
-        // form, without parsing the name back on every tunnel.
-        let lease = self.lease.as_ref()?;
-        Some(format!("{}/{}", lease.pool().name(), lease.id()))
-    }
-
-    /// Tells the pool what the exchange said through this proxy: it is then skipped
-    /// for this exchange alone until the ban ends (see the pool's `bans` settings).
-    /// No-op for a direct connection.
-    pub fn report(&self, outcome: Outcome) {
-        if let Some(lease) = &self.lease {
-            lease.report(&self.exchange, outcome);
-        }
-    }
-}
+pub use tunnel::Tunnel;
 
 /// The parts of a pool entry that can fail to load.
 struct EntryParts {
@@ -137,26 +106,22 @@ impl Collect for PoolEntry {
         let labels = || vec![("pool", name.to_owned())];
         let stats = self.selector.stats();
         out.push(Sample::gauge(
-            "proxypool_strategy_generation",
-            "The installed strategy generation (1 for the first; each swap adds one).",
+            &F::STRATEGY_GENERATION,
             labels(),
             stats.generation as f64,
         ));
         out.push(Sample::gauge(
-            "proxypool_strategy_quarantined",
-            "1 while the strategy generation is quarantined after repeated faults.",
+            &F::STRATEGY_QUARANTINED,
             labels(),
             stats.quarantined as u8 as f64,
         ));
         out.push(Sample::counter(
-            "proxypool_strategy_faults_total",
-            "Strategy calls that faulted (trap, deadline, memory, bad answer).",
+            &F::STRATEGY_FAULTS_TOTAL,
             labels(),
             stats.faults,
         ));
         out.push(Sample::counter(
-            "proxypool_strategy_fallback_picks_total",
-            "Picks the native fallback served while the strategy faulted.",
+            &F::STRATEGY_FALLBACK_PICKS_TOTAL,
             labels(),
             stats.fallback_picks,
         ));
@@ -173,12 +138,7 @@ impl Collect for PoolEntry {
                 let mut labels = labels();
                 labels.push(("component", component.to_owned()));
                 labels.push(("result", result.to_owned()));
-                out.push(Sample::counter(
-                    "proxypool_strategy_reloads_total",
-                    "Strategy and verdict file swaps, by result.",
-                    labels,
-                    n,
-                ));
+                out.push(Sample::counter(&F::STRATEGY_RELOADS_TOTAL, labels, n));
             }
         }
     }
@@ -429,7 +389,7 @@ impl Balancer {
     }
 
     /// Reports what `exchange` said through member `id` of the pool at `route`, as
-    /// [`Connected::report`] does, for a client that no longer holds the connection
+    /// [`Tunnel::report`] does, for a client that no longer holds the connection
     /// (the gateway's `POST /report`). The upstream's name is `route/id`, as the
     /// gateway's `Proxypool-Upstream` header gives it.
     pub fn report(
@@ -558,8 +518,19 @@ impl Balancer {
         &self.engine
     }
 
-    /// The pool serving a route path (`default.http`, `exchanges.binance.websocket`).
-    pub fn pool(&self, route: &str) -> Option<(Pool, Arc<Selector>)> {
+    /// One route's members (`default.http`, `exchanges.binance.websocket`), as
+    /// [`Balancer::status`] gives every route's.
+    pub fn members(&self, route: &str) -> Option<Vec<MemberStatus>> {
+        Some(self.routes.load().pools.get(route)?.pool.status())
+    }
+
+    /// One route's strategy: its generation, faults and fallback picks.
+    pub fn strategy_stats(&self, route: &str) -> Option<SelectorStats> {
+        Some(self.routes.load().pools.get(route)?.selector.stats())
+    }
+
+    /// The pool serving a route path, and its selector: for the crate's own tests.
+    pub(crate) fn pool(&self, route: &str) -> Option<(Pool, Arc<Selector>)> {
         self.routes
             .load()
             .pools
@@ -579,13 +550,13 @@ impl Balancer {
         exchange: Option<&str>,
         transport: Transport,
         target: &Target,
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Tunnel, ConnectError> {
         self.connect_preferring(exchange, transport, target, None)
             .await
     }
 
     /// As [`Balancer::connect`], trying `prefer` first (an upstream as
-    /// [`Connected::upstream`] names it, `route/id`) while it is eligible, not banned
+    /// [`Tunnel::upstream`] names it, `route/id`) while it is eligible, not banned
     /// for the exchange, and of the route this connect takes: a sticky session. If it
     /// is not, or its dial fails, the connect goes on as usual.
     pub async fn connect_preferring(
@@ -594,7 +565,7 @@ impl Balancer {
         transport: Transport,
         target: &Target,
         prefer: Option<&str>,
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Tunnel, ConnectError> {
         let started = tokio::time::Instant::now();
         // One load: this connect sees one configuration, whatever a reload does.
         let routes = self.routes.load_full();
@@ -604,7 +575,7 @@ impl Balancer {
             transport,
         };
         let name = pool_name(exchange, transport, route.origin);
-        // The name ban lists and `Connected::report` use.
+        // The name ban lists and `Tunnel::report` use.
         let key = exchange.unwrap_or("default").to_ascii_lowercase();
         let prefer = prefer
             .and_then(|u| u.parse::<UpstreamRef>().ok())
@@ -627,13 +598,15 @@ impl Balancer {
         pool_name: &str,
         req: connect::Request<'_>,
         prefer: Option<u32>,
-    ) -> Result<Connected, ConnectError> {
-        let connected = |stream, via| Connected {
-            stream,
-            via,
-            handshake: req.started.elapsed(),
-            lease: None,
-            exchange: req.exchange.clone(),
+    ) -> Result<Tunnel, ConnectError> {
+        let connected = |stream, via| {
+            Tunnel::through(
+                stream,
+                via,
+                None,
+                req.started.elapsed(),
+                req.exchange.clone(),
+            )
         };
         match upstream {
             // `route` gives what a switched-off pool does instead, never the pool.

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use super::{Balancer, BalancerError, Routes};
 use crate::config::Config;
 use crate::metrics::Sample;
+use crate::metrics::families as F;
 use crate::pool::Pool;
 
 /// What a reload did to one route's pool.
@@ -178,15 +179,13 @@ impl ReloadCounters {
             ("rejected", &self.rejected),
         ] {
             out.push(Sample::counter(
-                "proxypool_reloads_total",
-                "Configuration reloads, by result.",
+                &F::RELOADS_TOTAL,
                 vec![("result", result.to_owned())],
                 v.load(Ordering::Relaxed),
             ));
         }
         out.push(Sample::gauge(
-            "proxypool_config_generation",
-            "The configuration generation in force (1 at start; each applied reload adds one).",
+            &F::CONFIG_GENERATION,
             vec![],
             generation as f64,
         ));

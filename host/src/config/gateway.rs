@@ -34,7 +34,7 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Connections from one client address in handshake at once: a feed handler that
 /// opens all its streams at start stays far below it, and one address cannot take
 /// every permit of `max_connections` with handshakes it never finishes.
-pub const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 256;
+pub(super) const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 256;
 
 /// Whether serving `addr` would let anyone who can reach it in: a non-loopback
 /// address with nothing (client auth, an admin token) guarding it.

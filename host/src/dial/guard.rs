@@ -99,7 +99,7 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Loopback, link-local, private (RFC 1918, RFC 6598, unique-local), unspecified
 /// or broadcast.
-pub fn is_private(ip: IpAddr) -> bool {
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

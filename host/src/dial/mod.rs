@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_socks::tcp::{Socks4Stream, Socks5Stream};
 
 pub use error::{DialError, FaultClass};
-pub use guard::{DestinationGuard, Forbidden, canonical, is_private};
+pub use guard::{DestinationGuard, Forbidden, canonical};
 pub use http_connect::{ConnectReply, parse_connect_reply};
 pub use probe::DialProbe;
 pub use stream::{ProxyStream, Replay};
@@ -30,7 +30,7 @@ use crate::config::{ProxyUrl, Scheme, Transport};
 use error::{Fault, classify_socks};
 
 /// The target of a log line that cryptofeed users grep for.
-pub const LOG_TARGET: &str = "proxypool::dial";
+pub(crate) const LOG_TARGET: &str = "proxypool::dial";
 
 /// A destination `host:port`. IPv6 literals are written `[::1]:443`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -31,7 +31,7 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// What the admin endpoint serves from.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// The pools.
     pub balancer: Arc<Balancer>,
     /// The gateway's sticky sessions, for a ban reported by session key.
@@ -46,7 +46,7 @@ pub struct Admin {
 
 /// Serves the admin endpoint on `listener` until `stop` turns true (the caller keeps
 /// it running through the drain, so that `/readyz` can say so).
-pub async fn run(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let permit = tokio::select! {

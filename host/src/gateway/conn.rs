@@ -12,7 +12,7 @@ use super::relay::Silence;
 use super::route::{self, route};
 use super::sniff::{Protocol, sniff};
 use super::{http, socks4, socks5};
-use crate::balancer::{Balancer, ConnectError, Connected};
+use crate::balancer::{Balancer, ConnectError, Tunnel};
 use crate::balancer::{DialError, FaultClass, Forbidden, Replay, Target};
 use crate::config::{ClientAuth, ListenTransport};
 
@@ -185,11 +185,11 @@ pub(crate) async fn serve(
         }
     };
     let _active = limits.metrics.opened(protocol);
-    if !early.is_empty() && upstream.stream.write_all(&early).await.is_err() {
+    if !early.is_empty() && upstream.write_all(&early).await.is_err() {
         return;
     }
     // Half-closes travel both ways; the lease lives as long as the tunnel.
-    let lease = upstream.lease.take();
+    let (stream, lease) = upstream.into_parts();
     let suspect = || {
         if let Some(lease) = &lease {
             tracing::info!(
@@ -205,7 +205,7 @@ pub(crate) async fn serve(
         after: limits.silent,
         report: &suspect,
     });
-    let moved = relay(client, upstream.stream, limits.idle, silence).await;
+    let moved = relay(client, stream, limits.idle, silence).await;
     if let Some(lease) = &lease {
         lease.add_bytes(moved.up, moved.down);
     }
@@ -229,7 +229,7 @@ async fn relay(
 /// What a handshake opened.
 enum Opened {
     /// A tunnel, and the bytes the client sent after its request (they belong to it).
-    Tunnel(Box<Connected>, Vec<u8>),
+    Tunnel(Box<Tunnel>, Vec<u8>),
     /// An HTTP request to forward: every byte read so far, that request first.
     Forward(Vec<u8>),
 }
@@ -284,7 +284,7 @@ async fn handshake(client: &mut TcpStream, balancer: &Balancer, limits: ConnLimi
     };
     let protocol = (n > 0).then(|| sniff(buf[0])).flatten();
     let tunnel =
-        |r: Result<(Connected, Vec<u8>), Refusal>| r.map(|(c, e)| Opened::Tunnel(Box::new(c), e));
+        |r: Result<(Tunnel, Vec<u8>), Refusal>| r.map(|(c, e)| Opened::Tunnel(Box::new(c), e));
     let outcome = match protocol {
         Some(Protocol::Socks5) => {
             tunnel(socks5_handshake(client, &mut buf, balancer, limits).await)
@@ -303,7 +303,7 @@ async fn socks5_handshake(
     buf: &mut Vec<u8>,
     balancer: &Balancer,
     limits: ConnLimits,
-) -> Result<(Connected, Vec<u8>), Refusal> {
+) -> Result<(Tunnel, Vec<u8>), Refusal> {
     // Every malformed message still gets the answer its step allows.
     let greeting = match read_message(client, buf, socks5::parse_greeting).await {
         Ok(g) => g,
@@ -374,7 +374,7 @@ async fn socks4_handshake(
     buf: &mut Vec<u8>,
     balancer: &Balancer,
     limits: ConnLimits,
-) -> Result<(Connected, Vec<u8>), Refusal> {
+) -> Result<(Tunnel, Vec<u8>), Refusal> {
     let request = match read_message(client, buf, socks4::parse_request).await {
         Ok(r) => r,
         Err(r) => {
@@ -454,7 +454,7 @@ pub(crate) async fn open(
     user: Option<&str>,
     destination: Destination,
     limits: ConnLimits,
-) -> Result<Connected, Refusal> {
+) -> Result<Tunnel, Refusal> {
     let (user, session) = match user {
         Some(u) => {
             let (u, s) = super::session::split_user(u);

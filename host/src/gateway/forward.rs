@@ -28,7 +28,7 @@ use super::http;
 use super::metrics::ActiveGuard;
 use super::parse::Destination;
 use super::sniff::Protocol;
-use crate::balancer::{Balancer, Connected};
+use crate::balancer::Balancer;
 use crate::balancer::{Lease, ProxyStream, Replay};
 
 type Body = Either<Incoming, Empty<Bytes>>;
@@ -267,7 +267,7 @@ impl Forwarder<'_> {
         let upstream = connected
             .upstream()
             .and_then(|u| HeaderValue::from_str(&u).ok());
-        let Connected { stream, lease, .. } = connected;
+        let (stream, lease) = connected.into_parts();
         let io = Counted {
             inner: Watched {
                 inner: stream,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sniff::Protocol;
+use crate::metrics::families as F;
 use crate::metrics::{Collect, Sample};
 
 /// The protocols counted, with `unknown` for a first byte that is none of them.
@@ -13,7 +14,7 @@ const PROTOCOLS: [&str; 4] = ["socks5", "socks4", "http", "unknown"];
 
 /// One listener's client connections.
 #[derive(Debug)]
-pub struct ListenerMetrics {
+pub(crate) struct ListenerMetrics {
     listener: String,
     /// Per protocol: connections accepted (each ends rejected or tunnelled),
     /// tunnels opened, connections refused, tunnels open now.
@@ -34,7 +35,7 @@ fn index(p: Option<Protocol>) -> usize {
 
 impl ListenerMetrics {
     /// Counters for the listener bound at `listener` (its address, as shown).
-    pub fn new(listener: String) -> ListenerMetrics {
+    pub(crate) fn new(listener: String) -> ListenerMetrics {
         ListenerMetrics {
             listener,
             accepted: Default::default(),
@@ -88,26 +89,22 @@ impl Collect for ListenerMetrics {
             };
             let n = |v: &AtomicU64| v.load(Ordering::Relaxed);
             out.push(Sample::counter(
-                "proxypool_gateway_accepted_total",
-                "Client connections accepted, by listener and the protocol of their first byte.",
+                &F::GATEWAY_ACCEPTED_TOTAL,
                 labels(),
                 n(&self.accepted[i]),
             ));
             out.push(Sample::counter(
-                "proxypool_gateway_rejected_total",
-                "Client connections rejected (bad request, auth, unknown exchange, no tunnel).",
+                &F::GATEWAY_REJECTED_TOTAL,
                 labels(),
                 n(&self.refused[i]),
             ));
             out.push(Sample::counter(
-                "proxypool_gateway_tunnels_total",
-                "Client connections that got a tunnel.",
+                &F::GATEWAY_TUNNELS_TOTAL,
                 labels(),
                 n(&self.opened[i]),
             ));
             out.push(Sample::gauge(
-                "proxypool_gateway_active_tunnels",
-                "Tunnels open now.",
+                &F::GATEWAY_ACTIVE_TUNNELS,
                 labels(),
                 n(&self.active[i]) as f64,
             ));
@@ -133,15 +130,13 @@ impl ProcessMetrics {
 impl Collect for ProcessMetrics {
     fn collect(&self, out: &mut Vec<Sample>) {
         out.push(Sample::gauge(
-            "proxypool_runtime_alive_tasks",
-            "Tasks alive in the gateway's runtime (connections, probes, watchers).",
+            &F::RUNTIME_ALIVE_TASKS,
             Vec::new(),
             self.runtime.metrics().num_alive_tasks() as f64,
         ));
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             out.push(Sample::gauge(
-                "process_open_fds",
-                "Open file descriptors.",
+                &F::PROCESS_OPEN_FDS,
                 Vec::new(),
                 fds.count() as f64,
             ));
@@ -152,8 +147,7 @@ impl Collect for ProcessMetrics {
             .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
         if let Some(pages) = resident {
             out.push(Sample::gauge(
-                "process_resident_memory_bytes",
-                "Resident memory.",
+                &F::PROCESS_RESIDENT_MEMORY_BYTES,
                 Vec::new(),
                 (pages * 4096) as f64,
             ));

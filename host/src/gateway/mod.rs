@@ -11,26 +11,26 @@
 //! consumed)`, `Partial` or `Invalid(reason)`), and functions that build each
 //! protocol's replies. The connection task does the reading, the writing and
 //! the timeouts; tests and fuzz targets need no socket. Which protocol a connection
-//! speaks is told from its first byte ([`sniff::sniff`]).
+//! speaks is told from its first byte.
 
-pub mod admin;
+pub(crate) mod admin;
 mod builder;
 mod conn;
 mod exchange_hosts;
 mod forward;
 pub mod http;
-pub mod metrics;
+pub(crate) mod metrics;
 mod parse;
-pub mod relay;
-pub mod reload;
-pub mod route;
-pub mod server;
-pub mod session;
-pub mod sniff;
+pub(crate) mod relay;
+pub(crate) mod reload;
+pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod sniff;
 pub mod socks4;
 pub mod socks5;
 
 pub use builder::{Gateway, GatewayBuilder, GatewayError};
 pub use parse::{Destination, Parse};
 pub use server::{Listener, Settings};
-pub use sniff::{Protocol, sniff};
+pub use sniff::Protocol;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 /// Bytes moved by one relay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Moved {
+pub(crate) struct Moved {
     /// Client → upstream.
     pub up: u64,
     /// Upstream → client.
@@ -23,7 +23,7 @@ pub struct Moved {
 /// Watches for an upstream that sends nothing back for `after` once its client has
 /// sent bytes, as a stopped proxy does (its kernel still takes the bytes). The
 /// tunnel goes on; `report` is called once, the first time a wait runs that long.
-pub struct Silence<'a> {
+pub(crate) struct Silence<'a> {
     /// How long an unanswered client waits before the upstream is reported.
     pub after: Duration,
     /// What to do then.
@@ -33,7 +33,7 @@ pub struct Silence<'a> {
 /// Relays until both sides have closed (an EOF on one side shuts the other's write
 /// half down, so a half-close travels through), an error, or `idle` with no byte
 /// either way.
-pub async fn relay<A, B>(a: A, b: B, idle: Duration, silence: Option<Silence<'_>>) -> Moved
+pub(crate) async fn relay<A, B>(a: A, b: B, idle: Duration, silence: Option<Silence<'_>>) -> Moved
 where
     A: AsyncRead + AsyncWrite,
     B: AsyncRead + AsyncWrite,
@@ -98,7 +98,7 @@ where
 }
 
 #[cfg(target_os = "linux")]
-pub use self::splice::splice;
+pub(crate) use self::splice::splice;
 
 #[cfg(target_os = "linux")]
 mod splice {
@@ -236,7 +236,7 @@ mod splice {
     }
 
     /// As [`super::relay`], between two plain TCP sockets, with splice(2).
-    pub async fn splice(
+    pub(crate) async fn splice(
         a: TcpStream,
         b: TcpStream,
         idle: Duration,

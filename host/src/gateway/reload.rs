@@ -17,7 +17,7 @@ use crate::config::Config;
 
 /// Events within this time of the first are one change: an editor's save, or a
 /// write then a rename, reloads once.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Reloads one balancer from the file (and environment) it was started with.
 #[derive(Debug)]

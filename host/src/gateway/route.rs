@@ -44,7 +44,7 @@ pub fn normalize(destination: Destination) -> Destination {
 
 /// An IPv4 address in the forms `inet_aton(3)` accepts: one to four parts, each
 /// decimal, octal (leading `0`) or hex (`0x`), the last filling the bytes left.
-pub fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
+pub(crate) fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
     if s.is_empty()
         || !s
             .bytes()

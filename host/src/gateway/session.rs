@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use crate::config::Transport;
 
 /// A session unused for this long is forgotten.
-pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Sessions kept at most; past it the least recently used tenth goes. With keys of
 /// at most [`MAX_SESSION_KEY`] bytes the table stays under about 30 MiB.
-pub const MAX_SESSIONS: usize = 100_000;
+pub(crate) const MAX_SESSIONS: usize = 100_000;
 /// The longest session key: room for a UUID and a label, not for a payload.
-pub const MAX_SESSION_KEY: usize = 64;
+pub(crate) const MAX_SESSION_KEY: usize = 64;
 
 /// The user name split: the exchange part, and the session key if any.
-pub fn split_user(user: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_user(user: &str) -> (&str, Option<&str>) {
     match user.split_once("+session=") {
         Some((exchange, key)) if !key.is_empty() => (exchange, Some(key)),
         _ => (user, None),

@@ -28,16 +28,17 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{HealthCheck, ProxyUrl};
+use crate::metrics::families as F;
 use crate::metrics::{Collect, Sample};
 use crate::pool::{BreakerState, Pool, ProxyId, splitmix64};
 pub use threshold::Threshold;
 
 /// Probes running at once across every pool: enough to check 1,000 proxies at a 1 s
 /// interval with 100 ms probes, few enough not to exhaust file descriptors.
-pub const DEFAULT_PROBE_CONCURRENCY: usize = 256;
+pub(crate) const DEFAULT_PROBE_CONCURRENCY: usize = 256;
 
 /// A boxed future, as probes return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One way of testing a proxy (implemented by `dial` for each method).
 pub trait Probe: Send + Sync + 'static {
@@ -45,7 +46,7 @@ pub trait Probe: Send + Sync + 'static {
     fn method(&self) -> &'static str;
 
     /// Tests `proxy` once within `timeout`: how long it took, or why it failed. A
-    /// reason that starts with [`NO_OPINION`] says the probe could not be made (our
+    /// reason that starts with `NO_OPINION` says the probe could not be made (our
     /// side ran short): it neither counts nor moves the verdict.
     fn probe<'a>(
         &'a self,
@@ -56,7 +57,7 @@ pub trait Probe: Send + Sync + 'static {
 
 /// The start of a probe error that is ours, not the proxy's (out of file
 /// descriptors, say): such a probe is skipped, not failed.
-pub const NO_OPINION: &str = "no opinion: ";
+pub(crate) const NO_OPINION: &str = "no opinion: ";
 
 /// What a verdict module says after one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,11 +83,11 @@ pub trait Verdict: Send + Sync {
 }
 
 /// Where a pool's verdict lives: swapped whole, live.
-pub type VerdictSlot = Arc<ArcSwap<Box<dyn Verdict>>>;
+pub(crate) type VerdictSlot = Arc<ArcSwap<Box<dyn Verdict>>>;
 
 /// Probe counters of one pool, by result.
 #[derive(Debug, Default)]
-pub struct ProbeCounters {
+pub(crate) struct ProbeCounters {
     /// Probes that succeeded.
     pub ok: AtomicU64,
     /// Probes that failed (after their retries).
@@ -94,7 +95,7 @@ pub struct ProbeCounters {
 }
 
 /// A pool's running health checks; dropping it stops them.
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     /// Aborts every task when dropped.
     _tasks: JoinSet<()>,
     counters: Arc<ProbeCounters>,
@@ -115,7 +116,7 @@ impl std::fmt::Debug for HealthChecker {
 impl HealthChecker {
     /// Starts checking `pool` with `probe` (if its `health_check` is enabled) and its
     /// breaker timer. Must run inside a tokio runtime.
-    pub fn spawn(
+    pub(crate) fn spawn(
         pool: Pool,
         probe: Arc<dyn Probe>,
         verdict: VerdictSlot,
@@ -156,19 +157,13 @@ impl HealthChecker {
             verdict,
         }
     }
-
-    /// Probe counters.
-    pub fn counters(&self) -> &ProbeCounters {
-        &self.counters
-    }
 }
 
 impl Collect for HealthChecker {
     fn collect(&self, out: &mut Vec<Sample>) {
         for (result, v) in [("ok", &self.counters.ok), ("failed", &self.counters.failed)] {
             out.push(Sample::counter(
-                "proxypool_probes_total",
-                "Active health probes, by method and result.",
+                &F::PROBES_TOTAL,
                 vec![
                     ("pool", self.pool.name().to_owned()),
                     ("method", self.method.to_owned()),
@@ -178,8 +173,7 @@ impl Collect for HealthChecker {
             ));
         }
         out.push(Sample::counter(
-            "proxypool_verdict_faults_total",
-            "Health-verdict calls that faulted (no opinion), since the verdict was installed.",
+            &F::VERDICT_FAULTS_TOTAL,
             vec![("pool", self.pool.name().to_owned())],
             self.verdict.load().faults(),
         ));

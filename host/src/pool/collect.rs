@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{BreakerState, Pool, ProxyId};
+use crate::metrics::families as F;
 use crate::metrics::{Collect, Sample};
 
 impl Collect for Pool {
@@ -21,26 +22,12 @@ impl Pool {
                 continue;
             }
             let labels = || vec![pool(), ("proxy", s.label.clone())];
-            let gauge =
-                |name, help, value: bool| Sample::gauge(name, help, labels(), value as u8 as f64);
-            out.push(gauge(
-                "proxypool_proxy_up",
-                "1 if the proxy's health verdict is up.",
-                s.healthy,
-            ));
-            out.push(gauge(
-                "proxypool_proxy_probed",
-                "1 once a probe result has arrived.",
-                s.probed,
-            ));
-            out.push(gauge(
-                "proxypool_proxy_eligible",
-                "1 if picks may choose the proxy now.",
-                s.eligible,
-            ));
+            let gauge = |family, value: bool| Sample::gauge(family, labels(), value as u8 as f64);
+            out.push(gauge(&F::PROXY_UP, s.healthy));
+            out.push(gauge(&F::PROXY_PROBED, s.probed));
+            out.push(gauge(&F::PROXY_ELIGIBLE, s.eligible));
             out.push(Sample::gauge(
-                "proxypool_proxy_breaker_state",
-                "0 closed, 1 half-open, 2 open.",
+                &F::PROXY_BREAKER_STATE,
                 labels(),
                 match s.breaker {
                     BreakerState::Closed => 0.0,
@@ -49,21 +36,14 @@ impl Pool {
                 },
             ));
             out.push(Sample::gauge(
-                "proxypool_proxy_active_leases",
-                "Connections through the proxy now.",
+                &F::PROXY_ACTIVE_LEASES,
                 labels(),
                 s.active as f64,
             ));
-            out.push(Sample::gauge(
-                "proxypool_proxy_bans",
-                "Exchanges the proxy is banned for now.",
-                labels(),
-                s.bans.len() as f64,
-            ));
+            out.push(Sample::gauge(&F::PROXY_BANS, labels(), s.bans.len() as f64));
             let member = &self.inner.members[s.id as usize];
             out.push(Sample::counter(
-                "proxypool_proxy_picks_total",
-                "Leases handed out on the proxy (each pick, failover and hedge dial).",
+                &F::PROXY_PICKS_TOTAL,
                 labels(),
                 member.picks(),
             ));
@@ -71,12 +51,7 @@ impl Pool {
             for (direction, n) in [("up", up), ("down", down)] {
                 let mut labels = labels();
                 labels.push(("direction", direction.to_owned()));
-                out.push(Sample::counter(
-                    "proxypool_proxy_bytes_total",
-                    "Bytes relayed through the proxy by the gateway (up: client to upstream).",
-                    labels,
-                    n,
-                ));
+                out.push(Sample::counter(&F::PROXY_BYTES_TOTAL, labels, n));
             }
         }
     }
@@ -85,37 +60,16 @@ impl Pool {
     fn collect_counters(&self, out: &mut Vec<Sample>) {
         let pool = || ("pool", self.name().to_owned());
         let c = &self.inner.counters;
-        for (name, help, v) in [
-            (
-                "proxypool_health_transitions_total",
-                "Health transitions (up and down).",
-                &c.health_transitions,
-            ),
-            (
-                "proxypool_breaker_opened_total",
-                "Breakers opened.",
-                &c.breaker_opened,
-            ),
-            (
-                "proxypool_breaker_half_opened_total",
-                "Breakers half-opened.",
-                &c.breaker_half_opened,
-            ),
-            (
-                "proxypool_breaker_closed_total",
-                "Breakers closed.",
-                &c.breaker_closed,
-            ),
-            ("proxypool_bans_total", "Bans reported by clients.", &c.bans),
-            (
-                "proxypool_misconfigured_total",
-                "Proxies that refused our credentials.",
-                &c.misconfigured,
-            ),
+        for (family, v) in [
+            (&F::HEALTH_TRANSITIONS_TOTAL, &c.health_transitions),
+            (&F::BREAKER_OPENED_TOTAL, &c.breaker_opened),
+            (&F::BREAKER_HALF_OPENED_TOTAL, &c.breaker_half_opened),
+            (&F::BREAKER_CLOSED_TOTAL, &c.breaker_closed),
+            (&F::BANS_TOTAL, &c.bans),
+            (&F::MISCONFIGURED_TOTAL, &c.misconfigured),
         ] {
             out.push(Sample::counter(
-                name,
-                help,
+                family,
                 vec![pool()],
                 v.load(Ordering::Relaxed),
             ));

@@ -33,9 +33,10 @@ use breaker::Breaker;
 pub use breaker::BreakerState;
 use lease::DirtyBits;
 pub use lease::{Lease, LeaseCount};
-pub use state::{Ban, BanReason, MAX_BANS, MemberStatus, Outcome, PoolCounters, Trial};
+pub use state::{Ban, BanReason, MemberStatus, Outcome};
+pub(crate) use state::{PoolCounters, Trial};
 use succession::Successor;
-pub use succession::{Succession, match_members};
+pub(crate) use succession::{Succession, match_members};
 
 /// A small, fast, seedable generator (splitmix64): jitter here, and the strategies'
 /// randomness, reproducible in tests.
@@ -49,7 +50,7 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 
 /// A destination's key for [`Pool::record_target_fault`]: FNV-1a of the host (ASCII
 /// case folded) and port, never 0 (0 means "none").
-pub fn target_key(host: &str, port: u16) -> u64 {
+pub(crate) fn target_key(host: &str, port: u16) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in host.bytes().chain(port.to_be_bytes()) {
         h ^= b.to_ascii_lowercase() as u64;
@@ -59,7 +60,7 @@ pub fn target_key(host: &str, port: u16) -> u64 {
 }
 
 /// A proxy's id within its pool: its index in the configured member list.
-pub type ProxyId = u32;
+pub(crate) type ProxyId = u32;
 
 /// One member: what the configuration says of it, and what the pool learned.
 #[derive(Debug)]

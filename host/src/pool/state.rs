@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::breaker::Admission;
 
 /// Bans a pool keeps at most: far above members × exchanges of any real pool.
-pub const MAX_BANS: usize = 4096;
+pub(crate) const MAX_BANS: usize = 4096;
 use super::{BreakerState, Pool, ProxyId};
 
 /// Why a client reported a proxy for one exchange.
@@ -83,7 +83,7 @@ pub struct MemberStatus {
     pub id: ProxyId,
     /// The proxy (redacted when displayed).
     pub url: crate::config::ProxyUrl,
-    /// Its name in logs, metrics and status ([`super::Member::label`]).
+    /// Its name in logs, metrics and status (`super::Member::label`).
     pub label: String,
     /// Whether picks may choose it now.
     pub eligible: bool,

@@ -29,7 +29,10 @@ pub struct Succession {
 
 /// Which old member each new member is ([`ProxyUrl::same_member`], first match
 /// first), and the succession that makes.
-pub fn match_members(old: &[&ProxyUrl], new: &[&ProxyUrl]) -> (Vec<Option<usize>>, Succession) {
+pub(crate) fn match_members(
+    old: &[&ProxyUrl],
+    new: &[&ProxyUrl],
+) -> (Vec<Option<usize>>, Succession) {
     let mut taken = vec![false; old.len()];
     let mut succession = Succession::default();
     let found = new

@@ -92,7 +92,7 @@ impl Instance {
     }
 
     /// The guest's raw answer to one pick, given the lease counts that changed since
-    /// the last call; the caller checks it against the eligible set ([`check_pick`]).
+    /// the last call; the caller checks it against the eligible set (`check_pick`).
     pub fn pick(
         &mut self,
         ctx: PickContext<'_>,
@@ -139,7 +139,7 @@ impl Instance {
 
 /// Checks a guest's answer: an eligible, untried id, or none only when nothing is left.
 /// `eligible(id)` must be O(1).
-pub fn check_pick(
+pub(crate) fn check_pick(
     answer: Option<ProxyId>,
     tried: &[ProxyId],
     eligible: impl Fn(ProxyId) -> bool,

@@ -9,11 +9,11 @@
 mod bindings;
 pub mod check;
 mod engine;
-mod instance;
-mod native;
-mod selector;
-mod verdict;
-mod watch;
+pub(crate) mod instance;
+pub(crate) mod native;
+pub(crate) mod selector;
+pub(crate) mod verdict;
+pub(crate) mod watch;
 
 use crate::sync::Locked as _;
 use std::collections::HashMap;
@@ -29,19 +29,20 @@ use crate::config::BuiltinStrategy;
 use bindings::Plugins;
 use bindings::exports::proxypool::strategy::selector as wit_selector;
 
-pub use bindings::proxypool::strategy::types::Transport as WitTransport;
+pub(crate) use bindings::proxypool::strategy::types::Transport as WitTransport;
 use engine::*;
 pub use engine::{Compiled, Limits, StrategyEngine};
+pub use instance::Instance;
 use instance::*;
-pub use instance::{Instance, PickContext, check_pick};
-pub use native::Native;
-pub use selector::{
-    BATCH_SIZE, PickError, QUARANTINE_FAULTS, QUARANTINE_WINDOW, Selector, SelectorStats,
-};
-pub use verdict::{CompiledVerdict, VerdictFaults, WasmVerdict, threshold_bytes};
-pub use watch::{StrategyWatch, SwapCounters};
+pub(crate) use instance::{PickContext, check_pick};
+pub(crate) use native::Native;
+pub(crate) use selector::Selector;
+pub use selector::SelectorStats;
+pub(crate) use verdict::WasmVerdict;
+pub use verdict::{CompiledVerdict, threshold_bytes};
+pub(crate) use watch::StrategyWatch;
 
-pub use crate::pool::{LeaseCount, ProxyId};
+pub(crate) use crate::pool::{LeaseCount, ProxyId};
 use bindings::proxypool::strategy::types::LeaseCount as WitLeaseCount;
 
 /// Google Service Extensions' per-call budget; a selection is a few hundred
@@ -184,7 +185,7 @@ impl Fault {
     }
 }
 
-pub use crate::pool::splitmix64;
+pub(crate) use crate::pool::splitmix64;
 
 #[cfg(test)]
 mod tests {

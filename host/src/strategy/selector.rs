@@ -27,14 +27,14 @@ use crate::pool::{Lease, LeaseCount, Pool, ProxyId, Snapshot};
 /// Picks handed out per batch: a refill costs a few microseconds (two guest calls
 /// and a list copy), so at 256 it lands on fewer than 0.4% of picks, below p99; a
 /// change of the eligible set discards at most this many precomputed picks.
-pub const BATCH_SIZE: u32 = 256;
+pub(crate) const BATCH_SIZE: u32 = 256;
 /// The batch index whose taker fetches the next batch: early enough that, at two
 /// threads' pace, the rest of the batch outlasts the fetch.
 const PREFETCH_AT: usize = BATCH_SIZE as usize / 4;
-/// Faults within [`QUARANTINE_WINDOW`] that quarantine a strategy generation.
+/// Faults within `QUARANTINE_WINDOW` that quarantine a strategy generation.
 pub const QUARANTINE_FAULTS: u32 = 5;
 /// See [`QUARANTINE_FAULTS`].
-pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const QUARANTINE_WINDOW: Duration = Duration::from_secs(10);
 /// At most one fault log line per this interval (a burst is summarised).
 const FAULT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 

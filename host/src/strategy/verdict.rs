@@ -44,13 +44,13 @@ struct Live {
 
 /// Fault counters of one verdict.
 #[derive(Debug, Default)]
-pub struct VerdictFaults {
+pub(crate) struct VerdictFaults {
     /// Calls that trapped, overran or ran out of memory.
     pub faults: AtomicU64,
 }
 
 /// A verdict component serving one pool. After [`QUARANTINE_FAULTS`] faults within
-/// [`QUARANTINE_WINDOW`] it is quarantined, as a strategy is: the native
+/// `QUARANTINE_WINDOW` it is quarantined, as a strategy is: the native
 /// [`Threshold`] with the same rise and fall decides until another verdict is
 /// installed.
 pub struct WasmVerdict {

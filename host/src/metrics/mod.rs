@@ -5,6 +5,8 @@
 //! counter moves or a histogram observes. Labels that name a proxy carry its
 //! redacted label only.
 
+pub(crate) mod families;
+
 use crate::sync::Locked as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,8 @@ use std::time::Duration;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+
+pub use families::{FAMILIES, Family, Kind};
 
 /// One value of one metric.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,45 +45,52 @@ pub struct HistogramSnapshot {
 /// One sample of one metric.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    /// Metric name (`proxypool_…`); a counter's ends in `_total`.
-    pub name: &'static str,
-    /// One line of help.
-    pub help: &'static str,
-    /// Label pairs.
+    /// Its family: name, help, kind and label names.
+    pub family: &'static Family,
+    /// Label pairs, in the family's order.
     pub labels: Vec<(&'static str, String)>,
     /// The value.
     pub value: Value,
 }
 
 impl Sample {
+    fn new(family: &'static Family, labels: Vec<(&'static str, String)>, value: Value) -> Sample {
+        // A collector that drifts from the table is a bug the tests should catch.
+        debug_assert!(
+            family
+                .labels
+                .iter()
+                .copied()
+                .eq(labels.iter().map(|(k, _)| *k)),
+            "{}: labels {labels:?} against {:?}",
+            family.name,
+            family.labels
+        );
+        Sample {
+            family,
+            labels,
+            value,
+        }
+    }
+
     /// A counter sample.
     pub fn counter(
-        name: &'static str,
-        help: &'static str,
+        family: &'static Family,
         labels: Vec<(&'static str, String)>,
         value: u64,
     ) -> Sample {
-        Sample {
-            name,
-            help,
-            labels,
-            value: Value::Counter(value),
-        }
+        debug_assert_eq!(family.kind, Kind::Counter, "{}", family.name);
+        Sample::new(family, labels, Value::Counter(value))
     }
 
     /// A gauge sample.
     pub fn gauge(
-        name: &'static str,
-        help: &'static str,
+        family: &'static Family,
         labels: Vec<(&'static str, String)>,
         value: f64,
     ) -> Sample {
-        Sample {
-            name,
-            help,
-            labels,
-            value: Value::Gauge(value),
-        }
+        debug_assert_eq!(family.kind, Kind::Gauge, "{}", family.name);
+        Sample::new(family, labels, Value::Gauge(value))
     }
 }
 
@@ -186,18 +197,9 @@ impl Histogram {
     }
 
     /// A histogram sample of it.
-    pub fn sample(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: Vec<(&'static str, String)>,
-    ) -> Sample {
-        Sample {
-            name,
-            help,
-            labels,
-            value: Value::Histogram(self.snapshot()),
-        }
+    pub fn sample(&self, family: &'static Family, labels: Vec<(&'static str, String)>) -> Sample {
+        debug_assert_eq!(family.kind, Kind::Histogram, "{}", family.name);
+        Sample::new(family, labels, Value::Histogram(self.snapshot()))
     }
 }
 
@@ -260,7 +262,7 @@ impl From<Vec<Sample>> for Families {
     fn from(samples: Vec<Sample>) -> Families {
         let mut families: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
         for s in samples {
-            families.entry(s.name).or_default().push(s);
+            families.entry(s.family.name).or_default().push(s);
         }
         Families(families)
     }
@@ -279,7 +281,7 @@ impl Collector for Families {
                 Value::Gauge(_) => (*name, MetricType::Gauge),
                 Value::Histogram(_) => (*name, MetricType::Histogram),
             };
-            let mut metric = encoder.encode_descriptor(name, first.help, None, kind)?;
+            let mut metric = encoder.encode_descriptor(name, first.family.help, None, kind)?;
             for s in samples {
                 let labels: &[(&'static str, String)] = &s.labels;
                 let mut family = metric.encode_family(&labels)?;
@@ -305,16 +307,18 @@ impl Collector for Families {
 mod tests {
     use super::*;
 
+    const PROBES: Family = Family {
+        name: "proxypool_probes_total",
+        help: "Probes.",
+        kind: Kind::Counter,
+        labels: &["proxy"],
+    };
+
     struct Fixed;
     impl Collect for Fixed {
         fn collect(&self, out: &mut Vec<Sample>) {
             for (proxy, v) in [("socks5://a:1", 2), ("socks5://b\"x:1", 0)] {
-                out.push(Sample::counter(
-                    "proxypool_probes_total",
-                    "Probes.",
-                    vec![("proxy", proxy.into())],
-                    v,
-                ));
+                out.push(Sample::counter(&PROBES, vec![("proxy", proxy.into())], v));
             }
         }
     }
@@ -362,10 +366,13 @@ mod tests {
         struct One(Histogram);
         impl Collect for One {
             fn collect(&self, out: &mut Vec<Sample>) {
-                out.push(
-                    self.0
-                        .sample("proxypool_x_seconds", "X.", vec![("pool", "p".into())]),
-                );
+                const X: Family = Family {
+                    name: "proxypool_x_seconds",
+                    help: "X.",
+                    kind: Kind::Histogram,
+                    labels: &["pool"],
+                };
+                out.push(self.0.sample(&X, vec![("pool", "p".into())]));
             }
         }
         let r = Registry::new();
@@ -396,5 +403,26 @@ mod tests {
         r.register(s.clone());
         r.unregister(&s);
         assert!(r.gather().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod table {
+    use super::*;
+
+    #[test]
+    fn every_family_is_named_once_and_shaped_by_its_kind() {
+        let mut names: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len(), "a name twice");
+        for f in FAMILIES {
+            match f.kind {
+                Kind::Counter => assert!(f.name.ends_with("_total"), "{}", f.name),
+                Kind::Histogram => assert!(f.name.ends_with("_seconds"), "{}", f.name),
+                Kind::Gauge => assert!(!f.name.ends_with("_total"), "{}", f.name),
+            }
+            assert!(f.help.ends_with('.'), "{}: help is a sentence", f.name);
+        }
     }
 }
